@@ -1,0 +1,3 @@
+"""A drop-in OpenAI and Anthropic AI gateway."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,144 @@
+"""The RSGI application: per-worker lifecycle and routing by method and path.
+
+Granian calls `__rsgi_init__(loop)` once per worker before serving, `__rsgi__(scope, proto)` per
+request, and `__rsgi_del__(loop)` after the worker stopped serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import structlog
+
+from . import __version__
+from .config import Config, config_source, load_config
+from .context import EndpointSpec, RequestContext
+from .errors import GatewayError, NotFound, render
+from .mock.app import MockApp
+from .observe import logging as gw_logging
+from .plugins import install_plugins
+from .runtime import Runtime
+
+log = structlog.get_logger("gateway.app")
+_enc = msgspec.json.Encoder()
+JSON = [("content-type", "application/json")]
+
+_CHAT = EndpointSpec("chat", "openai")
+_COMPLETIONS = EndpointSpec("completions", "openai")
+_EMBEDDINGS = EndpointSpec("embeddings", "openai", streamable=False)
+_RESPONSES = EndpointSpec("responses", "openai")
+_MESSAGES = EndpointSpec("messages", "anthropic")
+
+PROXY_ROUTES: dict[str, EndpointSpec] = {
+    "/v1/chat/completions": _CHAT,
+    "/chat/completions": _CHAT,
+    "/v1/completions": _COMPLETIONS,
+    "/completions": _COMPLETIONS,
+    "/v1/embeddings": _EMBEDDINGS,
+    "/embeddings": _EMBEDDINGS,
+    "/v1/responses": _RESPONSES,
+    "/responses": _RESPONSES,
+    "/v1/messages": _MESSAGES,
+    "/messages": _MESSAGES,
+}
+
+Handler = Callable[[Any, Any, dict[str, str]], Awaitable[None] | None]
+
+
+class GatewayApp:
+    def __init__(self, config: Config | None = None) -> None:
+        self._config = config
+        self.rt: Runtime | None = None
+        self.mock: MockApp | None = None
+        # Extra GET/POST routes added by plug-ins (admin, metrics, dashboards): path -> handler.
+        self.routes: dict[tuple[str, str], Handler] = {
+            ("GET", "/healthz"): self.healthz,
+            ("GET", "/readyz"): self.readyz,
+            ("GET", "/v1/models"): self.models,
+            ("GET", "/models"): self.models,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        cfg = self._config
+        if cfg is None:
+            path, upstream = config_source()
+            cfg = load_config(path, upstream=upstream)
+        gw_logging.configure(cfg.log.format, cfg.log.level)
+        loop.run_until_complete(self.startup(cfg))
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.run_until_complete(self.shutdown())
+        gw_logging.flush()
+
+    async def startup(self, cfg: Config) -> None:
+        rt = Runtime(cfg)
+        rt.start()
+        if cfg.server.mount_mock:
+            self.mock = MockApp(prefix="/_mock")
+        await install_plugins(self, rt)
+        self.rt = rt
+        rt.start_warmup()
+
+    async def shutdown(self) -> None:
+        if self.rt is not None:
+            await self.rt.close()
+            self.rt = None
+
+    # ------------------------------------------------------------------ requests
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        path = scope.path
+        spec = PROXY_ROUTES.get(path)
+        rt = self.rt
+        if spec is not None and scope.method == "POST" and rt is not None and rt.pipeline is not None:
+            ctx = RequestContext(spec, dict(scope.headers.items()))
+            await rt.pipeline.handle(ctx, proto)
+            return
+        if self.mock is not None and path.startswith("/_mock/"):
+            await self.mock.__rsgi__(scope, proto)
+            return
+        handler = self.routes.get((scope.method, path))
+        protocol = "anthropic" if path.endswith("/messages") else "openai"
+        if handler is None:
+            err: GatewayError = NotFound(f"No route for {scope.method} {path}.")
+            status, body = render(err, protocol)
+            proto.response_bytes(status, JSON, body)
+            return
+        try:
+            result = handler(scope, proto, dict(scope.headers.items()))
+            if result is not None:
+                await result
+        except GatewayError as exc:
+            status, body = render(exc, protocol)
+            proto.response_bytes(status, JSON, body)
+
+    def healthz(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
+        proto.response_bytes(200, JSON, b'{"status":"alive"}')
+
+    def readyz(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
+        rt = self.rt
+        ready = rt is not None and rt.ready
+        body = {
+            "status": "ready" if ready else "starting",
+            "version": __version__,
+            "providers": sorted(rt.providers) if rt else [],
+            "degraded": dict(rt.degraded) if rt else {},
+        }
+        proto.response_bytes(200 if ready else 503, JSON, _enc.encode(body))
+
+    def models(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
+        rt = self.rt
+        if rt is None or rt.router is None:
+            raise GatewayError("The gateway is not ready.")
+        rt.auth.authenticate(headers)
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "gateway"}
+                for name in rt.router.model_names()]
+        proto.response_bytes(200, JSON, _enc.encode({"object": "list", "data": data}))
+
+
+app = GatewayApp()

@@ -1,0 +1,259 @@
+"""Every setting of the gateway as msgspec structs, loaded once from a file plus the environment.
+
+`load_config()` is called once per process (in the CLI and in each worker's `__rsgi_init__`);
+nothing on the request path reads configuration. Validation errors name the offending key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+ProviderKind = Literal["openai", "azure", "anthropic", "compatible"]
+BUILTIN_MOCK = "builtin:mock"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the key and why."""
+
+
+class Timeouts(msgspec.Struct, forbid_unknown_fields=True):
+    connect_s: float = 5.0
+    first_byte_s: float = 120.0  # until response headers arrive
+    total_s: float = 900.0  # whole exchange, streams included
+
+
+class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):
+    kind: ProviderKind = "openai"
+    # openai/azure/compatible: the URL the SDK would use as base_url (".../v1");
+    # anthropic: the root ("https://api.anthropic.com"); compatible: the root serving both.
+    base_url: str = ""
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    api_version: str | None = None  # Azure OpenAI api-version query parameter
+    anthropic_version: str = "2023-06-01"
+    headers: dict[str, str] = {}
+    max_connections: int = 256
+    warmup_connections: int = 2
+    timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
+
+
+class Deployment(msgspec.Struct, forbid_unknown_fields=True):
+    provider: str
+    model: str | None = None  # the provider's model name; None = the name the client asked for
+    weight: float = 1.0
+
+
+class RouteCache(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = True
+    semantic_threshold: float | None = None
+    scope: Literal["key", "shared"] | None = None
+
+
+class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
+    name: str  # "*" matches any model the client names
+    deployments: list[Deployment]
+    aliases: list[str] = []
+    fallbacks: list[str] = []  # other model names tried in order when every deployment failed
+    cache: RouteCache | None = None
+    compression: Literal["off", "light", "standard"] | None = None
+
+
+class RetryConfig(msgspec.Struct, forbid_unknown_fields=True):
+    attempts: int = 2  # extra attempts per deployment on connect errors, timeouts, 429, 5xx
+    backoff_ms: float = 50.0
+    max_backoff_ms: float = 2000.0
+
+
+class KeyConfig(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    key_sha256: str | None = None  # hex SHA-256 of the key: keys are stored hashed
+    key_env: str | None = None  # or the name of an environment variable holding the key
+    models: list[str] | None = None  # allowed models; None = all
+    team: str | None = None
+
+
+class AuthConfig(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = True
+    master_key_env: str = "GATEWAY_MASTER_KEY"
+    keys: list[KeyConfig] = []
+
+
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 0  # 0 = the CPU quota from cgroups (or the core count)
+    max_body_bytes: int = 10 * 1024 * 1024
+    drain_timeout_s: float = 30.0
+    mount_mock: bool = False  # serve the built-in mock under /_mock (embedded defaults)
+
+
+class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
+    redis_url: str = ""  # empty = the embedded store (one machine, no server)
+    embedded_path: str = ".gateway/store.db"
+
+
+class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = True
+    semantic_threshold: float = 0.90
+    near_miss_threshold: float = 0.85
+    ttl_s: float = 3600.0
+    max_entries: int = 10_000
+    only_temperature_zero: bool = True
+    scope: Literal["key", "shared"] = "key"
+    semantic: bool = True  # phase 4 (needs the embedding model)
+    embed_budget_ms: float = 50.0
+
+
+class LogConfig(msgspec.Struct, forbid_unknown_fields=True):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    providers: dict[str, ProviderConfig] = {}
+    models: list[ModelConfig] = []
+    retries: RetryConfig = msgspec.field(default_factory=RetryConfig)
+    cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+
+
+def embedded_defaults() -> dict[str, Any]:
+    """No file at all: auth off, every model answered by the built-in mock, so a newcomer gets answers."""
+    return {
+        "auth": {"enabled": False},
+        "server": {"mount_mock": True},
+        "providers": {"mock": {"kind": "compatible", "base_url": BUILTIN_MOCK}},
+        "models": [
+            {"name": "mock-gpt-4o", "deployments": [{"provider": "mock"}]},
+            {"name": "mock-claude", "deployments": [{"provider": "mock"}]},
+            {"name": "*", "deployments": [{"provider": "mock"}]},
+        ],
+    }
+
+
+def upstream_defaults(url: str) -> dict[str, Any]:
+    """`--upstream URL`: every model goes to one OpenAI- and Anthropic-compatible base URL."""
+    return {
+        "auth": {"enabled": False},
+        "providers": {"upstream": {"kind": "compatible", "base_url": url.rstrip("/")}},
+        "models": [{"name": "*", "deployments": [{"provider": "upstream"}]}],
+    }
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+_SHORTCUTS = {
+    "GATEWAY_REDIS_URL": ("store", "redis_url"),
+    "GATEWAY_LOG_FORMAT": ("log", "format"),
+    "GATEWAY_LOG_LEVEL": ("log", "level"),
+    "GATEWAY_WORKERS": ("server", "workers"),
+    "GATEWAY_PORT": ("server", "port"),
+    "GATEWAY_HOST": ("server", "host"),
+}
+
+
+def _env_overrides(data: dict[str, Any], environ: dict[str, str]) -> None:
+    """GATEWAY_SECTION__KEY=value (nested by double underscores) plus a few named shortcuts."""
+    items: list[tuple[tuple[str, ...], str]] = []
+    for name, value in environ.items():
+        if name in _SHORTCUTS:
+            items.append((_SHORTCUTS[name], value))
+        elif name.startswith("GATEWAY_") and "__" in name:
+            items.append((tuple(p.lower() for p in name[len("GATEWAY_"):].split("__")), value))
+    for path, raw in items:
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment override {'.'.join(path)}: {part} is not a section")
+        node[path[-1]] = yaml.safe_load(raw) if raw else raw  # "8080" -> 8080, "true" -> True
+
+
+def _validate(cfg: Config) -> None:
+    names: set[str] = set()
+    for i, m in enumerate(cfg.models):
+        if not m.deployments:
+            raise ConfigError(f"models[{i}] ({m.name}): needs at least one deployment")
+        for j, d in enumerate(m.deployments):
+            if d.provider not in cfg.providers:
+                raise ConfigError(
+                    f"models[{i}].deployments[{j}].provider: unknown provider {d.provider!r}"
+                    f" (configured: {', '.join(sorted(cfg.providers)) or 'none'})"
+                )
+            if d.weight <= 0:
+                raise ConfigError(f"models[{i}].deployments[{j}].weight: must be > 0")
+        for n in (m.name, *m.aliases):
+            if n in names:
+                raise ConfigError(f"models[{i}]: the name or alias {n!r} is used twice")
+            names.add(n)
+    for i, m in enumerate(cfg.models):
+        for f in m.fallbacks:
+            if f not in names:
+                raise ConfigError(f"models[{i}].fallbacks: unknown model {f!r}")
+    for name, p in cfg.providers.items():
+        if not p.base_url:
+            raise ConfigError(f"providers.{name}.base_url: required")
+        if p.kind == "azure" and not p.api_version:
+            raise ConfigError(f"providers.{name}.api_version: required for Azure OpenAI")
+    for i, k in enumerate(cfg.auth.keys):
+        if not (k.key_sha256 or k.key_env):
+            raise ConfigError(f"auth.keys[{i}] ({k.id}): needs key_sha256 or key_env")
+    if cfg.server.max_body_bytes <= 0:
+        raise ConfigError("server.max_body_bytes: must be > 0")
+    if not 0.0 < cfg.cache.semantic_threshold <= 1.0:
+        raise ConfigError("cache.semantic_threshold: must be in (0, 1]")
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    upstream: str | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """The configuration from `path` (YAML or TOML), or embedded defaults, plus the environment."""
+    env = dict(os.environ if environ is None else environ)
+    if path:
+        data = _read_file(Path(path))
+        if upstream:
+            data.setdefault("providers", {}).update(upstream_defaults(upstream)["providers"])
+            data.setdefault("models", []).extend(upstream_defaults(upstream)["models"])
+    elif upstream:
+        data = upstream_defaults(upstream)
+    else:
+        data = embedded_defaults()
+    _env_overrides(data, env)
+    try:
+        cfg = msgspec.convert(data, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        # msgspec names the path, e.g. "Expected `int`, got `str` - at `$.server.port`".
+        raise ConfigError(str(exc).replace("$.", "")) from None
+    _validate(cfg)
+    return cfg
+
+
+def config_source() -> tuple[str | None, str | None]:
+    """The config file and upstream chosen by `gateway serve`, handed to workers through the env."""
+    return os.environ.get("GATEWAY_CONFIG_FILE") or None, os.environ.get("GATEWAY_UPSTREAM") or None

@@ -1,0 +1,202 @@
+"""The mock upstream: an RSGI app answering in OpenAI and Anthropic shapes with a fixed latency.
+
+Behaviour comes from `MockSettings` (CLI flags) and can be changed per request with a body field
+`"mock": {"status": 500, "latency_ms": 0, "chunks": 5, "chunk_interval_ms": 20}`. It records the
+last requests (`GET /_mock/requests`) and stream outcomes (`GET /_mock/stats`), so tests and
+operators see exactly what the gateway sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+import time
+from typing import Any
+
+import msgspec
+import xxhash
+
+from . import anthropic as anth
+from . import responses as oai
+
+_enc = msgspec.json.Encoder()
+_dec = msgspec.json.Decoder()
+JSON = [("content-type", "application/json")]
+SSE = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
+
+
+class MockSettings(msgspec.Struct):
+    latency_ms: float = 60.0
+    stream_chunks: int = 10
+    chunk_interval_ms: float = 0.0
+    error_rate: float = 0.0
+    error_status: int = 500
+    cached_tokens: int = 0  # OpenAI prompt_tokens_details.cached_tokens on every answer
+    record: int = 500  # how many requests /_mock/requests keeps
+    models: tuple[str, ...] = ("mock-gpt-4o", "mock-claude", "gpt-4o-mini", "claude-sonnet-4-5")
+
+
+class MockState:
+    def __init__(self, settings: MockSettings) -> None:
+        self.settings = settings
+        self.requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=settings.record)
+        self.counter = 0
+        self.stats = {"requests": 0, "streams_started": 0, "streams_completed": 0, "streams_cancelled": 0}
+        # Anthropic prompt caching simulation: hashes of prefixes marked with cache_control.
+        self.cached_prefixes: set[int] = set()
+
+
+def _error_body(status: int, anthropic: bool) -> bytes:
+    msg = f"mock upstream error {status}"
+    if anthropic:
+        etype = {429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
+        return _enc.encode({"type": "error", "error": {"type": etype, "message": msg}})
+    etype = {429: "rate_limit_error"}.get(status, "server_error")
+    return _enc.encode({"error": {"message": msg, "type": etype, "param": None, "code": None}})
+
+
+class MockApp:
+    def __init__(self, settings: MockSettings | None = None, prefix: str = "") -> None:
+        self.state = MockState(settings or MockSettings())
+        self.prefix = prefix
+
+    def __rsgi_init__(self, loop: Any) -> None:
+        pass
+
+    def __rsgi_del__(self, loop: Any) -> None:
+        pass
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        path = scope.path[len(self.prefix):] if self.prefix else scope.path
+        await self.handle(scope.method, path, scope.headers, proto)
+
+    async def handle(self, method: str, path: str, headers: Any, proto: Any) -> None:
+        st = self.state
+        if method == "GET":
+            if path == "/_mock/requests":
+                return proto.response_bytes(200, JSON, _enc.encode(list(st.requests)))
+            if path == "/_mock/stats":
+                return proto.response_bytes(200, JSON, _enc.encode(st.stats))
+            if path in ("/v1/models", "/models"):
+                data = [{"id": m, "object": "model", "created": 0, "owned_by": "mock"} for m in st.settings.models]
+                return proto.response_bytes(200, JSON, _enc.encode({"object": "list", "data": data}))
+            if path in ("/", "/healthz"):
+                return proto.response_bytes(200, JSON, b'{"status":"ok"}')
+            return proto.response_bytes(404, JSON, b'{"error":{"message":"not found","type":"not_found"}}')
+        if method == "DELETE" and path == "/_mock/requests":
+            st.requests.clear()
+            return proto.response_bytes(200, JSON, b"{}")
+        if method != "POST":
+            return proto.response_bytes(405, JSON, b'{"error":{"message":"method not allowed"}}')
+        raw = await proto()
+        try:
+            body = _dec.decode(raw)
+        except msgspec.DecodeError:
+            return proto.response_bytes(400, JSON, b'{"error":{"message":"mock: body is not JSON"}}')
+        st.counter += 1
+        st.stats["requests"] += 1
+        n_id = st.counter
+        st.requests.append({"method": method, "path": path, "headers": dict(headers.items()), "body": body,
+                            "time": time.time()})
+        opts = body.get("mock") if isinstance(body.get("mock"), dict) else {}
+        latency = float(opts.get("latency_ms", st.settings.latency_ms)) / 1000.0
+        if latency > 0:
+            await asyncio.sleep(latency)
+        is_anthropic = path.endswith("/messages")
+        status = int(opts.get("status", 0)) or (
+            st.settings.error_status if st.settings.error_rate and random.random() < st.settings.error_rate else 0
+        )
+        if status >= 400:
+            hdrs = [*JSON, ("x-request-id", f"req_mock{n_id}"), ("retry-after", "0")]
+            return proto.response_bytes(status, hdrs, _error_body(status, is_anthropic))
+        chunks = int(opts.get("chunks", st.settings.stream_chunks))
+        pace = float(opts.get("chunk_interval_ms", st.settings.chunk_interval_ms)) / 1000.0
+        stream = bool(body.get("stream"))
+        if is_anthropic:
+            return await self._anthropic(proto, body, n_id, stream, chunks, pace)
+        return await self._openai(proto, path, body, n_id, stream, chunks, pace)
+
+    def _openai_headers(self, n_id: int) -> list[tuple[str, str]]:
+        return [("x-request-id", f"req_mock{n_id}"), ("x-ratelimit-remaining-requests", "9999"),
+                ("x-ratelimit-limit-requests", "10000"), ("openai-processing-ms", "60")]
+
+    async def _openai(self, proto: Any, path: str, body: dict[str, Any], n_id: int, stream: bool,
+                      chunks: int, pace: float) -> None:
+        cached = self.state.settings.cached_tokens
+        hdrs = self._openai_headers(n_id)
+        endpoint = path.rsplit("/", 1)[-1]
+        if endpoint == "completions" and path.endswith("/chat/completions"):
+            if stream:
+                events = [(None, c) for c in oai.chat_chunks(body, n_id, chunks, cached)]
+                return await self._stream(proto, hdrs, events, pace, done=True)
+            return proto.response_bytes(200, JSON + hdrs, _enc.encode(oai.chat_completion(body, n_id, cached)))
+        if endpoint == "completions":
+            if stream:
+                events = [(None, c) for c in oai.completion_chunks(body, n_id, chunks)]
+                return await self._stream(proto, hdrs, events, pace, done=True)
+            return proto.response_bytes(200, JSON + hdrs, _enc.encode(oai.text_completion(body, n_id)))
+        if endpoint == "embeddings":
+            return proto.response_bytes(200, JSON + hdrs, _enc.encode(oai.embeddings(body)))
+        if endpoint == "responses":
+            if stream:
+                named = [(name, data) for name, data in oai.responses_events(body, n_id, chunks)]
+                return await self._stream(proto, hdrs, named, pace, done=False)
+            return proto.response_bytes(200, JSON + hdrs, _enc.encode(oai.responses_object(body, n_id)))
+        return proto.response_bytes(404, JSON, b'{"error":{"message":"mock: unknown endpoint"}}')
+
+    def _anthropic_cache(self, body: dict[str, Any]) -> tuple[int, int]:
+        """Like the provider: the first request with a marked system prompt writes it, later ones read."""
+        if not anth.has_cache_control(body):
+            return 0, 0
+        system = anth.system_text(body)
+        key = xxhash.xxh64_intdigest(system)
+        tokens = oai.approx_tokens(system)
+        if key in self.state.cached_prefixes:
+            return 0, tokens
+        self.state.cached_prefixes.add(key)
+        return tokens, 0
+
+    async def _anthropic(self, proto: Any, body: dict[str, Any], n_id: int, stream: bool, chunks: int,
+                         pace: float) -> None:
+        hdrs = [("request-id", f"req_mock{n_id}"), ("anthropic-ratelimit-requests-remaining", "9999")]
+        cache = self._anthropic_cache(body)
+        if stream:
+            events = [(name, data) for name, data in anth.events(body, n_id, chunks, cache)]
+            return await self._stream(proto, hdrs, events, pace, done=False)
+        return proto.response_bytes(200, JSON + hdrs, _enc.encode(anth.message(body, n_id, cache)))
+
+    async def _stream(self, proto: Any, hdrs: list[tuple[str, str]], events: list[tuple[str | None, Any]],
+                      pace: float, done: bool) -> None:
+        st = self.state
+        st.stats["streams_started"] += 1
+        transport = proto.response_stream(200, SSE + hdrs)
+
+        async def pump() -> None:
+            for name, data in events:
+                payload = _enc.encode(data)
+                frame = (b"event: " + name.encode() + b"\n" if name else b"") + b"data: " + payload + b"\n\n"
+                await transport.send_bytes(frame)
+                if pace:
+                    await asyncio.sleep(pace)
+            if done:
+                await transport.send_bytes(b"data: [DONE]\n\n")
+
+        if not pace:
+            try:
+                await pump()
+                st.stats["streams_completed"] += 1
+            except Exception:
+                st.stats["streams_cancelled"] += 1
+            return
+        # Paced streams watch for the client going away, so tests can prove cancellation.
+        task = asyncio.ensure_future(pump())
+        gone = asyncio.ensure_future(proto.client_disconnect())
+        finished, _ = await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if task in finished and task.exception() is None:
+            gone.cancel()
+            st.stats["streams_completed"] += 1
+        else:
+            task.cancel()
+            gone.cancel()
+            st.stats["streams_cancelled"] += 1

@@ -1,0 +1,68 @@
+"""Per-worker state, built once in `__rsgi_init__` and closed in `__rsgi_del__`.
+
+Everything the request path needs (configuration, pools, router, authenticator, optional stages)
+is resolved here, so no request ever parses configuration or builds a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+
+from .auth import Authenticator
+from .config import Config
+from .pipeline import AfterHook, Pipeline, Stage
+from .providers.upstream import Provider, open_providers
+from .routing import Router
+
+log = structlog.get_logger("gateway.runtime")
+
+
+class Runtime:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.providers: dict[str, Provider] = {}
+        self.router: Router | None = None  # type: ignore[assignment]
+        self.auth = Authenticator(cfg.auth)
+        self.before_stages: list[Stage] = []
+        self.after_hooks: list[AfterHook] = []
+        # Optional parts that are degraded, with the reason (shown by /readyz).
+        self.degraded: dict[str, str] = {}
+        self.ready = False
+        self.pipeline: Pipeline | None = None
+        self._closers: list[Any] = []
+        self._warmup: asyncio.Task[Any] | None = None
+
+    def start(self) -> None:
+        self.providers = open_providers(self.cfg.providers, self.cfg.server.port)
+        self.router = Router(self.cfg, self.providers)
+        self.pipeline = Pipeline(self)
+        self.ready = True
+
+    def start_warmup(self) -> None:
+        # Background: a provider that is down must not hold up the worker's start.
+        self._warmup = asyncio.ensure_future(
+            asyncio.gather(*(p.warm_up() for p in self.providers.values()), return_exceptions=True)
+        )
+
+    def on_close(self, closer: Any) -> None:
+        """Register an async or sync callable run at shutdown (stores, audit sinks, thread pools)."""
+        self._closers.append(closer)
+
+    async def close(self) -> None:
+        self.ready = False
+        if self.pipeline is not None:
+            await self.pipeline.drain(self.cfg.server.drain_timeout_s)
+        if self._warmup is not None and not self._warmup.done():
+            self._warmup.cancel()
+        for closer in reversed(self._closers):
+            try:
+                result = closer()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("close_failed", closer=repr(closer))
+        for p in self.providers.values():
+            await p.close()

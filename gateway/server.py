@@ -1,0 +1,61 @@
+"""Launching Granian: workers from the container's CPU quota, RSGI interface, uvloop."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs granted by the cgroup (v2 cpu.max or v1 cfs quota/period), None when unlimited."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return int(quota) / int(period)
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        q = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        p = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return q / p if q > 0 and p > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def default_workers() -> int:
+    """One worker per CPU the container may use (not the host's core count)."""
+    quota = cgroup_cpu_quota()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if quota is not None:
+        return max(1, min(cores, math.ceil(quota)))
+    return max(1, cores)
+
+
+def serve(host: str, port: int, workers: int, drain_timeout_s: float, log_level: str = "warning") -> None:
+    from granian.constants import Interfaces, Loops
+    from granian.server import Server
+
+    server = Server(
+        "gateway.app:app",
+        address=host,
+        port=port,
+        interface=Interfaces.RSGI,
+        workers=workers,
+        loop=Loops.uvloop,
+        backlog=2048,
+        log_level=log_level,  # type: ignore[arg-type]
+        workers_kill_timeout=int(drain_timeout_s) + 1,
+        respawn_failed_workers=True,
+    )
+    server.serve()
+
+
+def serve_mock(host: str, port: int, workers: int) -> None:
+    from granian.constants import Interfaces, Loops
+    from granian.server import Server
+
+    server = Server("gateway.mock.main:app", address=host, port=port, interface=Interfaces.RSGI,
+                    workers=workers, loop=Loops.uvloop, backlog=2048, log_level="warning")  # type: ignore[arg-type]
+    server.serve()
