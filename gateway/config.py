@@ -227,6 +227,18 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("cache.semantic_threshold: must be in (0, 1]")
 
 
+def _name_dict_key(message: str, data: dict[str, Any]) -> str:
+    """msgspec writes `providers[...]` for a mapping entry: find and name the provider at fault."""
+    if "providers[...]" not in message or not isinstance(data.get("providers"), dict):
+        return message
+    for name, entry in data["providers"].items():
+        try:
+            msgspec.convert(entry, ProviderConfig, strict=False)
+        except msgspec.ValidationError:
+            return message.replace("providers[...]", f"providers.{name}")
+    return message
+
+
 def load_config(
     path: str | Path | None = None,
     *,
@@ -249,7 +261,7 @@ def load_config(
         cfg = msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:
         # msgspec names the path, e.g. "Expected `int`, got `str` - at `$.server.port`".
-        raise ConfigError(str(exc).replace("$.", "")) from None
+        raise ConfigError(_name_dict_key(str(exc), data).replace("$.", "")) from None
     _validate(cfg)
     return cfg
 

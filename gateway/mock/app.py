@@ -34,7 +34,7 @@ class MockSettings(msgspec.Struct):
     error_status: int = 500
     cached_tokens: int = 0  # OpenAI prompt_tokens_details.cached_tokens on every answer
     record: int = 500  # how many requests /_mock/requests keeps
-    models: tuple[str, ...] = ("mock-gpt-4o", "mock-claude", "gpt-4o-mini", "claude-sonnet-4-5")
+    models: tuple[str, ...] = ("mock-gpt-4o", "mock-claude", "gpt-4o-mini", "claude-house")
 
 
 class MockState:
@@ -150,7 +150,7 @@ class MockApp:
         if not anth.has_cache_control(body):
             return 0, 0
         system = anth.system_text(body)
-        key = xxhash.xxh64_intdigest(system)
+        key = xxhash.xxh64_intdigest(system.encode())
         tokens = oai.approx_tokens(system)
         if key in self.state.cached_prefixes:
             return 0, tokens

@@ -161,7 +161,7 @@ def completion_chunks(body: dict[str, Any], n_id: int, chunks: int) -> list[dict
 
 
 def _vector(text: str, dims: int) -> list[float]:
-    seed = xxhash.xxh64_intdigest(text)
+    seed = xxhash.xxh64_intdigest(text.encode())
     vals = []
     for i in range(dims):
         seed = (seed * 6364136223846793005 + 1442695040888963407 + i) & 0xFFFFFFFFFFFFFFFF

@@ -1,0 +1,37 @@
+# The gateway's everyday commands. Each target sets up what it needs (a virtualenv in .venv).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install native serve test test-pure lint bench bench-quick bench-peers clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml setup.py native/*.pyx
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(MAKE) native
+	touch $@
+
+native:
+	$(PY) setup.py --quiet build_ext --inplace
+
+serve: install
+	$(VENV)/bin/gateway serve $(ARGS)
+
+test: install
+	$(PY) -m pytest -W error $(PYTEST_ARGS)
+
+# The same suite with the native extension disabled (the pure-Python twins).
+test-pure: install
+	GATEWAY_NO_EXTENSIONS=1 GATEWAY_STRICT_NATIVE=0 $(PY) -m pytest -W error tests/unit $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check gateway tests benchmarks setup.py
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf build dist *.egg-info gateway/**/*.so native/*.c .pytest_cache .mypy_cache
+
+-include Makefile.bench
