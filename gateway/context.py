@@ -36,7 +36,7 @@ def new_request_id() -> str:
 class RequestContext:
     __slots__ = (
         "after_hooks", "attempts", "body", "cache_hit", "cache_phase", "cache_similarity", "changed", "data",
-        "endpoint", "error", "extra", "fallback", "headers", "include_usage", "key", "model", "request_id",
+        "endpoint", "error", "extra", "fallback", "guards", "headers", "include_usage", "key", "model", "request_id",
         "status", "stream", "t_first_byte", "t_start", "t_upstream", "target", "upstream_ms", "usage", "view",
     )
 
@@ -66,6 +66,8 @@ class RequestContext:
         self.cache_phase = 0
         self.cache_similarity = 0.0
         self.after_hooks: list[Any] = []
+        # Input policies running beside the upstream call (asyncio tasks raising GatewayError to block).
+        self.guards: list[Any] = []
         self.extra: dict[str, Any] = {}  # stage-owned values (cache handle, compression figures, ...)
 
     def json(self) -> dict[str, Any]:

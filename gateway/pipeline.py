@@ -114,7 +114,10 @@ class Pipeline:
             for attempt in range(1 + self.retries.attempts):
                 ctx.attempts += 1
                 try:
-                    resp = await self._open(ctx, target, payload)
+                    if ctx.guards:
+                        resp = await self._open_guarded(ctx, target, payload)
+                    else:
+                        resp = await self._open(ctx, target, payload)
                 except UpstreamError as err:
                     last = err
                     if isinstance(err, UpstreamStatus) and not err.is_retryable:
@@ -129,6 +132,29 @@ class Pipeline:
                 return
         assert last is not None
         raise last
+
+    async def _open_guarded(self, ctx: RequestContext, target: Target, payload: bytes) -> aiohttp.ClientResponse:
+        """Run input policies beside the upstream call: the answer is held until they pass, and a
+        policy that blocks cancels the call (see DESIGN: compliance runs beside the provider call)."""
+        opener = asyncio.ensure_future(self._open(ctx, target, payload))
+        pending: set[asyncio.Future[Any]] = {opener, *ctx.guards}
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for fut in done:
+                    if fut is not opener and fut.exception() is not None:
+                        raise fut.exception()  # type: ignore[misc]
+                if opener in done and opener.exception() is not None:
+                    if not any(g in pending for g in ctx.guards):
+                        raise opener.exception()  # type: ignore[misc]
+        except BaseException:
+            if not opener.done():
+                opener.cancel()
+            elif opener.exception() is None:
+                opener.result().close()
+            raise
+        ctx.guards = []  # passed: retries and fallbacks don't wait again
+        return opener.result()
 
     def _backoff(self, attempt: int) -> float:
         return min(self.retries.backoff_ms * (2**attempt), self.retries.max_backoff_ms) / 1000.0

@@ -1,11 +1,14 @@
-"""Wires the optional stages (limits, cache, transforms, observability) into a worker's runtime.
+"""Wires the optional stages (limits, cache, transforms, accounting, observability) into a worker.
 
-Each capability adds itself here, once per worker, from configuration resolved at start-up. A part
-that fails to start is marked degraded on the runtime and the gateway serves without it.
+Each capability owns an `install(app, rt)` coroutine in its own module; this file only fixes their
+order. `install` appends to `rt.before_stages` (run in order before routing; a stage may answer
+the request itself), `rt.after_hooks` (run after the answer went out) and `app.routes` (extra
+endpoints). A capability that fails to start is marked degraded and the gateway serves without it.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 import structlog
@@ -16,7 +19,28 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("gateway.plugins")
 
+# Pipeline order: governance (keys, limits, budgets, policies) -> cache lookup -> transforms
+# (compression, provider prompt-cache markers) -> accounting (cost, savings) -> observability.
+PLUGINS = (
+    ("store", "gateway.store_install"),
+    ("governance", "gateway.governance.install"),
+    ("cache", "gateway.cache.install"),
+    ("transform", "gateway.transform_install"),
+    ("ledger", "gateway.ledger_install"),
+    ("observe", "gateway.observe.install"),
+)
+
 
 async def install_plugins(app: GatewayApp, rt: Runtime) -> None:
-    """Build the optional stages in pipeline order: limits, cache lookup, transforms; then after-hooks."""
-    return None
+    for name, module_name in PLUGINS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue  # capability not part of this build
+            raise
+        try:
+            await module.install(app, rt)
+        except Exception as exc:
+            rt.degraded[name] = f"{type(exc).__name__}: {exc}"
+            log.exception("plugin_failed", plugin=name)

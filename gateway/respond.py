@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
 
 import aiohttp
 import msgspec
@@ -41,11 +42,25 @@ def response_headers(ctx: RequestContext, upstream: aiohttp.ClientResponse | Non
     return headers
 
 
+class OutputFilter(Protocol):
+    """Output policies (set by a stage on ctx.extra["output_filter"]): may rewrite or block the answer."""
+
+    async def check_plain(self, ctx: RequestContext, body: bytes) -> bytes: ...
+
+    def stream(self, ctx: RequestContext, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]: ...
+
+
+async def _upstream_chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    async for chunk in resp.content.iter_any():
+        yield chunk
+
+
 async def send_plain(ctx: RequestContext, proto: Any, resp: aiohttp.ClientResponse) -> bytes:
     """Read the whole answer, translate it if needed, send it; returns the bytes sent."""
     assert ctx.target is not None
     with map_client_errors(ctx.target.provider.name):
         body = await resp.read()
+    output_filter: OutputFilter | None = ctx.extra.get("output_filter")
     if ctx.target.translate:
         data = _dec.decode(body)
         body = _enc.encode(anthropic_to_chat(data, ctx.model))
@@ -55,6 +70,8 @@ async def send_plain(ctx: RequestContext, proto: Any, resp: aiohttp.ClientRespon
             ctx.usage = _usage_dec.decode(body).usage
         except msgspec.DecodeError:
             ctx.usage = None
+    if output_filter is not None:
+        body = await output_filter.check_plain(ctx, body)  # may raise: nothing was sent yet
     ctx.status = resp.status
     ctx.t_first_byte = time.perf_counter()
     ctx_type = resp.headers.get("content-type", "application/json")
@@ -95,17 +112,17 @@ class StreamTap:
             self.usage.update(usage)
 
 
-async def _pump_passthrough(resp: aiohttp.ClientResponse, transport: Any, tap: StreamTap) -> None:
-    async for chunk in resp.content.iter_any():
+async def _pump_passthrough(chunks: AsyncIterator[bytes], transport: Any, tap: StreamTap) -> None:
+    async for chunk in chunks:
         await transport.send_bytes(chunk)
         tap.feed(chunk)
 
 
-async def _pump_translated(ctx: RequestContext, resp: aiohttp.ClientResponse, transport: Any,
+async def _pump_translated(ctx: RequestContext, chunks: AsyncIterator[bytes], transport: Any,
                            tap: StreamTap) -> None:
     translator = AnthropicToChatStream(ctx.model, ctx.include_usage)
     parser = SSEParser()
-    async for chunk in resp.content.iter_any():
+    async for chunk in chunks:
         out = []
         for name, data in parser.feed(chunk):
             try:
@@ -137,8 +154,12 @@ async def send_stream(ctx: RequestContext, proto: Any, resp: aiohttp.ClientRespo
     ctx.status = resp.status
     transport = proto.response_stream(resp.status, headers)
     ctx.t_first_byte = time.perf_counter()
-    pump_coro = (_pump_translated(ctx, resp, transport, tap) if ctx.target.translate
-                 else _pump_passthrough(resp, transport, tap))
+    chunks = _upstream_chunks(resp)
+    output_filter: OutputFilter | None = ctx.extra.get("output_filter")
+    if output_filter is not None:
+        chunks = output_filter.stream(ctx, chunks)  # buffers and checks before passing chunks on
+    pump_coro = (_pump_translated(ctx, chunks, transport, tap) if ctx.target.translate
+                 else _pump_passthrough(chunks, transport, tap))
     pump = asyncio.ensure_future(pump_coro)
     gone = asyncio.ensure_future(proto.client_disconnect())
     try:

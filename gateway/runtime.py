@@ -26,6 +26,7 @@ class Runtime:
         self.providers: dict[str, Provider] = {}
         self.router: Router | None = None  # type: ignore[assignment]
         self.auth = Authenticator(cfg.auth)
+        self.store: Any = None  # the shared store (gateway.cache.store.Store), opened by store_install
         self.before_stages: list[Stage] = []
         self.after_hooks: list[AfterHook] = []
         # Optional parts that are degraded, with the reason (shown by /readyz).
