@@ -123,11 +123,14 @@ class GatewayApp:
     def readyz(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
         rt = self.rt
         ready = rt is not None and rt.ready
+        degraded = dict(rt.degraded) if rt else {}
+        if rt is not None and rt.store is not None and rt.store.degraded:
+            degraded["store"] = "unreachable: cache, limits and shared counters degraded"
         body = {
             "status": "ready" if ready else "starting",
             "version": __version__,
             "providers": sorted(rt.providers) if rt else [],
-            "degraded": dict(rt.degraded) if rt else {},
+            "degraded": degraded,
         }
         proto.response_bytes(200 if ready else 503, JSON, _enc.encode(body))
 

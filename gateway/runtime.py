@@ -27,6 +27,7 @@ class Runtime:
         self.router: Router | None = None  # type: ignore[assignment]
         self.auth = Authenticator(cfg.auth)
         self.store: Any = None  # the shared store (gateway.cache.store.Store), opened by store_install
+        self.cache: Any = None  # the MetaCache (gateway.cache.metacache), when enabled
         self.before_stages: list[Stage] = []
         self.after_hooks: list[AfterHook] = []
         # Optional parts that are degraded, with the reason (shown by /readyz).

@@ -82,6 +82,7 @@ def write_config(path: Path, mock: Proc, dead_port: int, slow: Proc, extra: dict
     cfg: dict[str, Any] = {
         "auth": {"enabled": True, "keys": [{"id": "team-a", "key_env": "E2E_API_KEY"}]},
         "retries": {"attempts": 1, "backoff_ms": 5},
+        "store": {"embedded_path": str(path.parent / f"{path.stem}-store.db")},
         "providers": {
             "primary": {"kind": "compatible", "base_url": mock.url, "api_key_env": "E2E_UPSTREAM_KEY"},
             "claude": {"kind": "anthropic", "base_url": mock.url, "api_key_env": "E2E_UPSTREAM_KEY"},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import anthropic
 import httpx
 import pytest
@@ -10,8 +12,9 @@ from .conftest import API_KEY, Proc, last_mock_request
 
 
 @pytest.fixture
-def client(gateway: Proc) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gateway.url, api_key=API_KEY, max_retries=0, timeout=20)
+def client(gateway: Proc) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=gateway.url, api_key=API_KEY, max_retries=0, timeout=20) as c:
+        yield c
 
 
 def test_messages_plain(client: anthropic.Anthropic, mock_upstream: Proc) -> None:
@@ -62,9 +65,9 @@ def test_anthropic_errors_in_anthropic_shape(client: anthropic.Anthropic, gatewa
     with pytest.raises(anthropic.NotFoundError) as exc:
         client.messages.create(model="nope", max_tokens=10, messages=[{"role": "user", "content": "x"}])
     assert exc.value.body["type"] == "error"  # type: ignore[index]
-    with pytest.raises(anthropic.AuthenticationError):
-        anthropic.Anthropic(base_url=gateway.url, api_key="bad", max_retries=0).messages.create(
-            model="claude-house", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    with anthropic.Anthropic(base_url=gateway.url, api_key="bad", max_retries=0) as bad, \
+            pytest.raises(anthropic.AuthenticationError):
+        bad.messages.create(model="claude-house", max_tokens=10, messages=[{"role": "user", "content": "x"}])
     r = httpx.post(gateway.url + "/v1/messages", content=b"[1,2", headers={"x-api-key": API_KEY})
     assert r.status_code == 400
     assert r.json() == {"type": "error", "error": {"type": "invalid_request_error",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 
 import httpx
 import openai
@@ -13,8 +14,9 @@ from .conftest import API_KEY, Proc, last_mock_request, mock_requests
 
 
 @pytest.fixture
-def client(gateway: Proc) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=API_KEY, max_retries=0, timeout=20)
+def client(gateway: Proc) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key=API_KEY, max_retries=0, timeout=20) as c:
+        yield c
 
 
 def test_plain_chat(client: openai.OpenAI, mock_upstream: Proc) -> None:
@@ -180,8 +182,8 @@ def test_gateway_errors_in_openai_shape(client: openai.OpenAI, gateway: Proc) ->
     with pytest.raises(openai.NotFoundError) as exc:
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
     assert exc.value.body["code"] == "model_not_found"  # type: ignore[index]
-    bad = openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-wrong", max_retries=0)
-    with pytest.raises(openai.AuthenticationError):
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-wrong", max_retries=0) as bad, \
+            pytest.raises(openai.AuthenticationError):
         bad.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
     r = httpx.post(gateway.url + "/v1/chat/completions", content=b"{not json",
                    headers={"authorization": f"Bearer {API_KEY}"})

@@ -1,0 +1,149 @@
+"""The MetaCache as a pipeline stage: lookup before routing, hits answered (JSON or replayed SSE),
+single flight for identical misses, write-back after the answer went out."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import structlog
+
+from ..context import RequestContext
+from ..respond import StreamTap
+from .metacache import CacheHit, CacheRequest, CacheSettings, MetaCache
+from .replay import assemble_anthropic_stream, assemble_openai_stream, replay_anthropic, replay_openai
+from .singleflight import SingleFlight
+
+if TYPE_CHECKING:
+    from ..app import GatewayApp
+    from ..runtime import Runtime
+
+log = structlog.get_logger("gateway.cache")
+_enc = msgspec.json.Encoder()
+CACHED_ENDPOINTS = frozenset({"chat", "messages", "completions"})
+
+
+class CacheStage:
+    def __init__(self, rt: Runtime, cache: MetaCache, flight: SingleFlight) -> None:
+        self.rt = rt
+        self.cache = cache
+        self.flight = flight
+        self.only_t0 = cache.settings.only_temperature_zero
+
+    def _request(self, ctx: RequestContext) -> CacheRequest | None:
+        view = ctx.view
+        # Cheap rejections first, on the typed view: the pass-through path never decodes the body here.
+        if view is None or ctx.endpoint.name not in CACHED_ENDPOINTS or ctx.key is None:
+            return None
+        if self.only_t0 and view.temperature != 0:
+            return None
+        if view.n is not None and view.n > 1:
+            return None
+        route = self.rt.router.resolve(ctx.model)
+        rc = route.cache
+        if rc is not None and not rc.enabled:
+            return None
+        cc = ctx.headers.get("cache-control", "").lower()
+        return CacheRequest(
+            tenant=ctx.key.id, endpoint=ctx.endpoint.name, body=ctx.json(),
+            no_cache="no-cache" in cc, no_store="no-store" in cc,
+            semantic_threshold=rc.semantic_threshold if rc else None, scope=rc.scope if rc else None,
+        )
+
+    async def __call__(self, ctx: RequestContext, proto: Any) -> bool:
+        req = self._request(ctx)
+        if req is None:
+            return False
+        if not req.no_cache:
+            hit = await self.cache.lookup(req)
+            if hit is not None:
+                await self.answer(ctx, proto, hit)
+                return True
+        if req.no_store or not self.cache.cacheable(CacheRequest(tenant=req.tenant, endpoint=req.endpoint,
+                                                                 body=req.body)):
+            return False
+        # Single flight: identical concurrent misses in this worker wait for one upstream answer.
+        flight = self.flight.acquire(self.cache.keys(req).exact)
+        slot = await flight.__aenter__()
+        if not slot.leader:
+            await flight.__aexit__(None, None, None)
+            if slot.result is not None:
+                hit = CacheHit(phase=3, tier="exact", similarity=1.0, query="", response=slot.result,
+                               tokens_saved=0)
+                await self.answer(ctx, proto, hit)
+                return True
+            return False  # the leader failed: go upstream ourselves
+        ctx.extra["cache_req"] = req
+        ctx.extra["flight"] = (flight, slot)
+        if ctx.stream:
+            ctx.extra["collect_stream"] = True  # assemble the streamed answer for the write-back
+        return False
+
+    async def answer(self, ctx: RequestContext, proto: Any, hit: CacheHit) -> None:
+        ctx.cache_hit = True
+        ctx.cache_phase = hit.phase
+        ctx.cache_similarity = hit.similarity
+        ctx.status = 200
+        ctx.extra["cache"] = {"phase": hit.phase, "tier": hit.tier, "similarity": hit.similarity,
+                              "query": hit.query, "tokens_saved": hit.tokens_saved}
+        headers = [("x-gateway-request-id", ctx.request_id), ("x-cache-hit", "true"),
+                   ("x-cache-similarity", f"{hit.similarity:.4f}"), ("x-tokens-saved", str(hit.tokens_saved)),
+                   ("x-cache-phase", str(hit.phase))]
+        ctx.t_first_byte = time.perf_counter()
+        if not ctx.stream:
+            proto.response_bytes(200, [("content-type", "application/json"), *headers], hit.response)
+            return
+        frames = (replay_anthropic(hit.response) if ctx.endpoint.protocol == "anthropic"
+                  else replay_openai(hit.response, include_usage=ctx.include_usage))
+        transport = proto.response_stream(200, [("content-type", "text/event-stream"),
+                                                ("cache-control", "no-cache"), *headers])
+        await transport.send_bytes(b"".join(frames))
+
+    async def after(self, ctx: RequestContext, response: bytes | None, tap: StreamTap | None) -> None:
+        req: CacheRequest | None = ctx.extra.pop("cache_req", None)
+        flight = ctx.extra.pop("flight", None)
+        body: bytes | None = None
+        try:
+            if req is not None and ctx.status == 200 and not ctx.error:
+                body = response if response is not None else self._assemble(ctx, tap)
+            if flight is not None and body is not None:
+                flight[1].publish(body)  # followers answer now, before the (slower) write-back
+        finally:
+            if flight is not None:
+                await flight[0].__aexit__(None, None, None)
+        if req is not None and body is not None:
+            await self.cache.store(req, body)
+
+    def _assemble(self, ctx: RequestContext, tap: StreamTap | None) -> bytes | None:
+        if tap is None or not tap.events:
+            return None
+        try:
+            doc = (assemble_anthropic_stream(tap.events) if ctx.endpoint.protocol == "anthropic"
+                   else assemble_openai_stream(tap.events))
+        except Exception:
+            log.warning("stream_assembly_failed", request_id=ctx.request_id)
+            return None
+        return _enc.encode(doc)
+
+
+async def install(app: GatewayApp, rt: Runtime) -> None:
+    cfg = rt.cfg.cache
+    if not cfg.enabled or rt.store is None:
+        return
+    embedder = None
+    if cfg.semantic:
+        from ..embed import Embedder
+
+        embedder = Embedder.load_or_none()
+        if embedder is None:
+            rt.degraded["embedding"] = "model unavailable: semantic cache (phase 4) off"
+        else:
+            rt.on_close(embedder.close)
+    settings = CacheSettings(**msgspec.structs.asdict(cfg))
+    cache = MetaCache(rt.store, settings, embedder)
+    stage = CacheStage(rt, cache, SingleFlight())
+    rt.cache = cache
+    rt.before_stages.append(stage)
+    rt.after_hooks.append(stage.after)
+    rt.on_close(cache.drain)

@@ -1,0 +1,398 @@
+"""The MetaCache: four lookup phases in order, first hit wins, and the write-back that feeds them.
+
+    1 intent     normalised last user turn, hashed inside the partition     (no verifier: lossless)
+    2 near_miss  token-set Jaccard + order guard vs the partition's recent intents, then the verifier
+    3 exact      SHA-256 of the whole canonical request (the only phase for tools, images, JSON, code)
+    4 semantic   MiniLM cosine KNN over the partition's vectors >= threshold, then the verifier
+
+Only requests inside one partition (keys.py) are ever compared. The store is optional at every step:
+`StoreUnavailable` costs the phase that needed it, never the request. A bounded per-worker L1 holds
+entries already seen, so phase 3 repeats skip the network; it is emptied when any worker clears
+the cache (the clear travels on the vector change log). Write-back runs after the response and
+reuses the lookup's embedding, so a text is embedded at most once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import msgspec
+import numpy as np
+
+from gateway.cache import intent
+from gateway.cache import keys as K
+from gateway.cache.replay import reusable_answer
+from gateway.cache.semantic import VectorIndex
+from gateway.cache.store import Store, StoreUnavailable
+from gateway.cache.verify import verify
+
+ENDPOINTS = frozenset({"chat", "messages", "completions"})
+SHARED = "\x00shared"  # the tenant of every request under scope="shared" (no key id looks like it)
+TIERS = {1: "intent", 2: "near_miss", 3: "exact", 4: "semantic"}
+
+
+class CacheSettings(msgspec.Struct, kw_only=True):
+    enabled: bool = True
+    semantic_threshold: float = 0.90
+    near_miss_threshold: float = 0.85  # Jaccard of normalised token sets, see intent.py for why
+    ttl_s: float = 3600.0
+    max_entries: int = 10_000
+    only_temperature_zero: bool = True
+    scope: Literal["key", "shared"] = "key"
+    semantic: bool = True  # phase 4 on (also needs an embedder)
+    embed_budget_ms: float = 50.0
+    verifier: bool = True  # off only for the quality benchmark: phases 2 and 4 then trust the score
+    near_miss_window: int = 128  # recent intents per partition compared by phase 2
+    knn_k: int = 4  # phase-4 candidates tried (best first) before giving up
+    l1_entries: int = 2048
+    write_embed_budget_ms: float = 2000.0  # when the lookup could not embed, write-back may wait longer
+
+
+class CacheRequest(msgspec.Struct, kw_only=True):
+    tenant: str  # the key id; ignored under scope "shared"
+    endpoint: str  # "chat" | "messages" | "completions"
+    body: dict[str, Any]
+    no_cache: bool = False  # Cache-Control: no-cache: skip the lookup (still written back)
+    no_store: bool = False  # Cache-Control: no-store: never written
+    semantic_threshold: float | None = None  # the route's override, resolved at start-up
+    scope: Literal["key", "shared"] | None = None  # the route's override
+
+
+class CacheHit(msgspec.Struct):
+    phase: int
+    tier: str
+    similarity: float
+    query: str  # the stored query that matched (for the audit log)
+    response: bytes  # the stored non-streamed JSON body in the endpoint's protocol
+    tokens_saved: int
+
+
+class Entry(msgspec.Struct, array_like=True):
+    query: str
+    intent: str
+    response: bytes
+    tokens_saved: int
+    expires: float  # wall clock
+
+
+class Verdict(Protocol):
+    @property
+    def ok(self) -> bool: ...
+
+
+class Embedder(Protocol):
+    """What the cache needs from gateway.embed.Embedder."""
+
+    async def embed_one(self, text: str, *, budget_ms: float) -> np.ndarray | None: ...
+
+
+Verifier = Callable[[str, str, float | None], Verdict]
+_entry_codec = (msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(Entry))
+_recent_codec = (msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(tuple[str, str, str]))
+
+
+@dataclass(slots=True)
+class PhaseStats:
+    lookups: int = 0
+    hits: int = 0
+    skips: int = 0  # phase not applicable (structured text, no embedder, saturated, store down)
+    vetoes: int = 0  # a candidate above the threshold that the verifier refused
+
+
+@dataclass(slots=True)
+class CacheStats:
+    phases: dict[int, PhaseStats] = field(default_factory=lambda: {p: PhaseStats() for p in TIERS})
+    lookups: int = 0
+    hits: int = 0
+    not_cacheable: int = 0
+    stored: int = 0
+    not_stored: int = 0  # errors, truncated answers, no-store
+    evicted: int = 0
+    store_errors: int = 0
+
+
+class MetaCache:
+    def __init__(
+        self,
+        store: Store,
+        settings: CacheSettings | None = None,
+        embedder: Embedder | None = None,
+        verifier: Verifier | None = verify,
+    ) -> None:
+        self.settings = settings or CacheSettings()
+        self.stats = CacheStats()
+        self._store = store
+        self._embedder = embedder if self.settings.semantic else None
+        self._verifier = verifier
+        self.index = VectorIndex(store, on_clear=self._drop_l1)
+        self._l1: OrderedDict[str, Entry] = OrderedDict()
+        self._vecs: OrderedDict[str, np.ndarray] = OrderedDict()  # exact key -> the lookup's vector
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------------------ cacheability
+
+    def cacheable(self, req: CacheRequest) -> bool:
+        return self.settings.enabled and not req.no_cache and self._answer_is_reusable(req)
+
+    def _answer_is_reusable(self, req: CacheRequest) -> bool:
+        body = req.body
+        if req.endpoint not in ENDPOINTS or not isinstance(body, dict):
+            return False
+        if _num(body.get("n", 1)) > 1 or _num(body.get("best_of", 1)) > 1:
+            return False
+        # A missing temperature is the provider's default, 1.0: sampled, so not repeatable.
+        return not self.settings.only_temperature_zero or _num(body.get("temperature", 1.0)) == 0
+
+    def keys(self, req: CacheRequest) -> K.Keys:
+        """Partition, exact key (also the single-flight key) and compared text of a request."""
+        scope = req.scope or self.settings.scope
+        return K.compute(SHARED if scope == "shared" else req.tenant, req.endpoint, req.body)
+
+    # ------------------------------------------------------------------------------ lookup
+
+    async def lookup(self, req: CacheRequest) -> CacheHit | None:
+        if not self.cacheable(req):
+            self.stats.not_cacheable += 1
+            return None
+        self.stats.lookups += 1
+        k = self.keys(req)
+        prose = k.text is not None and not k.tools and not intent.looks_structured(k.text)
+        toks = intent.tokens(k.text) if prose and k.text is not None else []
+        try:
+            await self.index.sync()
+        except StoreUnavailable:
+            self.stats.store_errors += 1
+        phases = (
+            (1, bool(toks), lambda: self._intent(k, toks)),
+            (2, bool(toks), lambda: self._near_miss(k, toks)),
+            (3, True, lambda: self._exact(k)),
+            (4, prose and self._embedder is not None, lambda: self._semantic(req, k)),
+        )
+        for phase, applicable, run in phases:
+            st = self.stats.phases[phase]
+            if not applicable:
+                st.skips += 1
+                continue
+            st.lookups += 1
+            try:
+                hit = await run()
+            except StoreUnavailable:
+                self.stats.store_errors += 1
+                st.skips += 1
+                continue
+            if hit is not None:
+                st.hits += 1
+                self.stats.hits += 1
+                return hit
+        return None
+
+    async def _intent(self, k: K.Keys, toks: list[str]) -> CacheHit | None:
+        norm = " ".join(toks)
+        ptr = await self._store.get(K.intent_key(k.partition, K.signature_digest(norm)))
+        if ptr is None:
+            return None
+        entry = await self._entry(ptr.decode())
+        # The digest is xxh3: equal stored text makes a collision harmless.
+        if entry is None or entry.intent != norm:
+            return None
+        return self._hit(1, 1.0, k.partition, ptr.decode(), entry)
+
+    async def _near_miss(self, k: K.Keys, toks: list[str]) -> CacheHit | None:
+        s = self.settings
+        raw = await self._store.list_range(K.recent_key(k.partition), s.near_miss_window)
+        n, scored = len(set(toks)), []
+        for item in raw:
+            exact, norm, query = _recent_codec[1].decode(item)
+            other = norm.split(" ")
+            m = len(set(other))
+            if min(n, m) < s.near_miss_threshold * max(n, m):  # Jaccard can't reach the bar
+                continue
+            score = intent.near_miss_score(toks, other)
+            if score >= s.near_miss_threshold:
+                scored.append((score, exact, query))
+        scored.sort(reverse=True)
+        for score, exact, query in scored[:3]:
+            if not self._verified(2, k.text or "", query, None):
+                continue
+            entry = await self._entry(exact)
+            if entry is not None:
+                return self._hit(2, score, k.partition, exact, entry)
+        return None
+
+    async def _exact(self, k: K.Keys) -> CacheHit | None:
+        entry = await self._entry(k.exact)
+        return None if entry is None else self._hit(3, 1.0, k.partition, k.exact, entry)
+
+    async def _semantic(self, req: CacheRequest, k: K.Keys) -> CacheHit | None:
+        s = self.settings
+        if self._embedder is None or k.text is None:
+            return None
+        vec = await self._embedder.embed_one(k.text, budget_ms=s.embed_budget_ms)
+        if vec is None:  # saturated or over budget: skip rather than delay the request
+            self.stats.phases[4].skips += 1
+            return None
+        self._remember_vec(k.exact, vec)
+        threshold = req.semantic_threshold if req.semantic_threshold is not None else s.semantic_threshold
+        for exact, cosine in await self.index.knn(k.partition, vec, s.knn_k, threshold):
+            entry = await self._entry(exact)
+            if entry is None:  # expired or evicted: forget the stale vector everywhere
+                self.index.remove_local(k.partition, exact)
+                self._spawn(self._store.vec_remove(k.partition, [exact]))
+                continue
+            if self._verified(4, k.text, entry.query, cosine):
+                return self._hit(4, cosine, k.partition, exact, entry)
+        return None
+
+    def _verified(self, phase: int, query: str, candidate: str, cosine: float | None) -> bool:
+        if not self.settings.verifier or self._verifier is None:
+            return True
+        verdict = self._verifier(query, candidate, cosine)
+        if not verdict.ok:
+            self.stats.phases[phase].vetoes += 1
+        return verdict.ok
+
+    def _hit(self, phase: int, similarity: float, partition: str, exact: str, entry: Entry) -> CacheHit:
+        # LRU bookkeeping is off the hit path.
+        self._spawn(self._store.lru_touch(K.LRU_GROUP, K.lru_member(partition, exact)))
+        return CacheHit(
+            phase=phase,
+            tier=TIERS[phase],
+            similarity=round(min(similarity, 1.0), 4),
+            query=entry.query,
+            response=entry.response,
+            tokens_saved=entry.tokens_saved,
+        )
+
+    async def _entry(self, exact: str) -> Entry | None:
+        now = time.time()
+        entry = self._l1.get(exact)
+        if entry is not None:
+            if entry.expires > now:
+                self._l1.move_to_end(exact)
+                return entry
+            del self._l1[exact]
+        raw = await self._store.get(K.entry_key(exact))
+        if raw is None:
+            return None
+        try:
+            entry = _entry_codec[1].decode(raw)
+        except msgspec.DecodeError:
+            return None  # written by an incompatible version: a miss, overwritten on write-back
+        self._l1_put(exact, entry)
+        return entry
+
+    # ------------------------------------------------------------------------------ write-back
+
+    async def store(self, req: CacheRequest, response: bytes) -> None:
+        """Write a fresh upstream answer back. Call it after responding; it never raises."""
+        if not self.settings.enabled or req.no_store or not self._answer_is_reusable(req):
+            self.stats.not_stored += 1
+            return
+        tokens_saved = reusable_answer(response)
+        if tokens_saved is None:
+            self.stats.not_stored += 1
+            return
+        s, k = self.settings, self.keys(req)
+        prose = k.text is not None and not k.tools and not intent.looks_structured(k.text)
+        norm = " ".join(intent.tokens(k.text)) if prose and k.text is not None else ""
+        entry = Entry(
+            query=k.text or "",
+            intent=norm,
+            response=response,
+            tokens_saved=tokens_saved,
+            expires=time.time() + s.ttl_s,
+        )
+        try:
+            await self._store.set(K.entry_key(k.exact), _entry_codec[0].encode(entry), s.ttl_s)
+            self._l1_put(k.exact, entry)
+            if norm:
+                pointer = K.intent_key(k.partition, K.signature_digest(norm))
+                await self._store.set(pointer, k.exact.encode(), s.ttl_s)
+                recent = _recent_codec[0].encode((k.exact, norm, entry.query))
+                await self._store.list_push(K.recent_key(k.partition), recent, s.near_miss_window, s.ttl_s)
+            if prose and self._embedder is not None and k.text is not None:
+                await self._store_vector(k.partition, k.exact, k.text)
+            await self._store.lru_touch(K.LRU_GROUP, K.lru_member(k.partition, k.exact))
+            await self._evict()
+            self.stats.stored += 1
+        except StoreUnavailable:
+            self.stats.store_errors += 1
+
+    async def _store_vector(self, partition: str, exact: str, text: str) -> None:
+        embedder = self._embedder
+        assert embedder is not None
+        vec = self._vecs.pop(exact, None)
+        if vec is None and hasattr(embedder, "cached"):
+            vec = embedder.cached(text)  # the embedder's own LRU, e.g. a lookup by another MetaCache
+        if vec is None:  # the lookup skipped phase 4; off the request path we can afford to wait
+            vec = await embedder.embed_one(text, budget_ms=self.settings.write_embed_budget_ms)
+        if vec is None:
+            return
+        vec = np.ascontiguousarray(vec, dtype=np.float32)
+        await self._store.vec_add(partition, exact, vec.tobytes(), self.settings.ttl_s)
+        self.index.add_local(partition, exact, vec)
+
+    async def _evict(self) -> None:
+        evicted = await self._store.lru_trim(K.LRU_GROUP, self.settings.max_entries)
+        if not evicted:
+            return
+        self.stats.evicted += len(evicted)
+        by_partition: dict[str, list[str]] = {}
+        for member in evicted:
+            partition, exact = K.split_member(member)
+            by_partition.setdefault(partition, []).append(exact)
+            self._l1.pop(exact, None)
+            self.index.remove_local(partition, exact)
+        # Intent pointers and recent-list items of evicted entries dangle harmlessly: they resolve
+        # to a missing entry, which is a miss.
+        await self._store.delete(*(K.entry_key(e) for ex in by_partition.values() for e in ex))
+        for partition, exacts in by_partition.items():
+            await self._store.vec_remove(partition, exacts)
+
+    # ------------------------------------------------------------------------------ housekeeping
+
+    async def clear(self) -> None:
+        """Every entry, in every worker (others drop their L1 and mirrors on their next sync)."""
+        self._drop_l1()
+        self.index.clear()
+        await self._store.clear(K.PREFIX)
+
+    def _drop_l1(self) -> None:
+        self._l1.clear()
+
+    def _l1_put(self, exact: str, entry: Entry) -> None:
+        self._l1[exact] = entry
+        self._l1.move_to_end(exact)
+        while len(self._l1) > self.settings.l1_entries:
+            self._l1.popitem(last=False)
+
+    def _remember_vec(self, exact: str, vec: np.ndarray) -> None:
+        self._vecs[exact] = vec
+        while len(self._vecs) > 4096:
+            self._vecs.popitem(last=False)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(_quietly(coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for background bookkeeping (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks))
+
+
+async def _quietly(coro: Coroutine[Any, Any, Any]) -> None:
+    try:
+        await coro
+    except StoreUnavailable:
+        pass
+
+
+def _num(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 1.0

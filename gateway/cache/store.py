@@ -1,0 +1,265 @@
+"""The shared store: one async interface, a Redis backend (pods) and an embedded SQLite one (one machine).
+
+Errors: every Redis, SQLite or socket exception is translated in exactly one place, `_Breaker.run`,
+into `StoreUnavailable`. Callers on the request path (the MetaCache, limits) catch that one type and
+carry on without the store. The breaker also makes an outage cheap: after a failure, calls fail fast
+(no connect attempt) until a back-off elapses, then one call probes; the first success closes it.
+An outage is logged once when it starts and once when it ends; `degraded` feeds /readyz.
+
+    StoreUnavailable
+      <- redis.RedisError (ConnectionError, TimeoutError, ResponseError, ...), OSError, TimeoutError
+      <- sqlite3.Error, OSError
+
+Vectors: plain Redis has no vector search, so each partition's vectors live in a hash
+(member -> float32 bytes) and every add/remove/clear is appended to a change log (a stream on Redis,
+a table on SQLite). Workers keep an in-memory index (`semantic.VectorIndex`): load a partition once,
+then follow the log from a cursor. `vec_changes` returns None when the cursor fell off the log
+(trimmed): the caller must drop its mirror and reload.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+import redis.asyncio as aioredis
+import structlog
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+# (partition, member, float32 bytes | None for a removal); partition "*" means "everything cleared".
+VecChange = tuple[str, str, bytes | None]
+VLOG_MAX = 100_000  # log entries kept; a worker further behind than this reloads its mirror
+CLEAR = "*"
+
+
+class StoreUnavailable(Exception):
+    """The store can't be reached or failed; the caller proceeds without it."""
+
+
+class Store(Protocol):
+    @property
+    def degraded(self) -> bool: ...  # True during an outage: /readyz reports it
+
+    async def get(self, key: str) -> bytes | None: ...
+    async def get_many(self, keys: list[str]) -> list[bytes | None]: ...
+    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None: ...
+    async def delete(self, *keys: str) -> None: ...
+    async def hit_count(self, key: str, ttl_s: float) -> int: ...
+    async def incr_window(self, key: str, amount: int, window_s: float) -> int: ...
+    async def list_push(self, key: str, item: bytes, cap: int, ttl_s: float) -> None: ...
+    async def list_range(self, key: str, count: int) -> list[bytes]: ...
+    async def lru_touch(self, group: str, member: str) -> None: ...
+    async def lru_trim(self, group: str, max_members: int) -> list[str]: ...
+    async def vec_add(self, partition: str, member: str, vec: bytes, ttl_s: float) -> None: ...
+    async def vec_remove(self, partition: str, members: list[str]) -> None: ...
+    async def vec_load(self, partition: str) -> dict[str, bytes]: ...
+    async def vec_cursor(self) -> str: ...
+    async def vec_changes(self, cursor: str, limit: int = 1000) -> tuple[str, list[VecChange]] | None: ...
+    async def clear(self, prefix: str) -> None: ...
+    async def ping(self) -> bool: ...
+    async def close(self) -> None: ...
+
+
+class _Breaker:
+    """The one error boundary: foreign exceptions in, StoreUnavailable out; fail fast during an outage."""
+
+    def __init__(self, backend: str, errors: tuple[type[BaseException], ...]) -> None:
+        self.backend = backend
+        self.errors = errors
+        self.degraded = False
+        self.outages = 0
+        self._backoff = 0.0
+        self._retry_at = 0.0
+
+    async def run(self, fn: Callable[[], Awaitable[T]]) -> T:
+        if self.degraded and time.monotonic() < self._retry_at:
+            raise StoreUnavailable(f"{self.backend} store unavailable (backing off)")
+        try:
+            result = await fn()
+        except self.errors as exc:
+            self._trip(exc)
+            raise StoreUnavailable(f"{self.backend}: {exc!r}") from exc
+        if self.degraded:
+            self.degraded = False
+            self._backoff = 0.0
+            log.info("store recovered", backend=self.backend)
+        return result
+
+    def _trip(self, exc: BaseException) -> None:
+        if not self.degraded:
+            self.degraded = True
+            self.outages += 1
+            log.warning("store unavailable, bypassing it", backend=self.backend, error=repr(exc))
+        # 0.25 s, 0.5 s, 1 s, 2 s: short enough that a restarted Redis is back in use within seconds.
+        self._backoff = min(2.0, self._backoff * 2 or 0.25)
+        self._retry_at = time.monotonic() + self._backoff
+
+
+def open_store(redis_url: str | None, embedded_path: str = ".gateway/store.db") -> Store:
+    """Chosen once at start-up: Redis when a URL is configured, else the embedded file."""
+    if redis_url:
+        return RedisStore(redis_url)
+    from gateway.cache.store_embedded import EmbeddedStore  # its own module: no import cycle
+
+    return EmbeddedStore(embedded_path)
+
+
+# ------------------------------------------------------------------------------------------- Redis
+
+
+class RedisStore:
+    VEC_PREFIX = "gw:v:"
+    VLOG = "gw:vlog"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_connections: int = 16,
+        connect_timeout_s: float = 0.25,
+        op_timeout_s: float = 0.5,
+    ) -> None:
+        # No retries inside redis-py: a retry loop would multiply the timeout on the request path;
+        # the breaker decides when to try again. hiredis is picked up automatically when installed.
+        self._pool = pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=op_timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+            socket_timeout=op_timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            protocol=2,
+        )
+        # Any: redis-py types every command as "Awaitable[T] | T" (sync and async share stubs),
+        # which says nothing here; each method below states its own result type instead.
+        self._r: Any = aioredis.Redis(connection_pool=pool)
+        self._b = _Breaker("redis", (RedisError, OSError, TimeoutError))
+
+    @property
+    def degraded(self) -> bool:
+        return self._b.degraded
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._b.run(lambda: self._r.get(key))
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        return await self._b.run(lambda: self._r.mget(keys))
+
+    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        px = max(1, int(ttl_s * 1000)) if ttl_s else None
+        await self._b.run(lambda: self._r.set(key, value, px=px))
+
+    async def delete(self, *keys: str) -> None:
+        if keys:
+            await self._b.run(lambda: self._r.delete(*keys))
+
+    async def _pipe(self, build: Callable[[Any], object]) -> list[Any]:
+        async def go() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            build(pipe)
+            return await pipe.execute()
+
+        return await self._b.run(go)
+
+    async def hit_count(self, key: str, ttl_s: float) -> int:
+        # The TTL slides: the count survives as long as the key is seen at least once per TTL,
+        # like a provider's prompt cache, which refreshes on every hit.
+        res = await self._pipe(lambda p: (p.incr(key), p.pexpire(key, int(ttl_s * 1000))))
+        return int(res[0])
+
+    async def incr_window(self, key: str, amount: int, window_s: float) -> int:
+        # Fixed window: the expiry is set by the first increment only (EXPIRE NX, Redis >= 7).
+        ms = int(window_s * 1000)
+        res = await self._pipe(lambda p: (p.incrby(key, amount), p.pexpire(key, ms, nx=True)))
+        return int(res[0])
+
+    async def list_push(self, key: str, item: bytes, cap: int, ttl_s: float) -> None:
+        await self._pipe(
+            lambda p: (p.lpush(key, item), p.ltrim(key, 0, cap - 1), p.pexpire(key, int(ttl_s * 1000)))
+        )
+
+    async def list_range(self, key: str, count: int) -> list[bytes]:
+        return await self._b.run(lambda: self._r.lrange(key, 0, count - 1))
+
+    async def lru_touch(self, group: str, member: str) -> None:
+        await self._b.run(lambda: self._r.zadd(group, {member: time.time()}))
+
+    async def lru_trim(self, group: str, max_members: int) -> list[str]:
+        size = int(await self._b.run(lambda: self._r.zcard(group)))
+        if size <= max_members:
+            return []
+        popped = await self._b.run(lambda: self._r.zpopmin(group, size - max_members))
+        return [m.decode() for m, _ in popped]
+
+    async def vec_add(self, partition: str, member: str, vec: bytes, ttl_s: float) -> None:
+        key = self.VEC_PREFIX + partition
+        await self._pipe(
+            lambda p: (
+                p.hset(key, member, vec),
+                p.pexpire(key, int(ttl_s * 1000)),
+                p.xadd(self.VLOG, {"p": partition, "m": member, "v": vec}, maxlen=VLOG_MAX, approximate=True),
+            )
+        )
+
+    async def vec_remove(self, partition: str, members: list[str]) -> None:
+        if not members:
+            return
+
+        def build(p: Any) -> object:
+            p.hdel(self.VEC_PREFIX + partition, *members)
+            for m in members:
+                p.xadd(self.VLOG, {"p": partition, "m": m, "v": b""}, maxlen=VLOG_MAX, approximate=True)
+            return None
+
+        await self._pipe(build)
+
+    async def vec_load(self, partition: str) -> dict[str, bytes]:
+        raw = await self._b.run(lambda: self._r.hgetall(self.VEC_PREFIX + partition))
+        return {k.decode(): v for k, v in raw.items()}
+
+    async def vec_cursor(self) -> str:
+        last = await self._b.run(lambda: self._r.xrevrange(self.VLOG, count=1))
+        return last[0][0].decode() if last else "0-0"
+
+    async def vec_changes(self, cursor: str, limit: int = 1000) -> tuple[str, list[VecChange]] | None:
+        res = await self._pipe(
+            lambda p: (p.xrange(self.VLOG, min="(" + cursor, count=limit), p.xrange(self.VLOG, count=1))
+        )
+        entries, first = res
+        if cursor != "0-0" and first and _sid(first[0][0].decode()) > _sid(cursor):
+            return None  # the oldest entry kept is newer than our cursor: some were trimmed unseen
+        changes: list[VecChange] = [(f[b"p"].decode(), f[b"m"].decode(), f[b"v"] or None) for _, f in entries]
+        return (entries[-1][0].decode() if entries else cursor), changes
+
+    async def clear(self, prefix: str) -> None:
+        async def go() -> None:
+            for pattern in (prefix + "*", self.VEC_PREFIX + "*"):
+                async for key in self._r.scan_iter(match=pattern, count=1000):
+                    await self._r.unlink(key)
+            event = {"p": CLEAR, "m": CLEAR, "v": b""}
+            await self._r.xadd(self.VLOG, event, maxlen=VLOG_MAX, approximate=True)
+
+        await self._b.run(go)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._b.run(lambda: self._r.ping()))
+        except StoreUnavailable:
+            return False
+
+    async def close(self) -> None:
+        await self._r.aclose()
+        await self._pool.disconnect()  # a pool passed in explicitly is not closed by aclose()
+
+
+def _sid(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)

@@ -1,0 +1,158 @@
+"""Compression of whole request bodies: finds the prose in OpenAI and Anthropic messages, rewrites it.
+
+Pure functions of (body, level, embed): no I/O, no shared mutable state, the input is never
+mutated (only the containers on the path to a changed text are copied), so a caller may run a
+large body in a worker thread. Tool calls, tool results and any block that is not plain text
+(images, documents, thinking blocks with their signatures) are skipped entirely.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from gateway.compress.dedup import Embedder, dedup_units
+from gateway.compress.phrases import replace_phrases
+from gateway.compress.protect import compress_prose
+from gateway.compress.settings import spec_for
+from gateway.compress.tokens import count_tokens
+
+__all__ = ["CompressionResult", "compress_anthropic_messages", "compress_openai_chat", "compress_text"]
+
+# Where a text sits: ("system" | "messages", index in that list or -1, content part index or -1).
+_Slot = tuple[str, int, int]
+_Unit = tuple[_Slot, str, str]  # slot, label for dedup references, text
+
+
+class CompressionResult(msgspec.Struct):
+    """The outgoing body and what compression did to it.
+
+    Tokens count the texts compression may touch (cl100k_base, see tokens.py); both are 0 when the
+    level is "off", since nothing was measured.
+    """
+
+    body: dict[str, Any]
+    changed: bool
+    tokens_before: int
+    tokens_after: int
+    phrases_replaced: int
+    blocks_deduped: int
+
+
+def compress_text(text: str, level: str) -> tuple[str, int]:
+    """Rewrite verbose phrases in the prose of `text`, leaving protected spans as they are."""
+    return compress_prose(text, lambda prose: replace_phrases(prose, level))
+
+
+def _text_parts(content: Any) -> list[tuple[int, str]]:
+    """(part index or -1, text) of a content that is a str or a list of {"type": "text"} parts."""
+    if isinstance(content, str):
+        return [(-1, content)]
+    if isinstance(content, list):
+        return [
+            (k, part["text"])
+            for k, part in enumerate(content)
+            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+        ]
+    return []
+
+
+def _openai_units(body: dict[str, Any]) -> list[_Unit]:
+    units: list[_Unit] = []
+    messages = body.get("messages")
+    for i, message in enumerate(messages if isinstance(messages, list) else []):
+        if not isinstance(message, dict) or message.get("role") in ("tool", "function"):
+            continue
+        if message.get("tool_calls") or message.get("function_call"):
+            continue  # an assistant turn that calls tools is replayed exactly
+        for k, text in _text_parts(message.get("content")):
+            units.append((("messages", i, k), f"message {i + 1}", text))
+    return units
+
+
+def _anthropic_units(body: dict[str, Any]) -> list[_Unit]:
+    # Only "text" blocks are collected, so tool_use, tool_result, thinking (signed) and documents
+    # are never touched. A text block keeps its other keys, cache_control included.
+    units: list[_Unit] = [
+        (("system", -1, k), "the system prompt", text) for k, text in _text_parts(body.get("system"))
+    ]
+    messages = body.get("messages")
+    for i, message in enumerate(messages if isinstance(messages, list) else []):
+        if isinstance(message, dict):
+            for k, text in _text_parts(message.get("content")):
+                units.append((("messages", i, k), f"message {i + 1}", text))
+    return units
+
+
+def _with_text(container: Any, k: int, text: str) -> Any:
+    """`container` (a str content or a list of parts) with part k's text replaced, copied."""
+    if k < 0:
+        return text
+    parts = list(container)
+    parts[k] = {**parts[k], "text": text}
+    return parts
+
+
+def _rebuild(body: dict[str, Any], changes: dict[_Slot, str]) -> dict[str, Any]:
+    new_body = dict(body)
+    messages = list(body["messages"]) if any(s[0] == "messages" for s in changes) else None
+    for (where, i, k), text in changes.items():
+        if where == "system":
+            new_body["system"] = _with_text(new_body["system"], k, text)
+        else:
+            assert messages is not None
+            message = dict(messages[i])
+            message["content"] = _with_text(message["content"], k, text)
+            messages[i] = message
+    if messages is not None:
+        new_body["messages"] = messages
+    return new_body
+
+
+def _compress(
+    body: dict[str, Any], units: list[_Unit], level: str, embed: Embedder | None
+) -> CompressionResult:
+    spec = spec_for(level)
+    if spec.phrases is None or not units:
+        return CompressionResult(body, False, 0, 0, 0, 0)
+    texts = [text for _, _, text in units]
+    deduped = 0
+    if spec.dedup_exact:
+        texts, deduped = dedup_units(
+            [(label, text) for _, label, text in units],
+            min_chars=spec.dedup_min_chars,
+            embed=embed if spec.dedup_near else None,
+            near_threshold=spec.near_threshold,
+        )
+    replaced = 0
+    changes: dict[_Slot, str] = {}
+    before = after = 0
+    for (slot, _, original), text in zip(units, texts, strict=True):
+        new, count = compress_text(text, spec.phrases)
+        replaced += count
+        tokens = count_tokens(original)
+        before += tokens
+        if new != original:
+            changes[slot] = new
+            after += count_tokens(new)
+        else:
+            after += tokens
+    if not changes:
+        return CompressionResult(body, False, before, after, 0, 0)
+    new_body = _rebuild(body, changes)
+    return CompressionResult(new_body, True, before, after, replaced, deduped)
+
+
+def compress_openai_chat(
+    body: dict[str, Any], level: str, embed: Embedder | None = None
+) -> CompressionResult:
+    """Compress an OpenAI /v1/chat/completions body at `level` ("off", "light", "standard")."""
+    return _compress(body, _openai_units(body), level, embed)
+
+
+def compress_anthropic_messages(
+    body: dict[str, Any], level: str, embed: Embedder | None = None
+) -> CompressionResult:
+    """Compress an Anthropic /v1/messages body at `level` ("off", "light", "standard")."""
+    return _compress(body, _anthropic_units(body), level, embed)
