@@ -34,6 +34,9 @@ DONE = b"data: [DONE]\n\n"
 # ------------------------------------------------------------------------------------- OpenAI
 
 
+ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
 def replay_openai(response: bytes | dict[str, Any], *, include_usage: bool = False) -> Iterator[bytes]:
     """SSE chunks for a stored chat.completion (or text_completion) body."""
     doc = _dec.decode(response) if isinstance(response, bytes) else response
@@ -86,7 +89,9 @@ def replay_openai(response: bytes | dict[str, Any], *, include_usage: bool = Fal
                     yield chunk(i, {"tool_calls": [{"index": n, "function": {"arguments": piece}}]})
         yield chunk(i, {}, choice.get("finish_reason") or "stop")
     if include_usage:
-        yield _sse({**base, "choices": [], "usage": doc.get("usage")})
+        # An answer assembled from a stream that carried no usage has none to replay: a hit
+        # costs no provider tokens, so report zeros rather than leave the client without a block.
+        yield _sse({**base, "choices": [], "usage": doc.get("usage") or ZERO_USAGE})
     yield DONE
 
 
@@ -117,7 +122,9 @@ def _replay_completion(doc: dict[str, Any], include_usage: bool) -> Iterator[byt
             }
         )
     if include_usage:
-        yield _sse({**base, "choices": [], "usage": doc.get("usage")})
+        # An answer assembled from a stream that carried no usage has none to replay: a hit
+        # costs no provider tokens, so report zeros rather than leave the client without a block.
+        yield _sse({**base, "choices": [], "usage": doc.get("usage") or ZERO_USAGE})
     yield DONE
 
 
