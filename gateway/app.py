@@ -16,7 +16,7 @@ import structlog
 from . import __version__
 from .config import Config, config_source, load_config
 from .context import EndpointSpec, RequestContext
-from .errors import GatewayError, NotFound, render
+from .errors import GatewayError, NotFound, Protocol, render
 from .mock.app import MockApp
 from .observe import logging as gw_logging
 from .plugins import install_plugins
@@ -103,7 +103,7 @@ class GatewayApp:
             await self.mock.__rsgi__(scope, proto)
             return
         handler = self.routes.get((scope.method, path))
-        protocol = "anthropic" if path.endswith("/messages") else "openai"
+        protocol: Protocol = "anthropic" if path.endswith("/messages") else "openai"
         if handler is None:
             err: GatewayError = NotFound(f"No route for {scope.method} {path}.")
             status, body = render(err, protocol)

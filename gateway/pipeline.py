@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import aiohttp
 import structlog
@@ -169,7 +169,8 @@ class Pipeline:
             with map_client_errors(provider.name):
                 body = await resp.read()
             resp.release()
-            protocol = "anthropic" if (target.translate or endpoint == "messages") else "openai"
+            protocol: Literal["openai", "anthropic"] = (
+                "anthropic" if (target.translate or endpoint == "messages") else "openai")
             raise UpstreamStatus(resp.status, body, protocol=protocol, provider=provider.name,
                                  headers=dict(passback_headers(resp.headers)))
         return resp
@@ -201,7 +202,7 @@ class Pipeline:
                 log.exception("after_hook_failed", hook=getattr(hook, "__qualname__", repr(hook)),
                               request_id=ctx.request_id)
 
-    async def drain(self, timeout: float) -> None:
+    async def drain(self, within_s: float) -> None:
         if self._background:
-            await asyncio.wait(self._background, timeout=timeout)
+            await asyncio.wait(self._background, timeout=within_s)
 

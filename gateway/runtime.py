@@ -24,7 +24,7 @@ class Runtime:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.providers: dict[str, Provider] = {}
-        self.router: Router | None = None  # type: ignore[assignment]
+        self.router: Router = None  # type: ignore[assignment]  # set by start(), before any request
         self.auth = Authenticator(cfg.auth)
         self.store: Any = None  # the shared store (gateway.cache.store.Store), opened by store_install
         self.cache: Any = None  # the MetaCache (gateway.cache.metacache), when enabled
@@ -35,7 +35,7 @@ class Runtime:
         self.ready = False
         self.pipeline: Pipeline | None = None
         self._closers: list[Any] = []
-        self._warmup: asyncio.Task[Any] | None = None
+        self._warmup: asyncio.Future[Any] | None = None
 
     def start(self) -> None:
         self.providers = open_providers(self.cfg.providers, self.cfg.server.port)

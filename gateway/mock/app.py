@@ -12,6 +12,7 @@ import asyncio
 import collections
 import random
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -166,7 +167,7 @@ class MockApp:
             return await self._stream(proto, hdrs, events, pace, done=False)
         return proto.response_bytes(200, JSON + hdrs, _enc.encode(anth.message(body, n_id, cache)))
 
-    async def _stream(self, proto: Any, hdrs: list[tuple[str, str]], events: list[tuple[str | None, Any]],
+    async def _stream(self, proto: Any, hdrs: list[tuple[str, str]], events: Sequence[tuple[str | None, Any]],
                       pace: float, done: bool) -> None:
         st = self.state
         st.stats["streams_started"] += 1

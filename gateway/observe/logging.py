@@ -11,6 +11,7 @@ import logging
 import logging.handlers
 import queue
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -20,7 +21,7 @@ _SECRET_FIELDS = frozenset({"authorization", "api_key", "x-api-key", "api-key", 
 _listener: logging.handlers.QueueListener | None = None
 
 
-def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for name in list(event):
         if name.lower() in _SECRET_FIELDS:
             event[name] = "[redacted]"

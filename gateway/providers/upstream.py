@@ -103,14 +103,15 @@ class Provider:
 
     async def warm_up(self) -> None:
         """Open a few keep-alive connections now so the first requests don't pay the handshake."""
-        if self.session is None or self.cfg.warmup_connections <= 0:
+        session = self.session
+        if session is None or self.cfg.warmup_connections <= 0:
             return
         url = self.openai_base + "/models" if self.speaks("openai") else self.anthropic_root + "/v1/models"
 
         async def one() -> None:
             with contextlib.suppress(Exception):
-                async with self.session.get(url, headers=self.auth_headers(), timeout=aiohttp.ClientTimeout(total=5)) \
-                        as resp:  # type: ignore[union-attr]
+                async with session.get(url, headers=self.auth_headers(),
+                                       timeout=aiohttp.ClientTimeout(total=5)) as resp:
                     await resp.read()
 
         await asyncio.gather(*(one() for _ in range(self.cfg.warmup_connections)))

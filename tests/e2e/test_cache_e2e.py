@@ -98,9 +98,10 @@ def test_partitions_and_scope(cache_env: tuple[Proc, Proc, Proc]) -> None:
         assert "x-cache-hit" not in _ask(b, "Name three prime numbers below ten.")[1]  # per-key scope
         _ask(a, "Name three prime numbers below ten.", model="shared-model")
         assert _ask(b, "Name three prime numbers below ten.", model="shared-model")[1]["x-cache-hit"] == "true"
+        msgs = [{"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "Name three prime numbers below ten."}]
         raw = a.chat.completions.with_raw_response.create(  # another temperature: another partition
-            model="gpt-4o-mini", temperature=0.7, messages=[{"role": "system", "content": "You are terse."},
-                                                            {"role": "user", "content": "Name three prime numbers below ten."}])
+            model="gpt-4o-mini", temperature=0.7, messages=msgs)  # type: ignore[arg-type]
         assert "x-cache-hit" not in raw.headers
         raw = a.chat.completions.with_raw_response.create(
             model="gpt-4o-mini", temperature=0, extra_headers={"cache-control": "no-cache"},
@@ -152,7 +153,7 @@ def test_two_instances_share_entries_and_survive_one_stopping(cache_env: tuple[P
         same, h = _ask(b, "Which planet has the most moons?")
         assert same == first and h["x-cache-hit"] == "true"
         _ask(a, "Explain how a rainbow forms")
-        para, h = _ask(b, "How does a rainbow form?")
+        _, h = _ask(b, "How does a rainbow form?")
         assert h.get("x-cache-hit") == "true" and h["x-cache-phase"] in {"2", "4"}
     assert _upstream_calls(mock, "Which planet has the most moons?") == 1
 

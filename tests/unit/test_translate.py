@@ -27,7 +27,8 @@ def test_system_messages_tools_and_results() -> None:
     out = chat_to_anthropic(body, "claude-x")
     assert out["system"] == "sys one\n\nsys two"
     assert out["max_tokens"] == 99 and out["stop_sequences"] == ["END"] and out["temperature"] == 0
-    assert out["tools"] == [{"name": "lookup", "description": "d", "input_schema": {"type": "object", "properties": {}}}]
+    schema = {"type": "object", "properties": {}}
+    assert out["tools"] == [{"name": "lookup", "description": "d", "input_schema": schema}]
     assert out["tool_choice"] == {"type": "any"}
     msgs = out["messages"]
     assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
