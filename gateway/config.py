@@ -16,6 +16,7 @@ import yaml
 
 ProviderKind = Literal["openai", "azure", "anthropic", "compatible"]
 BUILTIN_MOCK = "builtin:mock"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")
 
 
 class ConfigError(Exception):
@@ -221,6 +222,10 @@ def _validate(cfg: Config) -> None:
     for i, k in enumerate(cfg.auth.keys):
         if not (k.key_sha256 or k.key_env):
             raise ConfigError(f"auth.keys[{i}] ({k.id}): needs key_sha256 or key_env")
+    url = cfg.store.redis_url
+    if url and not url.startswith(REDIS_SCHEMES):
+        hint = " (Redis Cluster is not supported yet)" if "cluster" in url.split("://")[0] else ""
+        raise ConfigError(f"store.redis_url: expected one of {', '.join(REDIS_SCHEMES)}{hint}")
     if cfg.server.max_body_bytes <= 0:
         raise ConfigError("server.max_body_bytes: must be > 0")
     if not 0.0 < cfg.cache.semantic_threshold <= 1.0:

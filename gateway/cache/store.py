@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 import structlog
@@ -113,6 +114,37 @@ def open_store(redis_url: str | None, embedded_path: str = ".gateway/store.db") 
 # ------------------------------------------------------------------------------------------- Redis
 
 
+def _redis_client(url: str, max_connections: int, connect_s: float, op_s: float) -> tuple[Any, Any, list[Any]]:
+    """The client for a redis:// or rediss:// URL, or for a Sentinel-managed master given as
+    redis+sentinel://host1:26379,host2:26379/<service>[/<db>] (rediss+sentinel:// for TLS).
+
+    Any: redis-py types every command as "Awaitable[T] | T" (sync and async share stubs), which
+    says nothing here; each RedisStore method states its own result type instead.
+    """
+    common: dict[str, Any] = {"socket_connect_timeout": connect_s, "socket_timeout": op_s,
+                              "retry": Retry(NoBackoff(), 0), "protocol": 2}
+    parts = urlsplit(url)
+    if parts.scheme in ("redis+sentinel", "rediss+sentinel"):
+        from redis.asyncio.sentinel import Sentinel
+
+        hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1]) if ":" in h else 26379)
+                 for h in parts.netloc.rsplit("@", 1)[-1].split(",") if h]
+        path = [p for p in parts.path.split("/") if p]
+        if not hosts or not path:
+            raise ValueError("a Sentinel URL needs hosts and a service: redis+sentinel://h1:26379,h2/mymaster/0")
+        db = int(path[1]) if len(path) > 1 else 0
+        auth = {"password": parts.password, "username": parts.username} if parts.password else {}
+        ssl = {"ssl": True} if parts.scheme.startswith("rediss") else {}
+        sentinel = Sentinel(hosts, sentinel_kwargs={"socket_timeout": op_s}, **common, **auth, **ssl)
+        client = sentinel.master_for(path[0], db=db, max_connections=max_connections)
+        return client.connection_pool, client, list(sentinel.sentinels)
+    # No retries inside redis-py: a retry loop would multiply the timeout on the request path;
+    # the breaker decides when to try again. hiredis is picked up automatically when installed.
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=op_s,
+                                                    **common)
+    return pool, aioredis.Redis(connection_pool=pool), []
+
+
 class RedisStore:
     VEC_PREFIX = "gw:v:"
     VLOG = "gw:vlog"
@@ -127,18 +159,8 @@ class RedisStore:
     ) -> None:
         # No retries inside redis-py: a retry loop would multiply the timeout on the request path;
         # the breaker decides when to try again. hiredis is picked up automatically when installed.
-        self._pool = pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=op_timeout_s,
-            socket_connect_timeout=connect_timeout_s,
-            socket_timeout=op_timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            protocol=2,
-        )
-        # Any: redis-py types every command as "Awaitable[T] | T" (sync and async share stubs),
-        # which says nothing here; each method below states its own result type instead.
-        self._r: Any = aioredis.Redis(connection_pool=pool)
+        self._pool, self._r, self._sentinels = _redis_client(url, max_connections, connect_timeout_s,
+                                                             op_timeout_s)
         self._b = _Breaker("redis", (RedisError, OSError, TimeoutError))
 
     @property
@@ -258,6 +280,8 @@ class RedisStore:
     async def close(self) -> None:
         await self._r.aclose()
         await self._pool.disconnect()  # a pool passed in explicitly is not closed by aclose()
+        for client in self._sentinels:
+            await client.aclose()
 
 
 def _sid(stream_id: str) -> tuple[int, int]:
