@@ -9,6 +9,7 @@ endpoints). A capability that fails to start is marked degraded and the gateway 
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING
 
 import structlog
@@ -32,13 +33,23 @@ PLUGINS = (
 
 
 async def install_plugins(app: GatewayApp, rt: Runtime) -> None:
+    # GATEWAY_DISABLE=cache,governance turns capabilities off (benchmarks measure each one's cost).
+    disabled = {p.strip() for p in os.environ.get("GATEWAY_DISABLE", "").split(",") if p.strip()}
     for name, module_name in PLUGINS:
+        if name in disabled:
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name and module_name.startswith(exc.name):
                 continue  # capability not part of this build
-            raise
+            rt.degraded[name] = f"{type(exc).__name__}: {exc}"
+            log.exception("plugin_import_failed", plugin=name)
+            continue
+        except Exception as exc:
+            rt.degraded[name] = f"{type(exc).__name__}: {exc}"
+            log.exception("plugin_import_failed", plugin=name)
+            continue
         try:
             await module.install(app, rt)
         except Exception as exc:

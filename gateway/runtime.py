@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 
 from .auth import Authenticator
+from .loadmon import LoopMonitor
 from .config import Config
 from .pipeline import AfterHook, Pipeline, Stage
 from .providers.upstream import Provider, open_providers
@@ -33,6 +34,7 @@ class Runtime:
         # Optional parts that are degraded, with the reason (shown by /readyz).
         self.degraded: dict[str, str] = {}
         self.ready = False
+        self.loop_monitor = LoopMonitor()
         self.pipeline: Pipeline | None = None
         self._closers: list[Any] = []
         self._warmup: asyncio.Future[Any] | None = None
@@ -44,6 +46,7 @@ class Runtime:
         self.ready = True
 
     def start_warmup(self) -> None:
+        self.loop_monitor.start()
         # Background: a provider that is down must not hold up the worker's start.
         self._warmup = asyncio.ensure_future(
             asyncio.gather(*(p.warm_up() for p in self.providers.values()), return_exceptions=True)
@@ -59,6 +62,7 @@ class Runtime:
             await self.pipeline.drain(self.cfg.server.drain_timeout_s)
         if self._warmup is not None and not self._warmup.done():
             self._warmup.cancel()
+        await self.loop_monitor.stop()
         for closer in reversed(self._closers):
             try:
                 result = closer()

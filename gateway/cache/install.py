@@ -141,7 +141,7 @@ async def install(app: GatewayApp, rt: Runtime) -> None:
         else:
             rt.on_close(embedder.close)
     settings = CacheSettings(**msgspec.structs.asdict(cfg))
-    cache = MetaCache(rt.store, settings, embedder)
+    cache = MetaCache(rt.store, settings, embedder, overloaded=rt.loop_monitor.busy)
     stage = CacheStage(rt, cache, SingleFlight())
     rt.cache = cache
     rt.before_stages.append(stage)

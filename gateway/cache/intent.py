@@ -16,6 +16,7 @@ tokens only in the same order or with one block of them moved ("in Python, how d
 from __future__ import annotations
 
 import re
+from collections.abc import Set as AbstractSet
 
 # Numbers (with inner separators) first, then words (with inner apostrophes), then any single
 # symbol. Sentence punctuation is dropped afterwards; every other symbol is meaning.
@@ -93,7 +94,7 @@ def looks_structured(text: str) -> bool:
     return len(text) >= 40 and code / len(text) > 0.05
 
 
-def jaccard(a: set[str], b: set[str]) -> float:
+def jaccard(a: AbstractSet[str], b: AbstractSet[str]) -> float:
     if not a or not b:
         return 0.0
     inter = len(a & b)

@@ -19,7 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import msgspec
 import numpy as np
@@ -34,6 +34,8 @@ from gateway.cache.verify import verify
 ENDPOINTS = frozenset({"chat", "messages", "completions"})
 SHARED = "\x00shared"  # the tenant of every request under scope="shared" (no key id looks like it)
 TIERS = {1: "intent", 2: "near_miss", 3: "exact", 4: "semantic"}
+RECENT_TTL_S = 0.25  # other workers' new intents reach phase 2 here within this time
+EVICT_EVERY = 32
 
 
 class CacheSettings(msgspec.Struct, kw_only=True):
@@ -80,6 +82,13 @@ class Entry(msgspec.Struct, array_like=True):
     expires: float  # wall clock
 
 
+class Recent(NamedTuple):
+    exact: str
+    tokens: list[str]
+    token_set: frozenset[str]
+    query: str
+
+
 class Verdict(Protocol):
     @property
     def ok(self) -> bool: ...
@@ -114,6 +123,7 @@ class CacheStats:
     not_stored: int = 0  # errors, truncated answers, no-store
     evicted: int = 0
     store_errors: int = 0
+    overload_skips: int = 0  # phase 4 skipped because the worker's loop lagged
 
 
 class MetaCache:
@@ -123,12 +133,17 @@ class MetaCache:
         settings: CacheSettings | None = None,
         embedder: Embedder | None = None,
         verifier: Verifier | None = verify,
+        overloaded: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings or CacheSettings()
         self.stats = CacheStats()
         self._store = store
         self._embedder = embedder if self.settings.semantic else None
         self._verifier = verifier
+        # When the worker is CPU-bound, phase 4 (an embedding) is skipped instead of queued.
+        self._overloaded = overloaded
+        self._writes = 0
+        self._recent: OrderedDict[str, tuple[float, list[Recent]]] = OrderedDict()
         self.index = VectorIndex(store, on_clear=self._drop_l1)
         self._l1: OrderedDict[str, Entry] = OrderedDict()
         self._vecs: OrderedDict[str, np.ndarray] = OrderedDict()  # exact key -> the lookup's vector
@@ -202,16 +217,36 @@ class MetaCache:
             return None
         return self._hit(1, 1.0, k.partition, ptr.decode(), entry)
 
-    async def _near_miss(self, k: K.Keys, toks: list[str]) -> CacheHit | None:
-        s = self.settings
-        raw = await self._store.list_range(K.recent_key(k.partition), s.near_miss_window)
-        n, scored = len(set(toks)), []
+    async def _recent_intents(self, partition: str) -> list[Recent]:
+        """The partition's recent intents, decoded once and kept for RECENT_TTL_S in this worker."""
+        now = time.monotonic()
+        cached = self._recent.get(partition)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        raw = await self._store.list_range(K.recent_key(partition), self.settings.near_miss_window)
+        items = []
         for item in raw:
             exact, norm, query = _recent_codec[1].decode(item)
             other = norm.split(" ")
-            m = len(set(other))
+            items.append(Recent(exact, other, frozenset(other), query))
+        self._recent[partition] = (now + RECENT_TTL_S, items)
+        self._recent.move_to_end(partition)
+        while len(self._recent) > 1024:
+            self._recent.popitem(last=False)
+        return items
+
+    async def _near_miss(self, k: K.Keys, toks: list[str]) -> CacheHit | None:
+        s = self.settings
+        mine = set(toks)
+        n, scored = len(mine), []
+        for r in await self._recent_intents(k.partition):
+            m = len(r.token_set)
             if min(n, m) < s.near_miss_threshold * max(n, m):  # Jaccard can't reach the bar
                 continue
+            # Cheap Jaccard first; the order guard only for pairs already above the bar.
+            if intent.jaccard(mine, r.token_set) < s.near_miss_threshold:
+                continue
+            exact, other, query = r.exact, r.tokens, r.query
             score = intent.near_miss_score(toks, other)
             if score >= s.near_miss_threshold:
                 scored.append((score, exact, query))
@@ -231,6 +266,10 @@ class MetaCache:
     async def _semantic(self, req: CacheRequest, k: K.Keys) -> CacheHit | None:
         s = self.settings
         if self._embedder is None or k.text is None:
+            return None
+        if self._overloaded is not None and self._overloaded():
+            self.stats.phases[4].skips += 1
+            self.stats.overload_skips += 1
             return None
         vec = await self._embedder.embed_one(k.text, budget_ms=s.embed_budget_ms)
         if vec is None:  # saturated or over budget: skip rather than delay the request
@@ -315,10 +354,15 @@ class MetaCache:
                 await self._store.set(pointer, k.exact.encode(), s.ttl_s)
                 recent = _recent_codec[0].encode((k.exact, norm, entry.query))
                 await self._store.list_push(K.recent_key(k.partition), recent, s.near_miss_window, s.ttl_s)
+                self._recent.pop(k.partition, None)  # this worker sees its own write at once
             if prose and self._embedder is not None and k.text is not None:
                 await self._store_vector(k.partition, k.exact, k.text)
             await self._store.lru_touch(K.LRU_GROUP, K.lru_member(k.partition, k.exact))
-            await self._evict()
+            # Counting the LRU set costs a scan: trim every few writes, overshooting the cap by at
+            # most ~1.5% (and never more than EVICT_EVERY entries) per worker.
+            self._writes += 1
+            if self._writes % min(EVICT_EVERY, max(1, s.max_entries // 64)) == 0:
+                await self._evict()
             self.stats.stored += 1
         except StoreUnavailable:
             self.stats.store_errors += 1
@@ -329,6 +373,8 @@ class MetaCache:
         vec = self._vecs.pop(exact, None)
         if vec is None and hasattr(embedder, "cached"):
             vec = embedder.cached(text)  # the embedder's own LRU, e.g. a lookup by another MetaCache
+        if vec is None and self._overloaded is not None and self._overloaded():
+            return  # CPU-bound: no embedding for the write-back either (phases 1-3 still serve it)
         if vec is None:  # the lookup skipped phase 4; off the request path we can afford to wait
             vec = await embedder.embed_one(text, budget_ms=self.settings.write_embed_budget_ms)
         if vec is None:

@@ -161,11 +161,12 @@ class EmbeddedStore:
     async def list_push(self, key: str, item: bytes, cap: int, ttl_s: float) -> None:
         def q(c: sqlite3.Connection) -> None:
             expires = time.time() + ttl_s
+            # Each item carries its own expiry (Redis refreshes the whole list's; the difference only
+            # shows for lists idle longer than the TTL). The trim walks the (key, seq) index.
             c.execute("INSERT INTO lists (key, item, expires) VALUES (?, ?, ?)", (key, item, expires))
-            c.execute("UPDATE lists SET expires = ? WHERE key = ?", (expires, key))  # like PEXPIRE
             c.execute(
-                "DELETE FROM lists WHERE key = ? AND seq NOT IN "
-                "(SELECT seq FROM lists WHERE key = ? ORDER BY seq DESC LIMIT ?)",
+                "DELETE FROM lists WHERE key = ? AND seq <= "
+                "(SELECT seq FROM lists WHERE key = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
                 (key, key, cap),
             )
 
