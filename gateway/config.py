@@ -108,7 +108,7 @@ class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     only_temperature_zero: bool = True
     scope: Literal["key", "shared"] = "key"
     semantic: bool = True  # phase 4 (needs the embedding model)
-    embed_budget_ms: float = 50.0
+    embed_budget_ms: float = 15.0  # phase 4 only when an embedding can be had this fast
 
 
 class LogConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -28,7 +28,7 @@ from gateway.cache import intent
 from gateway.cache import keys as K
 from gateway.cache.replay import reusable_answer
 from gateway.cache.semantic import VectorIndex
-from gateway.cache.store import Store, StoreUnavailable
+from gateway.cache.store import EntryWrite, Store, StoreUnavailable
 from gateway.cache.verify import verify
 
 ENDPOINTS = frozenset({"chat", "messages", "completions"})
@@ -144,6 +144,10 @@ class MetaCache:
         self._overloaded = overloaded
         self._writes = 0
         self._recent: OrderedDict[str, tuple[float, list[Recent]]] = OrderedDict()
+        self._recent_reads: dict[str, asyncio.Future[list[Recent]]] = {}
+        self._wq: list[EntryWrite] = []  # entry writes waiting for the next group commit
+        self._wq_done: asyncio.Future[None] | None = None
+        self._flusher: asyncio.Future[None] | None = None
         self.index = VectorIndex(store, on_clear=self._drop_l1)
         self._l1: OrderedDict[str, Entry] = OrderedDict()
         self._vecs: OrderedDict[str, np.ndarray] = OrderedDict()  # exact key -> the lookup's vector
@@ -182,10 +186,20 @@ class MetaCache:
             await self.index.sync()
         except StoreUnavailable:
             self.stats.store_errors += 1
+        # One round trip fetches what phases 1 and 3 need (the intent pointer, the exact entry).
+        pre: dict[str, bytes | None] = {}
+        wanted = [K.intent_key(k.partition, K.signature_digest(" ".join(toks)))] if toks else []
+        if k.exact not in self._l1:
+            wanted.append(K.entry_key(k.exact))
+        if wanted:
+            try:
+                pre = dict(zip(wanted, await self._store.get_many(wanted), strict=True))
+            except StoreUnavailable:
+                self.stats.store_errors += 1
         phases = (
-            (1, bool(toks), lambda: self._intent(k, toks)),
+            (1, bool(toks), lambda: self._intent(k, toks, pre)),
             (2, bool(toks), lambda: self._near_miss(k, toks)),
-            (3, True, lambda: self._exact(k)),
+            (3, True, lambda: self._exact(k, pre)),
             (4, prose and self._embedder is not None, lambda: self._semantic(req, k)),
         )
         for phase, applicable, run in phases:
@@ -206,12 +220,13 @@ class MetaCache:
                 return hit
         return None
 
-    async def _intent(self, k: K.Keys, toks: list[str]) -> CacheHit | None:
+    async def _intent(self, k: K.Keys, toks: list[str], pre: dict[str, bytes | None]) -> CacheHit | None:
         norm = " ".join(toks)
-        ptr = await self._store.get(K.intent_key(k.partition, K.signature_digest(norm)))
+        key = K.intent_key(k.partition, K.signature_digest(norm))
+        ptr = pre[key] if key in pre else await self._store.get(key)
         if ptr is None:
             return None
-        entry = await self._entry(ptr.decode())
+        entry = await self._entry(ptr.decode(), pre)
         # The digest is xxh3: equal stored text makes a collision harmless.
         if entry is None or entry.intent != norm:
             return None
@@ -223,6 +238,16 @@ class MetaCache:
         cached = self._recent.get(partition)
         if cached is not None and cached[0] > now:
             return cached[1]
+        # One read per partition at a time: concurrent lookups share it instead of piling up.
+        reading = self._recent_reads.get(partition)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_recent(partition))
+            self._recent_reads[partition] = reading
+            reading.add_done_callback(lambda _: self._recent_reads.pop(partition, None))
+        return await asyncio.shield(reading)
+
+    async def _read_recent(self, partition: str) -> list[Recent]:
+        now = time.monotonic()
         raw = await self._store.list_range(K.recent_key(partition), self.settings.near_miss_window)
         items = []
         for item in raw:
@@ -234,6 +259,36 @@ class MetaCache:
         while len(self._recent) > 1024:
             self._recent.popitem(last=False)
         return items
+
+    async def _put(self, item: EntryWrite) -> None:
+        """Group commit: writes that arrive while a batch is being written go out together in the
+        next one (one round trip, one transaction), so a burst of misses costs a few commits."""
+        self._wq.append(item)
+        if self._wq_done is None:
+            self._wq_done = asyncio.get_running_loop().create_future()
+            self._wq_done.add_done_callback(_retrieve)
+        done = self._wq_done
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_writes())
+        await asyncio.shield(done)
+
+    async def _flush_writes(self) -> None:
+        while self._wq:
+            batch, self._wq = self._wq, []
+            done, self._wq_done = self._wq_done, None
+            assert done is not None
+            try:
+                await self._store.put_entries(batch)
+            except Exception as exc:
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+    def _remember_recent(self, partition: str, item: Recent) -> None:
+        """This worker sees its own write at once, without re-reading the list."""
+        cached = self._recent.get(partition)
+        if cached is not None:
+            self._recent[partition] = (cached[0], [item, *cached[1]][: self.settings.near_miss_window])
 
     async def _near_miss(self, k: K.Keys, toks: list[str]) -> CacheHit | None:
         s = self.settings
@@ -259,8 +314,8 @@ class MetaCache:
                 return self._hit(2, score, k.partition, exact, entry)
         return None
 
-    async def _exact(self, k: K.Keys) -> CacheHit | None:
-        entry = await self._entry(k.exact)
+    async def _exact(self, k: K.Keys, pre: dict[str, bytes | None]) -> CacheHit | None:
+        entry = await self._entry(k.exact, pre)
         return None if entry is None else self._hit(3, 1.0, k.partition, k.exact, entry)
 
     async def _semantic(self, req: CacheRequest, k: K.Keys) -> CacheHit | None:
@@ -307,7 +362,7 @@ class MetaCache:
             tokens_saved=entry.tokens_saved,
         )
 
-    async def _entry(self, exact: str) -> Entry | None:
+    async def _entry(self, exact: str, pre: dict[str, bytes | None] | None = None) -> Entry | None:
         now = time.time()
         entry = self._l1.get(exact)
         if entry is not None:
@@ -315,7 +370,8 @@ class MetaCache:
                 self._l1.move_to_end(exact)
                 return entry
             del self._l1[exact]
-        raw = await self._store.get(K.entry_key(exact))
+        key = K.entry_key(exact)
+        raw = pre[key] if pre is not None and key in pre else await self._store.get(key)
         if raw is None:
             return None
         try:
@@ -346,18 +402,20 @@ class MetaCache:
             tokens_saved=tokens_saved,
             expires=time.time() + s.ttl_s,
         )
+        pointer = recent = None
+        if norm:
+            pointer = (K.intent_key(k.partition, K.signature_digest(norm)), k.exact.encode())
+            item = _recent_codec[0].encode((k.exact, norm, entry.query))
+            recent = (K.recent_key(k.partition), item, s.near_miss_window)
         try:
-            await self._store.set(K.entry_key(k.exact), _entry_codec[0].encode(entry), s.ttl_s)
+            await self._put(EntryWrite((K.entry_key(k.exact), _entry_codec[0].encode(entry)), pointer, recent,
+                                       (K.LRU_GROUP, K.lru_member(k.partition, k.exact)), s.ttl_s))
             self._l1_put(k.exact, entry)
             if norm:
-                pointer = K.intent_key(k.partition, K.signature_digest(norm))
-                await self._store.set(pointer, k.exact.encode(), s.ttl_s)
-                recent = _recent_codec[0].encode((k.exact, norm, entry.query))
-                await self._store.list_push(K.recent_key(k.partition), recent, s.near_miss_window, s.ttl_s)
-                self._recent.pop(k.partition, None)  # this worker sees its own write at once
+                self._remember_recent(k.partition, Recent(k.exact, norm.split(" "), frozenset(norm.split(" ")),
+                                                          entry.query))
             if prose and self._embedder is not None and k.text is not None:
                 await self._store_vector(k.partition, k.exact, k.text)
-            await self._store.lru_touch(K.LRU_GROUP, K.lru_member(k.partition, k.exact))
             # Counting the LRU set costs a scan: trim every few writes, overshooting the cap by at
             # most ~1.5% (and never more than EVICT_EVERY entries) per worker.
             self._writes += 1
@@ -438,6 +496,11 @@ async def _quietly(coro: Coroutine[Any, Any, Any]) -> None:
         await coro
     except StoreUnavailable:
         pass
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # marked retrieved: a batch nobody awaits any more must not warn
 
 
 def _num(value: Any) -> float:

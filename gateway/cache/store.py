@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
@@ -39,6 +39,14 @@ VLOG_MAX = 100_000  # log entries kept; a worker further behind than this reload
 CLEAR = "*"
 
 
+class EntryWrite(NamedTuple):
+    entry: tuple[str, bytes]  # key, value
+    pointer: tuple[str, bytes] | None  # intent pointer key -> exact key
+    recent: tuple[str, bytes, int] | None  # recent-list key, item, cap
+    lru: tuple[str, str]  # group, member
+    ttl_s: float
+
+
 class StoreUnavailable(Exception):
     """The store can't be reached or failed; the caller proceeds without it."""
 
@@ -54,6 +62,10 @@ class Store(Protocol):
     async def hit_count(self, key: str, ttl_s: float) -> int: ...
     async def incr_window(self, key: str, amount: int, window_s: float) -> int: ...
     async def list_push(self, key: str, item: bytes, cap: int, ttl_s: float) -> None: ...
+    async def put_entries(self, items: list[EntryWrite]) -> None:
+        """Cache entries with their intent pointers, recent-list items and LRU marks, in one round
+        trip (one transaction on the embedded store)."""
+        ...
     async def list_range(self, key: str, count: int) -> list[bytes]: ...
     async def lru_touch(self, group: str, member: str) -> None: ...
     async def lru_trim(self, group: str, max_members: int) -> list[str]: ...
@@ -210,6 +222,23 @@ class RedisStore:
 
     async def list_range(self, key: str, count: int) -> list[bytes]:
         return await self._b.run(lambda: self._r.lrange(key, 0, count - 1))
+
+    async def put_entries(self, items: list[EntryWrite]) -> None:
+        def build(p: Any) -> None:
+            now = time.time()
+            for it in items:
+                px = max(1, int(it.ttl_s * 1000))
+                p.set(it.entry[0], it.entry[1], px=px)
+                if it.pointer is not None:
+                    p.set(it.pointer[0], it.pointer[1], px=px)
+                if it.recent is not None:
+                    p.lpush(it.recent[0], it.recent[1])
+                    p.ltrim(it.recent[0], 0, it.recent[2] - 1)
+                    p.pexpire(it.recent[0], px)
+                p.zadd(it.lru[0], {it.lru[1]: now})
+
+        if items:
+            await self._pipe(build)
 
     async def lru_touch(self, group: str, member: str) -> None:
         await self._b.run(lambda: self._r.zadd(group, {member: time.time()}))

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from gateway.cache.store import CLEAR, VLOG_MAX, StoreUnavailable, VecChange, _Breaker
+from gateway.cache.store import CLEAR, VLOG_MAX, EntryWrite, StoreUnavailable, VecChange, _Breaker
 
 T = TypeVar("T")
 
@@ -171,6 +171,34 @@ class EmbeddedStore:
             )
 
         await self._run(q)
+
+    async def put_entries(self, items: list[EntryWrite]) -> None:
+        def q(c: sqlite3.Connection) -> None:
+            now = time.time()
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                trims: dict[str, int] = {}
+                for it in items:
+                    expires = now + it.ttl_s
+                    kv = [(*it.entry, expires)] + ([(*it.pointer, expires)] if it.pointer else [])
+                    c.executemany("INSERT OR REPLACE INTO kv (key, value, expires) VALUES (?, ?, ?)", kv)
+                    if it.recent is not None:
+                        key, item, cap = it.recent
+                        c.execute("INSERT INTO lists (key, item, expires) VALUES (?, ?, ?)", (key, item, expires))
+                        trims[key] = cap
+                    c.execute("INSERT OR REPLACE INTO lru (grp, member, atime) VALUES (?, ?, ?)", (*it.lru, now))
+                for key, cap in trims.items():  # once per list, not once per item
+                    c.execute("DELETE FROM lists WHERE key = ? AND seq <= "
+                              "(SELECT seq FROM lists WHERE key = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                              (key, key, cap))
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            self._maybe_purge(c)
+
+        if items:
+            await self._run(q)
 
     async def list_range(self, key: str, count: int) -> list[bytes]:
         def q(c: sqlite3.Connection) -> list[bytes]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.cache.store import CLEAR, RedisStore, Store, StoreUnavailable, open_store
+from gateway.cache.store import CLEAR, EntryWrite, RedisStore, Store, StoreUnavailable, open_store
 from gateway.cache.store_embedded import EmbeddedStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,3 +157,18 @@ async def test_embedded_store_is_shared_by_processes_and_survives_restart(tmp_pa
     reopened = EmbeddedStore(path)
     assert await reopened.get("from-child") == b"hello"
     await reopened.close()
+
+
+async def test_put_entries_writes_entry_pointer_recent_and_lru_together(store: Store) -> None:
+    for i in range(4):
+        await store.put_entries([EntryWrite((f"e{i}", f"entry{i}".encode()), (f"p{i}", f"e{i}".encode()),
+                                            ("recent", f"r{i}".encode(), 3), ("lru", f"m{i}"), ttl_s=10)])
+        await asyncio.sleep(0.002)
+    assert await store.get_many(["e3", "p3", "e0"]) == [b"entry3", b"e3", b"entry0"]
+    assert await store.list_range("recent", 10) == [b"r3", b"r2", b"r1"]  # capped at 3
+    assert await store.lru_trim("lru", 2) == ["m0", "m1"]
+    await store.put_entries([EntryWrite(("short", b"x"), None, None, ("lru", "short"), ttl_s=0.05),
+                             EntryWrite(("long", b"y"), None, ("recent", b"r4", 3), ("lru", "long"), ttl_s=10)])
+    await asyncio.sleep(0.1)
+    assert await store.get("short") is None
+    assert await store.get("long") == b"y" and await store.list_range("recent", 10) == [b"r4", b"r3", b"r2"]
