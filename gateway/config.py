@@ -14,6 +14,8 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from .observe.settings import ArchiveConfig, ObserveConfig
+
 ProviderKind = Literal["openai", "azure", "anthropic", "compatible"]
 BUILTIN_MOCK = "builtin:mock"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")
@@ -125,6 +127,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     retries: RetryConfig = msgspec.field(default_factory=RetryConfig)
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    observe: ObserveConfig = msgspec.field(default_factory=ObserveConfig)
+    archive: ArchiveConfig = msgspec.field(default_factory=ArchiveConfig)
 
 
 def embedded_defaults() -> dict[str, Any]:

@@ -188,6 +188,7 @@ class Pipeline:
         hooks = self.rt.after_hooks
         if not hooks:
             return
+        ctx.extra["t_end"] = time.perf_counter()
         task = asyncio.ensure_future(self._run_after(ctx, hooks))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

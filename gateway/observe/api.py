@@ -1,0 +1,192 @@
+"""HTTP endpoints of observability: /metrics, /api/vas/logs, /api/vas/summary, /api/vas/archive, /dashboard.
+
+All but /metrics need the master key (`Authorization: Bearer`, `x-api-key`, or `?key=` for the
+dashboard page, which then sends it as a header on its own requests). /metrics is open, like any
+Prometheus target scraped by a ServiceMonitor: it carries counts, never request content.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+import msgspec
+
+from gateway.errors import BadRequest, NotFound, ServiceUnavailable
+
+from .archive import StoreUnavailable
+from .audit_store import AuditQuery, Page
+from .entry import AuditEntry
+from .metrics import hit_ratios, render
+from .stats import parse_duration, summarize
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+    from .observer import Observer
+
+_enc = msgspec.json.Encoder()
+JSON = [("content-type", "application/json"), ("cache-control", "no-store")]
+PROM = [("content-type", "text/plain; version=0.0.4; charset=utf-8")]
+MAX_LIMIT = 1000
+
+
+def _time(value: str, name: str) -> float:
+    """Unix seconds, ISO 8601, or a duration ago ('15m', '1h')."""
+    v = value.strip()
+    try:
+        return float(v)
+    except ValueError:
+        pass
+    if v and v[-1] in "smhd" and v[:-1].replace(".", "", 1).isdigit():
+        return time.time() - parse_duration(v)
+    try:
+        return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise BadRequest(f"{name}: expected unix seconds, ISO 8601 or a duration like 15m, got {value!r}",
+                         param=name) from None
+
+
+def _bool(value: str, name: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "hit"):
+        return True
+    if v in ("0", "false", "no", "miss"):
+        return False
+    raise BadRequest(f"{name}: expected true or false, got {value!r}", param=name)
+
+
+def parse_query(qs: str) -> AuditQuery:
+    params = {k: v[-1] for k, v in parse_qs(qs, keep_blank_values=False).items()}
+    q = AuditQuery()
+    if "from" in params or "since" in params:
+        q.since = _time(params.get("from") or params["since"], "from")
+    if "to" in params or "until" in params:
+        q.until = _time(params.get("to") or params["until"], "to")
+    if "last" in params:
+        q.since = _time(params["last"], "last")
+    q.model = params.get("model")
+    q.key_id = params.get("key") or params.get("key_id")
+    q.request_id = params.get("request_id")
+    if "cache_hit" in params:
+        q.cache_hit = _bool(params["cache_hit"], "cache_hit")
+    if "status" in params:
+        q.status = params["status"]
+        try:
+            q.status_range()
+        except ValueError:
+            raise BadRequest(f"status: expected a code or a class like 5xx, got {q.status!r}",
+                             param="status") from None
+    if "limit" in params:
+        try:
+            q.limit = max(1, min(MAX_LIMIT, int(params["limit"])))
+        except ValueError:
+            raise BadRequest("limit: expected an integer", param="limit") from None
+    q.cursor = params.get("cursor")
+    q.after = params.get("after")
+    for name in ("cursor", "after"):
+        value = getattr(q, name)
+        if value is not None and not value.replace("-", "").isdigit():
+            raise BadRequest(f"{name}: not a cursor returned by this API", param=name)
+    return q
+
+
+class ObserveAPI:
+    def __init__(self, observer: Observer, rt: Runtime) -> None:
+        self.obs = observer
+        self.rt = rt
+        self._page: bytes | None = None
+
+    def _admin(self, headers: dict[str, str]) -> None:
+        self.rt.auth.require_admin(headers)
+
+    async def _query(self, q: AuditQuery) -> Page:
+        sink = self.obs.audit_sink
+        if sink is None:
+            raise NotFound("The audit log is off (observe.audit: false).")
+        try:
+            return await sink.query(q)
+        except StoreUnavailable:
+            raise ServiceUnavailable("The audit store is unavailable; try again shortly.") from None
+
+    # ------------------------------------------------------------------ handlers
+
+    def metrics(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
+        proto.response_bytes(200, PROM, render(self.obs.metrics, self.obs.pod_snapshot()))
+
+    async def logs(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
+        self._admin(headers)
+        q = parse_query(scope.query_string)
+        page = await self._query(q)
+        body = {"object": "list", "data": page.entries, "count": len(page.entries),
+                "next_cursor": page.next_cursor, "head_cursor": page.head_cursor}
+        proto.response_bytes(200, JSON, _enc.encode(body))
+
+    async def summary(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
+        self._admin(headers)
+        obs_cfg = self.obs.settings.observe
+        params = {k: v[-1] for k, v in parse_qs(scope.query_string).items()}
+        window = parse_duration(params["window"]) if "window" in params else obs_cfg.summary_window_s
+        now = time.time()
+        entries = await self.recent(now - window, obs_cfg.summary_max_entries)
+        summary = summarize(entries, since=now - window, until=now)
+        pod = self.obs.pod_snapshot()
+        totals = {name: sum(v for _, v in series) for name, series in pod.counters.items()}
+        body = {
+            "window_s": window,
+            "summary": summary,
+            "latest": sorted(entries[:200], key=lambda e: e.ts, reverse=True)[:25],
+            "pod": {
+                "requests_total": totals.get("gateway_requests_total", 0.0),
+                "dropped_total": totals.get("gateway_observe_dropped_total", 0.0),
+                "hit_ratio": hit_ratios(pod),
+                "workers": sum(v for _, v in pod.gauges.get("gateway_workers", [])),
+            },
+            "time": now,
+        }
+        proto.response_bytes(200, JSON, _enc.encode(body))
+
+    async def recent(self, since: float, max_entries: int) -> list[AuditEntry]:
+        """Newest first, down to `since` or `max_entries`."""
+        out: list[AuditEntry] = []
+        q = AuditQuery(since=since, limit=min(MAX_LIMIT, max_entries))
+        while len(out) < max_entries:
+            page = await self._query(q)
+            out.extend(page.entries)
+            if page.next_cursor is None:
+                break
+            q.cursor = page.next_cursor
+        return out[:max_entries]
+
+    async def archive(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
+        self._admin(headers)
+        sink = self.obs.archive_sink
+        if sink is None:
+            raise NotFound("The archive is off (archive.enabled: false).")
+        params = {k: v[-1] for k, v in parse_qs(scope.query_string).items()}
+        try:
+            if "request_id" in params:
+                record = await sink.get(params["request_id"])
+                if record is None:
+                    raise NotFound(f"No archived request {params['request_id']!r}.")
+                body = _enc.encode(record)
+            else:
+                before = _time(params["before"], "before") if "before" in params else None
+                limit = max(1, min(MAX_LIMIT, int(params.get("limit", "20"))))
+                body = _enc.encode({"object": "list", "data": await sink.recent(limit, before)})
+        except StoreUnavailable:
+            raise ServiceUnavailable("The archive is unavailable; try again shortly.") from None
+        proto.response_bytes(200, JSON, body)
+
+    def dashboard(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
+        params = {k: v[-1] for k, v in parse_qs(scope.query_string).items()}
+        if "key" in params and not headers.get("authorization"):
+            headers = {**headers, "authorization": f"Bearer {params['key']}"}
+        self._admin(headers)
+        if self._page is None:
+            self._page = resources.files("gateway.observe").joinpath("static/dashboard.html").read_bytes()
+        proto.response_bytes(200, [("content-type", "text/html; charset=utf-8"), ("cache-control", "no-store"),
+                                   ("x-frame-options", "DENY")], self._page)

@@ -1,0 +1,294 @@
+"""Where audit entries live and how they are queried: a Redis stream (pods) or a SQLite table (one machine).
+
+Chosen like the shared store (`store.redis_url` empty = embedded): every worker and every instance
+pointed at the same Redis writes one stream, so one query sees them all. Both keep the newest
+`max_entries`; SQLite also drops rows older than the retention. Pages are newest first; a cursor is
+opaque (a stream id, a row id). `after=<cursor>` reads forward instead, oldest first, for tails.
+
+Errors: Redis, SQLite and socket exceptions become `StoreUnavailable` in the store's breaker
+(`gateway.cache.store._Breaker`), the one boundary; an outage then fails fast until it probes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from gateway.cache.store import StoreUnavailable, _Breaker
+
+from .entry import AuditEntry, decoder
+
+__all__ = ["AuditQuery", "AuditSink", "Page", "StoreUnavailable", "open_audit_sink"]
+
+SCAN_MAX = 20_000  # entries examined per query at most: a narrow filter returns a cursor, not a stall
+_SLACK_S = 900.0  # an entry is written at most this long after its request started (long streams)
+
+
+class AuditQuery(msgspec.Struct, kw_only=True):
+    since: float | None = None  # unix seconds, inclusive
+    until: float | None = None
+    model: str | None = None  # requested or deployment model
+    key_id: str | None = None
+    cache_hit: bool | None = None
+    status: str | None = None  # "200", "4xx", "5xx"
+    request_id: str | None = None
+    limit: int = 50
+    cursor: str | None = None  # older than this (next page)
+    after: str | None = None  # newer than this, oldest first (tail); "0" = from the start
+
+    def status_range(self) -> tuple[int, int] | None:
+        s = (self.status or "").lower()
+        if not s:
+            return None
+        if len(s) == 3 and s.endswith("xx") and s[0].isdigit():
+            return int(s[0]) * 100, int(s[0]) * 100 + 99
+        return int(s), int(s)
+
+    def matches(self, e: AuditEntry) -> bool:
+        if self.since is not None and e.ts < self.since:
+            return False
+        if self.until is not None and e.ts > self.until:
+            return False
+        if self.model is not None and self.model not in (e.model, e.requested_model):
+            return False
+        if self.key_id is not None and e.key_id != self.key_id:
+            return False
+        if self.cache_hit is not None and e.metacache.hit != self.cache_hit:
+            return False
+        if self.request_id is not None and e.request_id != self.request_id:
+            return False
+        rng = self.status_range()
+        return rng is None or rng[0] <= e.status <= rng[1]
+
+
+class Page(msgspec.Struct):
+    entries: list[AuditEntry]
+    next_cursor: str | None  # pass back as `cursor` (or `after` for a tail); None = nothing more
+    head_cursor: str | None = None  # the newest position seen: `after=<it>` follows from there
+
+
+class AuditSink(Protocol):
+    async def write(self, entries: list[bytes]) -> None: ...
+    async def query(self, q: AuditQuery) -> Page: ...
+    async def close(self) -> None: ...
+
+
+def open_audit_sink(redis_url: str | None, path: str, max_entries: int, retention_s: float) -> AuditSink:
+    if redis_url:
+        return RedisAuditSink(redis_url, max_entries)
+    return SqliteAuditSink(path, max_entries, retention_s)
+
+
+class RedisAuditSink:
+    KEY = "gw:audit"
+
+    def __init__(self, url: str, max_entries: int, *, op_timeout_s: float = 2.0) -> None:
+        self.max_entries = max_entries
+        self._pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=4, timeout=op_timeout_s, socket_connect_timeout=0.5,
+            socket_timeout=op_timeout_s, retry=Retry(NoBackoff(), 0), protocol=2)
+        self._r: Any = aioredis.Redis(connection_pool=self._pool)
+        self._b = _Breaker("redis-audit", (RedisError, OSError, TimeoutError))
+
+    async def write(self, entries: list[bytes]) -> None:
+        async def go() -> None:
+            pipe = self._r.pipeline(transaction=False)
+            for e in entries:
+                pipe.xadd(self.KEY, {"e": e}, maxlen=self.max_entries, approximate=True)
+            await pipe.execute()
+
+        await self._b.run(go)
+
+    async def query(self, q: AuditQuery) -> Page:
+        return await self._b.run(lambda: self._scan(q))
+
+    async def _scan(self, q: AuditQuery) -> Page:
+        forward = q.after is not None
+        if forward:
+            lo = "-" if q.after in ("0", "") else "(" + str(q.after)
+            hi = "+"
+        else:
+            hi = "(" + q.cursor if q.cursor else (f"{int((q.until + _SLACK_S) * 1000)}" if q.until else "+")
+            lo = f"{int(q.since * 1000)}" if q.since else "-"
+        out: list[AuditEntry] = []
+        scanned, last, ended, head = 0, None, False, None
+        chunk = max(100, min(1000, q.limit * 4))
+        while len(out) < q.limit and scanned < SCAN_MAX:
+            rows = (await self._r.xrange(self.KEY, min=lo, max=hi, count=chunk) if forward
+                    else await self._r.xrevrange(self.KEY, max=hi, min=lo, count=chunk))
+            used = 0
+            for sid, fields in rows:
+                last = sid.decode()
+                head = head or last
+                used += 1
+                e = _decode(fields)
+                if e is not None and q.matches(e):
+                    out.append(e)
+                    if len(out) >= q.limit:
+                        break
+            scanned += used
+            if len(rows) < chunk and used == len(rows):
+                ended = True  # the range holds nothing past `last`
+                break
+            if forward:
+                lo = "(" + str(last)
+            else:
+                hi = "(" + str(last)
+        if forward:
+            return Page(out, last or q.after, last or q.after)
+        return Page(out, None if ended else last, head)
+
+    async def close(self) -> None:
+        await self._r.aclose()
+        await self._pool.disconnect()
+
+
+def _decode(fields: dict[bytes, bytes]) -> AuditEntry | None:
+    try:
+        return decoder.decode(fields[b"e"])
+    except (msgspec.DecodeError, KeyError):
+        return None
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL,
+    model TEXT, requested_model TEXT, key_id TEXT, hit INTEGER NOT NULL, status INTEGER NOT NULL,
+    request_id TEXT, entry BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
+"""
+_PURGE_EVERY_S = 30.0
+
+
+class SqliteAuditSink:
+    """One file shared by the machine's workers (WAL: readers beside one writer); one thread per worker."""
+
+    def __init__(self, path: str, max_entries: int, retention_s: float, busy_timeout_ms: int = 5000) -> None:
+        self.path = path
+        self.max_entries = max_entries
+        self.retention_s = retention_s
+        if os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        self._busy_s = busy_timeout_ms / 1000
+        conn = self._connect()
+        conn.executescript(_SCHEMA)
+        conn.close()
+        self._conn: sqlite3.Connection | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
+        self._b = _Breaker("sqlite-audit", (sqlite3.Error, OSError))
+        self._next_purge = 0.0
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self._busy_s, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    async def _run(self, fn: Any) -> Any:
+        loop = asyncio.get_running_loop()
+
+        def call() -> Any:
+            if self._conn is None:
+                self._conn = self._connect()
+            return fn(self._conn)
+
+        return await self._b.run(lambda: loop.run_in_executor(self._pool, call))
+
+    async def write(self, entries: list[bytes]) -> None:
+        rows = []
+        for raw in entries:
+            e = decoder.decode(raw)
+            rows.append((e.ts, e.model, e.requested_model, e.key_id, int(e.metacache.hit), e.status,
+                         e.request_id, raw))
+
+        def go(c: sqlite3.Connection) -> None:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                c.executemany("INSERT INTO audit (ts, model, requested_model, key_id, hit, status, request_id,"
+                              " entry) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            self._maybe_purge(c)
+
+        await self._run(go)
+
+    def _maybe_purge(self, c: sqlite3.Connection) -> None:
+        now = time.monotonic()
+        if now < self._next_purge:
+            return
+        self._next_purge = now + _PURGE_EVERY_S
+        c.execute("DELETE FROM audit WHERE id <= (SELECT MAX(id) FROM audit) - ?", (self.max_entries,))
+        c.execute("DELETE FROM audit WHERE ts < ?", (time.time() - self.retention_s,))
+
+    async def query(self, q: AuditQuery) -> Page:
+        where, args = _where(q)
+        forward = q.after is not None
+        if forward:
+            where.append("id > ?")
+            args.append(int(q.after or 0))
+        elif q.cursor:
+            where.append("id < ?")
+            args.append(int(q.cursor))
+        sql = (f"SELECT id, entry FROM audit {'WHERE ' + ' AND '.join(where) if where else ''} "
+               f"ORDER BY id {'ASC' if forward else 'DESC'} LIMIT ?")
+        args.append(q.limit + 1)
+
+        def go(c: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            return c.execute(sql, args).fetchall()
+
+        rows = await self._run(go)
+        more = len(rows) > q.limit
+        rows = rows[: q.limit]
+        entries = [decoder.decode(bytes(raw)) for _, raw in rows]
+        if forward:
+            last = str(rows[-1][0]) if rows else (q.after or "0")
+            return Page(entries, last, last)
+        return Page(entries, str(rows[-1][0]) if more and rows else None, str(rows[0][0]) if rows else None)
+
+    async def close(self) -> None:
+        def go(c: sqlite3.Connection) -> None:
+            c.close()
+
+        if self._conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._pool, go, self._conn)
+            self._conn = None
+        self._pool.shutdown(wait=False)
+
+
+def _where(q: AuditQuery) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    args: list[Any] = []
+    if q.since is not None:
+        where.append("ts >= ?")
+        args.append(q.since)
+    if q.until is not None:
+        where.append("ts <= ?")
+        args.append(q.until)
+    if q.model is not None:
+        where.append("(model = ? OR requested_model = ?)")
+        args += [q.model, q.model]
+    if q.key_id is not None:
+        where.append("key_id = ?")
+        args.append(q.key_id)
+    if q.cache_hit is not None:
+        where.append("hit = ?")
+        args.append(int(q.cache_hit))
+    if q.request_id is not None:
+        where.append("request_id = ?")
+        args.append(q.request_id)
+    rng = q.status_range()
+    if rng is not None:
+        where.append("status BETWEEN ? AND ?")
+        args += list(rng)
+    return where, args

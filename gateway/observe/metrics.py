@@ -1,0 +1,315 @@
+"""Prometheus metrics: in-process counters and histograms per worker, summed across a pod's workers.
+
+Why files: Granian workers are separate processes that share no memory. A request only bumps
+dict entries in its own worker (no lock, no I/O, no syscall); every `dump_interval_s` each worker
+writes a msgpack snapshot to `<dir>/<pid>.msgpack` (write + atomic rename), where `dir` is unique
+to the gateway instance. `GET /metrics`, served by whichever worker gets it, sums its own live
+values with every other worker's file. Counters of a worker that died stay in the sum (its file
+remains), so pod totals never go backwards; gauges come from live workers only. A scrape is at
+most one dump interval behind; Prometheus scrapes every 15 s or so.
+
+Redis would give the same sums across pods, but Prometheus already aggregates pods; a per-pod
+exposition keeps the hot path free of network calls and the scrape free of a store dependency.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from bisect import bisect_left
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from .entry import AuditEntry
+
+# Seconds. Fine at the low end: gateway overhead is measured in tens of microseconds.
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                   1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+Labels = tuple[str, ...]
+
+
+class Counter:
+    __slots__ = ("help", "labels", "name", "values")
+
+    def __init__(self, name: str, help: str, labels: Labels) -> None:
+        self.name, self.help, self.labels = name, help, labels
+        self.values: dict[Labels, float] = {}
+
+    def inc(self, key: Labels, amount: float = 1.0) -> None:
+        v = self.values
+        v[key] = v.get(key, 0.0) + amount
+
+
+class Gauge(Counter):
+    __slots__ = ()
+
+    def set(self, key: Labels, value: float) -> None:
+        self.values[key] = value
+
+
+class Histogram:
+    __slots__ = ("bounds", "help", "labels", "name", "series")
+
+    def __init__(self, name: str, help: str, labels: Labels, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.name, self.help, self.labels, self.bounds = name, help, labels, bounds
+        # labels -> [per-bucket counts (last = +Inf), sum]
+        self.series: dict[Labels, list[Any]] = {}
+
+    def observe(self, key: Labels, value: float) -> None:
+        s = self.series.get(key)
+        if s is None:
+            s = self.series[key] = [[0] * (len(self.bounds) + 1), 0.0]
+        s[0][bisect_left(self.bounds, value)] += 1
+        s[1] += value
+
+
+class Snapshot(msgspec.Struct):
+    """One worker's values: name -> [[labels, value]] and name -> [[labels, counts, sum]]."""
+
+    counters: dict[str, list[tuple[Labels, float]]] = {}
+    gauges: dict[str, list[tuple[Labels, float]]] = {}
+    histograms: dict[str, list[tuple[Labels, list[int], float]]] = {}
+
+
+_snap_enc = msgspec.msgpack.Encoder()
+_snap_dec = msgspec.msgpack.Decoder(Snapshot)
+
+
+class Metrics:
+    """The registry of one worker, fed one audit entry per request."""
+
+    def __init__(self) -> None:
+        c, h = Counter, Histogram
+        self.requests = c("gateway_requests_total", "Requests by endpoint, model, status and cache phase.",
+                          ("endpoint", "model", "status", "cache_phase"))
+        self.routing = c("gateway_routing_total", "Requests by routing strategy.", ("strategy",))
+        self.rejections = c("gateway_rejections_total", "Requests refused before any provider call.",
+                            ("reason",))
+        self.upstream_errors = c("gateway_upstream_errors_total", "Requests that failed at a provider.",
+                                 ("provider", "status"))
+        self.tokens = c("gateway_tokens_total", "Tokens: input, output, cached (provider), saved by the "
+                        "cache, removed by compression.", ("kind", "model"))
+        self.cost = c("gateway_cost_usd_total", "Provider cost in US dollars.", ("model",))
+        self.savings = c("gateway_savings_usd_total", "Dollars saved, per layer.", ("layer",))
+        self.latency = h("gateway_request_duration_seconds", "Total request time, streams included.",
+                         ("endpoint",))
+        self.upstream = h("gateway_upstream_duration_seconds", "Provider time to response headers.",
+                          ("provider",))
+        self.overhead = h("gateway_overhead_seconds", "The gateway's own time before the first byte.",
+                          ("endpoint",))
+        self.ttfb = h("gateway_ttfb_seconds", "Request start to the first byte sent.", ("endpoint",))
+        self.gauges: dict[str, Gauge] = {}
+        self.extra_counters: dict[str, Counter] = {}
+
+    def observe(self, e: AuditEntry) -> None:
+        mc = e.metacache
+        phase = (mc.tier or "hit") if mc.hit else "miss"
+        self.requests.inc((e.endpoint, e.requested_model, str(e.status), phase))
+        self.routing.inc((e.routing_strategy,))
+        if e.routing_strategy == "rejected":
+            self.rejections.inc((e.error or str(e.status),))
+        elif e.status >= 400 and e.provider is not None:
+            self.upstream_errors.inc((e.provider, str(e.status)))
+        self.latency.observe((e.endpoint,), e.latency_ms / 1000.0)
+        self.overhead.observe((e.endpoint,), e.overhead_ms / 1000.0)
+        if e.ttfb_ms is not None:
+            self.ttfb.observe((e.endpoint,), e.ttfb_ms / 1000.0)
+        if e.upstream_ms is not None and e.provider is not None:
+            self.upstream.observe((e.provider,), e.upstream_ms / 1000.0)
+        model = e.model
+        tok = self.tokens
+        if e.tokens_in:
+            tok.inc(("input", model), e.tokens_in)
+        if e.tokens_out:
+            tok.inc(("output", model), e.tokens_out)
+        if e.tokens_cached:
+            tok.inc(("cached", model), e.tokens_cached)
+        if mc.tokens_saved:
+            tok.inc(("saved_cache", model), mc.tokens_saved)
+        if e.tokens_compressed:
+            tok.inc(("saved_compression", model), e.tokens_compressed)
+        if e.cost_usd:
+            self.cost.inc((model,), e.cost_usd)
+        if e.saved_usd:
+            sv = self.savings
+            sv.inc(("cache",), e.saved_cache_usd)
+            sv.inc(("compression",), e.saved_compression_usd)
+            sv.inc(("provider_cache",), e.saved_provider_cache_usd)
+
+    def gauge(self, name: str, help: str, labels: Labels) -> Gauge:
+        g = self.gauges.get(name)
+        if g is None:
+            g = self.gauges[name] = Gauge(name, help, labels)
+        return g
+
+    def counter(self, name: str, help: str, labels: Labels) -> Counter:
+        """Counters kept by other parts (sink drops, cache stats), set from their values at dump time."""
+        c = self.extra_counters.get(name)
+        if c is None:
+            c = self.extra_counters[name] = Counter(name, help, labels)
+        return c
+
+    def all_counters(self) -> list[Counter]:
+        return [self.requests, self.routing, self.rejections, self.upstream_errors, self.tokens, self.cost,
+                self.savings, *self.extra_counters.values()]
+
+    def all_histograms(self) -> list[Histogram]:
+        return [self.latency, self.upstream, self.overhead, self.ttfb]
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            counters={c.name: list(c.values.items()) for c in self.all_counters()},
+            gauges={g.name: list(g.values.items()) for g in self.gauges.values()},
+            histograms={h.name: [(k, list(s[0]), s[1]) for k, s in h.series.items()]
+                        for h in self.all_histograms()},
+        )
+
+
+# ------------------------------------------------------------------------------- across workers
+
+
+def dump(snapshot: Snapshot, directory: str, pid: int) -> None:
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"{pid}.msgpack")
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(_snap_enc.encode(snapshot))
+    os.replace(tmp, path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def load_others(directory: str, own_pid: int) -> list[tuple[Snapshot, bool]]:
+    """Every other worker's last snapshot, with whether that worker is still alive."""
+    out: list[tuple[Snapshot, bool]] = []
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(directory):
+            stem, _, ext = name.partition(".")
+            if ext != "msgpack" or not stem.isdigit() or int(stem) == own_pid:
+                continue
+            try:
+                with open(os.path.join(directory, name), "rb") as fh:
+                    out.append((_snap_dec.decode(fh.read()), _alive(int(stem))))
+            except (OSError, msgspec.DecodeError):
+                continue
+    return out
+
+
+def prune_stale(directory: str) -> None:
+    """Remove sibling per-instance directories (`<prefix>-<pid>`) whose server process is gone."""
+    base, name = os.path.split(directory.rstrip("/"))
+    prefix, _, _ = name.rpartition("-")
+    if not prefix:
+        return
+    with contextlib.suppress(OSError):
+        for other in os.listdir(base or "."):
+            head, _, pid = other.rpartition("-")
+            if head != prefix or not pid.isdigit() or other == name or _alive(int(pid)):
+                continue
+            path = os.path.join(base, other)
+            with contextlib.suppress(OSError):
+                for f in os.listdir(path):
+                    os.unlink(os.path.join(path, f))
+                os.rmdir(path)
+
+
+def merge(parts: Iterable[tuple[Snapshot, bool]]) -> Snapshot:
+    counters: dict[str, dict[Labels, float]] = {}
+    gauges: dict[str, dict[Labels, float]] = {}
+    hists: dict[str, dict[Labels, list[Any]]] = {}
+    for snap, alive in parts:
+        for name, series in snap.counters.items():
+            acc = counters.setdefault(name, {})
+            for labels, v in series:
+                acc[tuple(labels)] = acc.get(tuple(labels), 0.0) + v
+        if alive:
+            for name, series in snap.gauges.items():
+                acc = gauges.setdefault(name, {})
+                for labels, v in series:
+                    acc[tuple(labels)] = acc.get(tuple(labels), 0.0) + v
+        for name, hseries in snap.histograms.items():
+            hacc = hists.setdefault(name, {})
+            for labels, counts, total in hseries:
+                cur = hacc.get(tuple(labels))
+                if cur is None:
+                    hacc[tuple(labels)] = [list(counts), total]
+                else:
+                    cur[0] = [a + b for a, b in zip(cur[0], counts, strict=False)]
+                    cur[1] += total
+    return Snapshot(
+        counters={n: list(v.items()) for n, v in counters.items()},
+        gauges={n: list(v.items()) for n, v in gauges.items()},
+        histograms={n: [(k, c, s) for k, (c, s) in v.items()] for n, v in hists.items()},
+    )
+
+
+# ------------------------------------------------------------------------------- exposition
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(names: Labels, values: Labels, extra: str = "") -> str:
+    parts = [f'{n}="{_esc(str(v))}"' for n, v in zip(names, values, strict=False)]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+def hit_ratios(snap: Snapshot) -> dict[str, float]:
+    """Share of all requests answered by each cache phase, and "all" for any phase."""
+    by_phase: dict[str, float] = {}
+    total = 0.0
+    for labels, v in snap.counters.get("gateway_requests_total", []):
+        total += v
+        by_phase[labels[3]] = by_phase.get(labels[3], 0.0) + v
+    if not total:
+        return {}
+    out = {p: n / total for p, n in by_phase.items() if p != "miss"}
+    out["all"] = sum(n for p, n in by_phase.items() if p != "miss") / total
+    return out
+
+
+def render(reg: Metrics, snap: Snapshot) -> bytes:
+    """The Prometheus text format (0.0.4) for a merged snapshot, named and described by `reg`."""
+    lines: list[str] = []
+    for c in reg.all_counters():
+        lines += [f"# HELP {c.name} {c.help}", f"# TYPE {c.name} counter"]
+        for labels, v in sorted(snap.counters.get(c.name, [])):
+            lines.append(f"{c.name}{_labels(c.labels, labels)} {_num(v)}")
+    for g in reg.gauges.values():
+        lines += [f"# HELP {g.name} {g.help}", f"# TYPE {g.name} gauge"]
+        for labels, v in sorted(snap.gauges.get(g.name, [])):
+            lines.append(f"{g.name}{_labels(g.labels, labels)} {_num(v)}")
+    lines += ["# HELP gateway_cache_hit_ratio Share of requests answered from the cache, per phase.",
+              "# TYPE gateway_cache_hit_ratio gauge"]
+    for phase, ratio in sorted(hit_ratios(snap).items()):
+        lines.append(f'gateway_cache_hit_ratio{{phase="{_esc(phase)}"}} {_num(ratio)}')
+    for h in reg.all_histograms():
+        lines += [f"# HELP {h.name} {h.help}", f"# TYPE {h.name} histogram"]
+        for labels, counts, total in sorted(snap.histograms.get(h.name, []), key=lambda t: t[0]):
+            cum = 0
+            for bound, n in zip((*h.bounds, float("inf")), counts, strict=False):
+                cum += n
+                le = 'le="' + ("+Inf" if bound == float("inf") else repr(bound)) + '"'
+                lines.append(f"{h.name}_bucket{_labels(h.labels, labels, le)} {cum}")
+            lines.append(f"{h.name}_sum{_labels(h.labels, labels)} {_num(total)}")
+            lines.append(f"{h.name}_count{_labels(h.labels, labels)} {cum}")
+    lines.append("")
+    return "\n".join(lines).encode()

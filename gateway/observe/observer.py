@@ -1,0 +1,185 @@
+"""One worker's observability state: the after-hook, the audit and archive batchers, metric dumps.
+
+What a request pays (in the after-hook, once the answer went out): one AuditEntry built from
+ctx attributes, a few dict increments, one or two deque appends. Encoding, redaction and every
+write happen in background tasks; gauges are read at dump and scrape time only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from .archive import ArchiveRecord, ArchiveSink, build_record
+from .audit_store import AuditSink
+from .batcher import Batcher
+from .entry import TIERS, AuditEntry, encoder, entry_from_ctx
+from .metrics import Metrics, Snapshot, dump, load_others, merge
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from gateway.context import RequestContext
+    from gateway.respond import StreamTap
+    from gateway.runtime import Runtime
+
+log = structlog.get_logger("gateway.observe")
+
+# (entry, request headers, request body, plain answer, streamed events)
+Capture = tuple[AuditEntry, dict[str, str], bytes, bytes | None, list[tuple[str | None, bytes]] | None]
+
+
+class Observer:
+    def __init__(self, settings: Settings, rt: Runtime | None, audit_sink: AuditSink | None,
+                 archive_sink: ArchiveSink | None, metrics_dir: str) -> None:
+        self.settings = settings
+        self.rt = rt
+        self.pid = os.getpid()
+        self.metrics = Metrics()
+        self.metrics_dir = metrics_dir
+        obs, arc = settings.observe, settings.archive
+        self.audit_sink = audit_sink
+        self.archive_sink = archive_sink
+        self.audit: Batcher[AuditEntry] | None = None
+        self.archive: Batcher[Capture] | None = None
+        if audit_sink is not None:
+            self.audit = Batcher("audit", self._write_audit, max_queue=obs.queue_max,
+                                 batch_size=obs.batch_size, interval_s=obs.flush_interval_s)
+        if archive_sink is not None:
+            self.archive = Batcher("archive", self._write_archive, max_queue=arc.queue_max,
+                                   batch_size=arc.batch_size, interval_s=arc.flush_interval_s)
+        self._dumper: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ request path (after the answer)
+
+    def after(self, ctx: RequestContext, response: bytes | None, tap: StreamTap | None) -> None:
+        entry = entry_from_ctx(ctx, ctx.extra.get("t_end"))
+        self.metrics.observe(entry)
+        if self.audit is not None:
+            self.audit.put(entry)
+        if self.archive is not None:
+            events = tap.events if tap is not None and tap.collect else None
+            self.archive.put((entry, ctx.headers, ctx.body, response, events))
+
+    async def collect_streams(self, ctx: RequestContext, proto: Any) -> bool:
+        """A before-stage when the archive is on: ask the stream tap to keep the events."""
+        ctx.extra["collect_stream"] = True
+        return False
+
+    # ------------------------------------------------------------------ background
+
+    async def _write_audit(self, batch: list[AuditEntry]) -> None:
+        assert self.audit_sink is not None
+        await self.audit_sink.write([encoder.encode(e) for e in batch])
+
+    async def _write_archive(self, batch: list[Capture]) -> None:
+        assert self.archive_sink is not None
+        limit = self.settings.archive.max_body_bytes
+        records: list[ArchiveRecord] = [build_record(e, h, req, resp, ev, limit) for e, h, req, resp, ev in batch]
+        await self.archive_sink.write(records)
+
+    def start(self) -> None:
+        for b in (self.audit, self.archive):
+            if b is not None:
+                b.start()
+        if self.settings.observe.metrics:
+            self._dumper = asyncio.ensure_future(self._dump_loop())
+
+    async def _dump_loop(self) -> None:
+        interval = self.settings.observe.metrics_dump_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            self.dump()
+
+    def dump(self) -> None:
+        try:
+            dump(self.local_snapshot(), self.metrics_dir, self.pid)
+        except OSError as exc:
+            log.warning("metrics_dump_failed", error=repr(exc))
+
+    def local_snapshot(self) -> Snapshot:
+        self.refresh_gauges()
+        return self.metrics.snapshot()
+
+    def pod_snapshot(self) -> Snapshot:
+        """This worker's live values plus every other worker's last dump."""
+        return merge([(self.local_snapshot(), True), *load_others(self.metrics_dir, self.pid)])
+
+    def refresh_gauges(self) -> None:
+        m = self.metrics
+        m.gauge("gateway_workers", "Live worker processes.", ()).set((), 1.0)
+        dropped = m.counter("gateway_observe_dropped_total", "Audit or archive records dropped (queue full "
+                            "or sink unavailable).", ("sink",))
+        written = m.counter("gateway_observe_written_total", "Audit or archive records written.", ("sink",))
+        depth = m.gauge("gateway_observe_queue_depth", "Records waiting for their sink.", ("sink",))
+        for b in (self.audit, self.archive):
+            if b is not None:
+                dropped.values[(b.name,)] = float(b.dropped)
+                written.values[(b.name,)] = float(b.written)
+                depth.set((b.name,), float(len(b.queue)))
+        if self.rt is not None:
+            lag = getattr(getattr(self.rt, "loop_monitor", None), "lag_ms", None)
+            if isinstance(lag, float):
+                m.gauge("gateway_event_loop_lag_seconds", "How late each worker's event loop wakes (EWMA).",
+                        ()).set((), lag / 1000.0)
+            _pool_gauges(m, self.rt)
+            _cache_gauges(m, self.rt)
+
+    async def close(self) -> None:
+        if self._dumper is not None:
+            self._dumper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dumper
+        for b in (self.audit, self.archive):
+            if b is not None:
+                await b.close()
+        for sink in (self.audit_sink, self.archive_sink):
+            if sink is not None:
+                with contextlib.suppress(Exception):
+                    await sink.close()
+        if self.settings.observe.metrics:
+            self.metrics.gauges.pop("gateway_workers", None)  # a stopped worker is not live
+            self.dump()
+
+
+def _pool_gauges(m: Metrics, rt: Runtime) -> None:
+    g = m.gauge("gateway_pool_connections", "Upstream keep-alive connections per provider.",
+                ("provider", "state"))
+    for name, provider in rt.providers.items():
+        session = getattr(provider, "session", None)
+        connector = getattr(session, "connector", None) if session is not None else None
+        if connector is None:
+            continue
+        # aiohttp keeps these private; read defensively, an upgrade that renames them shows zeros.
+        in_use = len(getattr(connector, "_acquired", ()) or ())
+        idle = sum(len(v) for v in (getattr(connector, "_conns", {}) or {}).values())
+        g.set((name, "in_use"), float(in_use))
+        g.set((name, "idle"), float(idle))
+
+
+def _cache_gauges(m: Metrics, rt: Runtime) -> None:
+    store = getattr(rt, "store", None)
+    if store is not None:
+        m.gauge("gateway_store_degraded", "1 while the shared store is unreachable.", ()).set(
+            (), float(bool(getattr(store, "degraded", False))))
+    cache = getattr(rt, "metacache", None) or getattr(rt, "cache", None)
+    stats = getattr(cache, "stats", None)
+    if stats is None:
+        return
+    lookups = m.counter("gateway_cache_lookups_total", "MetaCache lookups per phase.", ("phase",))
+    hits = m.counter("gateway_cache_hits_total", "MetaCache hits per phase.", ("phase",))
+    vetoes = m.counter("gateway_cache_vetoes_total", "Candidates the verifier refused, per phase.", ("phase",))
+    for phase, ps in (getattr(stats, "phases", None) or {}).items():
+        tier = TIERS.get(phase, str(phase))
+        lookups.values[(tier,)] = float(getattr(ps, "lookups", 0))
+        hits.values[(tier,)] = float(getattr(ps, "hits", 0))
+        vetoes.values[(tier,)] = float(getattr(ps, "vetoes", 0))
+    stored = m.counter("gateway_cache_writes_total", "MetaCache entries written and evicted.", ("event",))
+    stored.values[("stored",)] = float(getattr(stats, "stored", 0))
+    stored.values[("evicted",)] = float(getattr(stats, "evicted", 0))
+    entries = getattr(cache, "entry_count", None)
+    count = entries() if callable(entries) else len(getattr(cache, "_l1", ()) or ())
+    m.gauge("gateway_cache_entries", "Cache entries held in this worker's memory (L1).", ()).set((), float(count))
