@@ -15,6 +15,7 @@ import msgspec
 import yaml
 
 from .observe.settings import ArchiveConfig, ObserveConfig
+from .pricing import PricingConfig
 
 ProviderKind = Literal["openai", "azure", "anthropic", "compatible"]
 BUILTIN_MOCK = "builtin:mock"
@@ -129,6 +130,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     observe: ObserveConfig = msgspec.field(default_factory=ObserveConfig)
     archive: ArchiveConfig = msgspec.field(default_factory=ArchiveConfig)
+    pricing: PricingConfig = msgspec.field(default_factory=PricingConfig)
 
 
 def embedded_defaults() -> dict[str, Any]:

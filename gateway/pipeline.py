@@ -17,6 +17,7 @@ import structlog
 
 from .context import RequestContext
 from .errors import GatewayError, PayloadTooLarge, UpstreamError, UpstreamStatus, render
+from .promptcache import mark_system
 from .protocol.views import decode_view, encode, require_model
 from .providers.translate import chat_to_anthropic
 from .providers.upstream import map_client_errors, passback_headers
@@ -59,7 +60,10 @@ def parse(ctx: RequestContext) -> None:
 def payload_for(ctx: RequestContext, target: Target) -> bytes:
     """The bytes to send to `target`: the client's own bytes whenever nothing had to change."""
     if target.translate:
-        return encode(chat_to_anthropic(ctx.json(), target.model))
+        body = chat_to_anthropic(ctx.json(), target.model)
+        if ctx.extra.get("inject_cache_control"):  # set by the transform stage (promptcache rules)
+            body = mark_system(body) or body
+        return encode(body)
     if target.model != ctx.model:
         data = dict(ctx.json())
         data["model"] = target.model

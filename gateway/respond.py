@@ -65,6 +65,7 @@ async def send_plain(ctx: RequestContext, proto: Any, resp: aiohttp.ClientRespon
         data = _dec.decode(body)
         body = _enc.encode(anthropic_to_chat(data, ctx.model))
         ctx.usage = usage_to_openai(data.get("usage") or {})
+        ctx.extra["upstream_usage"] = data.get("usage")  # keeps cache writes apart, for the ledger
     else:
         try:
             ctx.usage = _usage_dec.decode(body).usage
@@ -91,8 +92,10 @@ class StreamTap:
         self.usage: dict[str, Any] = {}
 
     def feed(self, chunk: bytes) -> None:
-        if not self.collect and b'"usage"' not in chunk and not self.parser._buf:
-            return  # nothing to learn from this chunk: skip parsing it
+        # Skip parsing only a chunk of whole events without usage: a chunk ending mid-event must go
+        # through the parser, or the rest of that event (perhaps the usage) would be cut off.
+        if not self.collect and not self.parser._buf and b'"usage"' not in chunk and chunk.endswith(b"\n\n"):
+            return
         for name, data in self.parser.feed(chunk):
             if self.collect:
                 self.events.append((name, data))
@@ -143,6 +146,7 @@ async def _pump_translated(ctx: RequestContext, chunks: AsyncIterator[bytes], tr
             await transport.send_bytes(b"".join(out))
     await transport.send_bytes(DONE)
     tap.usage = usage_to_openai(translator.usage)
+    ctx.extra["upstream_usage"] = translator.usage
 
 
 async def send_stream(ctx: RequestContext, proto: Any, resp: aiohttp.ClientResponse, tap: StreamTap) -> None:

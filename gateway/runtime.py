@@ -15,6 +15,7 @@ from .auth import Authenticator
 from .loadmon import LoopMonitor
 from .config import Config
 from .pipeline import AfterHook, Pipeline, Stage
+from .pricing import PriceTable, load_pricing
 from .providers.upstream import Provider, open_providers
 from .routing import Router
 
@@ -27,6 +28,7 @@ class Runtime:
         self.providers: dict[str, Provider] = {}
         self.router: Router = None  # type: ignore[assignment]  # set by start(), before any request
         self.auth = Authenticator(cfg.auth)
+        self.prices: PriceTable | None = None
         self.store: Any = None  # the shared store (gateway.cache.store.Store), opened by store_install
         self.cache: Any = None  # the MetaCache (gateway.cache.metacache), when enabled
         self.before_stages: list[Stage] = []
@@ -43,6 +45,7 @@ class Runtime:
         self.providers = open_providers(self.cfg.providers, self.cfg.server.port)
         self.router = Router(self.cfg, self.providers)
         self.pipeline = Pipeline(self)
+        self.prices = load_pricing(self.cfg.pricing)  # one price table for the ledger and budgets
         self.ready = True
 
     def start_warmup(self) -> None:

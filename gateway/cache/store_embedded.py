@@ -100,7 +100,10 @@ class EmbeddedStore:
             row = c.execute(
                 "SELECT value FROM kv WHERE key = ? AND (expires IS NULL OR expires > ?)", (key, time.time())
             ).fetchone()
-            return None if row is None else bytes(row[0])
+            if row is None:
+                return None
+            value = row[0]  # counters are stored as integers
+            return bytes(value) if isinstance(value, bytes) else str(value).encode()
 
         return await self._run(q)
 

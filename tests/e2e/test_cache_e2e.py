@@ -61,6 +61,11 @@ def _ask(client: openai.OpenAI, text: str, model: str = "gpt-4o-mini") -> tuple[
     return raw.parse().choices[0].message.content or "", dict(raw.headers)
 
 
+def _settle() -> None:
+    """Write-back happens after the answer went out; other workers see it on their next sync."""
+    time.sleep(0.5)
+
+
 def _upstream_calls(mock: Proc, text: str) -> int:
     return sum(1 for r in mock_requests(mock)
                if any(m.get("content") == text for m in r["body"].get("messages", []) if isinstance(m, dict)))
@@ -71,6 +76,7 @@ def test_phase1_phase3_hits_and_headers(cache_env: tuple[Proc, Proc, Proc]) -> N
     with _client(gw) as c:
         first, h1 = _ask(c, "What is the boiling point of water at sea level?")
         assert "x-cache-hit" not in h1
+        _settle()
         again, h2 = _ask(c, "What is the boiling point of water at sea level?")
         assert again == first and h2["x-cache-hit"] == "true" and h2["x-cache-similarity"] == "1.0000"
         assert int(h2["x-tokens-saved"]) > 0
@@ -83,10 +89,12 @@ def test_phase4_semantic_hit_and_guard_veto(cache_env: tuple[Proc, Proc, Proc]) 
     _, gw, _ = cache_env
     with _client(gw) as c:
         first, _ = _ask(c, "Explain how photosynthesis works")
+        _settle()
         para, h = _ask(c, "How does photosynthesis work?")
         assert para == first and h["x-cache-phase"] == "4" and float(h["x-cache-similarity"]) >= 0.90
         # Looks alike, asks something else: the verifier vetoes, the provider answers.
         _ask(c, "How do I enable two-factor authentication on my account?")
+        _settle()
         other, h = _ask(c, "How do I disable two-factor authentication on my account?")
         assert "x-cache-hit" not in h and other.endswith("disable two-factor authentication on my account?")
 
@@ -95,8 +103,10 @@ def test_partitions_and_scope(cache_env: tuple[Proc, Proc, Proc]) -> None:
     _, gw, _ = cache_env
     with _client(gw) as a, _client(gw, "sk-team-b") as b:
         _ask(a, "Name three prime numbers below ten.")
+        _settle()
         assert "x-cache-hit" not in _ask(b, "Name three prime numbers below ten.")[1]  # per-key scope
         _ask(a, "Name three prime numbers below ten.", model="shared-model")
+        _settle()
         assert _ask(b, "Name three prime numbers below ten.", model="shared-model")[1]["x-cache-hit"] == "true"
         msgs = [{"role": "system", "content": "You are terse."},
                 {"role": "user", "content": "Name three prime numbers below ten."}]
@@ -117,7 +127,7 @@ def test_streamed_hits_replay_and_streamed_misses_are_written_back(cache_env: tu
     with _client(gw) as c:
         streamed = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
             model="gpt-4o-mini", temperature=0, messages=msgs, stream=True) if ch.choices)
-        time.sleep(0.3)  # the write-back happens after the answer went out
+        _settle()
         plain = c.chat.completions.with_raw_response.create(model="gpt-4o-mini", temperature=0, messages=msgs)
         assert plain.headers["x-cache-hit"] == "true"
         assert plain.parse().choices[0].message.content == streamed.strip()
@@ -138,6 +148,7 @@ def test_anthropic_streamed_hit(cache_env: tuple[Proc, Proc, Proc]) -> None:
         kw = {"model": "claude-house", "max_tokens": 200, "extra_body": {"temperature": 0},
               "messages": [{"role": "user", "content": "Give me a haiku about caching."}]}
         first = c.messages.create(**kw)  # type: ignore[call-overload]
+        _settle()
         with c.messages.stream(**kw) as s:  # type: ignore[arg-type]
             text = "".join(s.text_stream)
             final = s.get_final_message()
@@ -150,9 +161,11 @@ def test_two_instances_share_entries_and_survive_one_stopping(cache_env: tuple[P
     mock, gw_a, gw_b = cache_env
     with _client(gw_a) as a, _client(gw_b) as b:
         first, _ = _ask(a, "Which planet has the most moons?")
+        _settle()
         same, h = _ask(b, "Which planet has the most moons?")
         assert same == first and h["x-cache-hit"] == "true"
         _ask(a, "Explain how a rainbow forms")
+        _settle()
         _, h = _ask(b, "How does a rainbow form?")
         assert h.get("x-cache-hit") == "true" and h["x-cache-phase"] in {"2", "4"}
     assert _upstream_calls(mock, "Which planet has the most moons?") == 1
@@ -190,6 +203,7 @@ def test_redis_outage_every_request_answered(tmp_path: Path) -> None:
     try:
         with _client(gw) as c:
             _ask(c, "Outage question one?")
+            _settle()
             assert _ask(c, "Outage question one?")[1]["x-cache-hit"] == "true"
             redis.stop()
             for i in range(10):
@@ -199,7 +213,7 @@ def test_redis_outage_every_request_answered(tmp_path: Path) -> None:
             redis.start()
             time.sleep(2.5)  # the breaker probes again within 2 s
             _ask(c, "After the outage?")
-            time.sleep(0.3)
+            _settle()
             assert _ask(c, "After the outage?")[1]["x-cache-hit"] == "true"
     finally:
         gw.stop()
