@@ -12,8 +12,8 @@ from typing import Any
 import structlog
 
 from .auth import Authenticator
-from .loadmon import LoopMonitor
 from .config import Config
+from .loadmon import LoopMonitor
 from .pipeline import AfterHook, Pipeline, Stage
 from .pricing import PriceTable, load_pricing
 from .providers.upstream import Provider, open_providers

@@ -15,7 +15,7 @@ async def test_blocked_loop_reads_busy_then_recovers() -> None:
         await asyncio.sleep(0.05)
         assert not mon.busy()
         for _ in range(3):
-            time.sleep(0.05)  # hog the loop as a CPU-bound worker would
+            time.sleep(0.05)  # noqa: ASYNC251 -- hog the loop as a CPU-bound worker would
             await asyncio.sleep(0)
             await asyncio.sleep(0.011)
         assert mon.busy() and mon.lag_ms > 3.0
