@@ -56,16 +56,20 @@ async def test_acquire_hands_the_published_answer_to_followers() -> None:
 async def test_followers_get_none_when_the_leader_fails_or_is_slow() -> None:
     flight = SingleFlight(wait_s=0.05)
     seen: list[bytes | None] = []
+    # Events, not sleeps, order the two: the follower joins while the leader still holds the flight.
+    led, joined = asyncio.Event(), asyncio.Event()
 
     async def leader() -> None:
         with pytest.raises(RuntimeError):
             async with flight.acquire("k") as slot:
                 assert slot.leader
-                await asyncio.sleep(0.02)
+                led.set()
+                await joined.wait()
                 raise RuntimeError("boom")
 
     async def follower() -> None:
-        await asyncio.sleep(0.001)
+        await led.wait()
+        joined.set()  # no await between this and acquire(): the follower is registered first
         async with flight.acquire("k") as slot:
             assert not slot.leader
             seen.append(slot.result)
@@ -73,13 +77,16 @@ async def test_followers_get_none_when_the_leader_fails_or_is_slow() -> None:
     await asyncio.gather(leader(), follower())
     assert seen == [None]
 
+    slow_led = asyncio.Event()
+
     async def slow_leader() -> None:
         async with flight.acquire("slow") as slot:
+            slow_led.set()
             await asyncio.sleep(0.2)
             slot.publish(b"late")
 
     async def impatient() -> None:
-        await asyncio.sleep(0.001)
+        await slow_led.wait()
         async with flight.acquire("slow") as slot:
             seen.append(slot.result)
 
