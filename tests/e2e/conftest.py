@@ -62,7 +62,8 @@ def start_process(args: list[str], log: Path, env: dict[str, str] | None = None,
         deadline = time.monotonic() + 30
         while True:
             try:
-                urllib.request.urlopen(p.url + ready_path, timeout=2).read()
+                with urllib.request.urlopen(p.url + ready_path, timeout=2) as resp:
+                    resp.read()
                 break
             except Exception:
                 if time.monotonic() > deadline or proc.poll() is not None:
