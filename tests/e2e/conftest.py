@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -65,7 +66,9 @@ def start_process(args: list[str], log: Path, env: dict[str, str] | None = None,
                 with urllib.request.urlopen(p.url + ready_path, timeout=2) as resp:
                     resp.read()
                 break
-            except Exception:
+            except Exception as exc:
+                if isinstance(exc, urllib.error.HTTPError):
+                    exc.close()  # a 503 while starting: its socket must not linger
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise
                 time.sleep(0.1)
