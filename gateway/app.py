@@ -17,6 +17,7 @@ from . import __version__
 from .config import Config, config_source, load_config
 from .context import EndpointSpec, RequestContext
 from .errors import GatewayError, NotFound, Protocol, render
+from .memtrim import lower_trim_threshold
 from .mock.app import MockApp
 from .observe import logging as gw_logging
 from .plugins import install_plugins
@@ -69,6 +70,7 @@ class GatewayApp:
             path, upstream = config_source()
             cfg = load_config(path, upstream=upstream)
         gw_logging.configure(cfg.log.format, cfg.log.level)
+        lower_trim_threshold()
         loop.run_until_complete(self.startup(cfg))
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
