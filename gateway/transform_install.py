@@ -24,6 +24,7 @@ import structlog
 from . import promptcache as pc
 from .cache.store import StoreUnavailable
 from .compress import CompressionResult, compress_anthropic_messages, compress_openai_chat, resolve_level
+from .compress.tokens import count_tokens
 from .errors import GatewayError
 
 if TYPE_CHECKING:
@@ -94,10 +95,13 @@ class TransformStage:
         if level != "off":
             result = await self._compress(ctx, body, level)
             if result is not None:
+                # Tokens are counted by count_compressed_tokens, after the answer went out.
                 ctx.extra["compression"] = {
-                    "tokens_before": result.tokens_before, "tokens_after": result.tokens_after,
+                    "tokens_before": 0, "tokens_after": 0,
                     "phrases_replaced": result.phrases_replaced, "blocks_deduped": result.blocks_deduped,
                 }
+                if result.changed_texts:
+                    ctx.extra["compression_texts"] = result.changed_texts
                 if result.changed:
                     out = result.body
         if endpoint == "messages" or info.translates:
@@ -112,8 +116,8 @@ class TransformStage:
         fn = compress_anthropic_messages if ctx.endpoint.name == "messages" else compress_openai_chat
         try:
             if len(ctx.body) > THREAD_BYTES:
-                return await asyncio.to_thread(fn, body, level)
-            return fn(body, level)
+                return await asyncio.to_thread(fn, body, level, count=False)
+            return fn(body, level, count=False)
         except Exception:  # a compression bug must cost savings, never the request
             log.exception("compression_failed", request_id=ctx.request_id)
             return None
@@ -163,3 +167,15 @@ async def install(app: GatewayApp, rt: Runtime) -> None:
     await asyncio.to_thread(compress_openai_chat, {"messages": [{"role": "user", "content": "In order to warm up."}]},
                             "light")
     rt.before_stages.append(TransformStage(rt))
+    rt.after_hooks.append(count_compressed_tokens)  # before the ledger's hook (plugin order)
+
+
+def count_compressed_tokens(ctx: RequestContext, response: bytes | None, tap: object) -> None:
+    """Token counts of what compression changed, taken off the request path (the saving is the
+    difference; unchanged texts count the same before and after)."""
+    pairs = ctx.extra.pop("compression_texts", None)
+    record = ctx.extra.get("compression")
+    if not pairs or record is None:
+        return
+    record["tokens_before"] = sum(count_tokens(a) for a, _ in pairs)
+    record["tokens_after"] = sum(count_tokens(b) for _, b in pairs)

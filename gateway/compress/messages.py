@@ -38,6 +38,8 @@ class CompressionResult(msgspec.Struct):
     tokens_after: int
     phrases_replaced: int
     blocks_deduped: int
+    # count=False: the (original, compressed) texts that changed, for counting off the request path
+    changed_texts: list[tuple[str, str]] = []
 
 
 def compress_text(text: str, level: str) -> tuple[str, int]:
@@ -111,7 +113,7 @@ def _rebuild(body: dict[str, Any], changes: dict[_Slot, str]) -> dict[str, Any]:
 
 
 def _compress(
-    body: dict[str, Any], units: list[_Unit], level: str, embed: Embedder | None
+    body: dict[str, Any], units: list[_Unit], level: str, embed: Embedder | None, count: bool = True
 ) -> CompressionResult:
     spec = spec_for(level)
     if spec.phrases is None or not units:
@@ -127,32 +129,41 @@ def _compress(
         )
     replaced = 0
     changes: dict[_Slot, str] = {}
+    pairs: list[tuple[str, str]] = []
     before = after = 0
     for (slot, _, original), text in zip(units, texts, strict=True):
-        new, count = compress_text(text, spec.phrases)
-        replaced += count
-        tokens = count_tokens(original)
-        before += tokens
+        new, n = compress_text(text, spec.phrases)
+        replaced += n
         if new != original:
             changes[slot] = new
-            after += count_tokens(new)
-        else:
+            pairs.append((original, new))
+        elif count:
+            tokens = count_tokens(original)
+            before += tokens
             after += tokens
+    if count:
+        for original, new in pairs:
+            before += count_tokens(original)
+            after += count_tokens(new)
+        pairs = []
     if not changes:
         return CompressionResult(body, False, before, after, 0, 0)
     new_body = _rebuild(body, changes)
-    return CompressionResult(new_body, True, before, after, replaced, deduped)
+    return CompressionResult(new_body, True, before, after, replaced, deduped, pairs)
 
 
 def compress_openai_chat(
-    body: dict[str, Any], level: str, embed: Embedder | None = None
+    body: dict[str, Any], level: str, embed: Embedder | None = None, *, count: bool = True
 ) -> CompressionResult:
-    """Compress an OpenAI /v1/chat/completions body at `level` ("off", "light", "standard")."""
-    return _compress(body, _openai_units(body), level, embed)
+    """Compress an OpenAI /v1/chat/completions body at `level` ("off", "light", "standard").
+
+    count=False leaves token counting (most of the cost) to the caller: `changed_texts` holds the
+    pairs to count, and the token fields are 0."""
+    return _compress(body, _openai_units(body), level, embed, count)
 
 
 def compress_anthropic_messages(
-    body: dict[str, Any], level: str, embed: Embedder | None = None
+    body: dict[str, Any], level: str, embed: Embedder | None = None, *, count: bool = True
 ) -> CompressionResult:
     """Compress an Anthropic /v1/messages body at `level` ("off", "light", "standard")."""
-    return _compress(body, _anthropic_units(body), level, embed)
+    return _compress(body, _anthropic_units(body), level, embed, count)

@@ -19,7 +19,7 @@ from gateway.promptcache import TokenUsage, parse_usage, usage_of_body
 from gateway.providers.upstream import Provider
 from gateway.respond import StreamTap
 from gateway.routing import Router
-from gateway.transform_install import THREAD_BYTES, TransformStage
+from gateway.transform_install import THREAD_BYTES, TransformStage, count_compressed_tokens
 
 MARK = {"type": "ephemeral"}
 
@@ -310,7 +310,9 @@ async def test_compression_is_recorded_and_the_client_dict_untouched(rt: SimpleN
     client = copy.deepcopy(ctx.json())
     await TransformStage(rt)(ctx, None)  # type: ignore[arg-type]
     figures = ctx.extra["compression"]
-    assert figures["phrases_replaced"] >= 10 and figures["tokens_after"] < figures["tokens_before"]
+    assert figures["tokens_before"] == figures["tokens_after"] == 0  # counted after the answer went out
+    count_compressed_tokens(ctx, None, None)
+    assert figures["phrases_replaced"] >= 10 and 0 < figures["tokens_after"] < figures["tokens_before"]
     assert ctx.changed and ctx.data is not None and ctx.data["system"] != client["system"]
     assert "https://example.com/in-order-to" in ctx.data["system"] and "`in order to`" in ctx.data["system"]
     assert msgspec.json.decode(ctx.body) == client  # the raw bytes are what the client sent
@@ -329,15 +331,16 @@ async def test_large_bodies_are_compressed_in_a_thread(rt: SimpleNamespace, monk
     calls = []
     real = asyncio.to_thread
 
-    async def spy(fn: Any, *args: Any) -> Any:
+    async def spy(fn: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(fn.__name__)
-        return await real(fn, *args)
+        return await real(fn, *args, **kwargs)
 
     monkeypatch.setattr(asyncio, "to_thread", spy)
     big = body(PROSE * (THREAD_BYTES // len(PROSE) + 5))
     small = await run(rt, "messages", body(PROSE))
     large = await run(rt, "messages", big)
     assert calls == ["compress_anthropic_messages"]
+    count_compressed_tokens(large, None, None)
     assert small.extra["compression"]["phrases_replaced"] > 0 and large.extra["compression"]["tokens_after"] > 0
     assert large.extra["promptcache"]["rule"] == "large"  # marked after compression
 
