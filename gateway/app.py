@@ -136,11 +136,11 @@ class GatewayApp:
         }
         proto.response_bytes(200 if ready else 503, JSON, _enc.encode(body))
 
-    def models(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
+    async def models(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
         rt = self.rt
         if rt is None or rt.router is None:
             raise GatewayError("The gateway is not ready.")
-        rt.auth.authenticate(headers)
+        await rt.auth.resolve(headers)
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "gateway"}
                 for name in rt.router.model_names()]
         proto.response_bytes(200, JSON, _enc.encode({"object": "list", "data": data}))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 
@@ -47,6 +47,8 @@ class Authenticator:
     def __init__(self, cfg: AuthConfig, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         self.enabled = cfg.enabled
+        # Virtual keys (gateway.governance.keys.lookup), set by the governance plug-in.
+        self.virtual: Callable[[str], Awaitable[KeyRecord | None]] | None = None
         self._keys: list[tuple[bytes, KeyRecord]] = []
         for k in cfg.keys:
             digest = k.key_sha256 or (hash_key(env[k.key_env]) if k.key_env and env.get(k.key_env) else None)
@@ -72,6 +74,17 @@ class Authenticator:
         if found is None:
             raise Unauthorized("Incorrect API key provided.")
         return found
+
+    async def resolve(self, headers: Mapping[str, str]) -> KeyRecord:
+        """Configured keys first, then virtual keys issued by the gateway (governance)."""
+        try:
+            return self.authenticate(headers)
+        except Unauthorized:
+            key = bearer_of(headers)
+            record = await self.virtual(key) if (self.virtual is not None and key) else None
+            if record is None:
+                raise
+            return record
 
     def require_admin(self, headers: Mapping[str, str]) -> None:
         if not self._master:

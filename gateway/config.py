@@ -14,6 +14,8 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from .governance.settings import GovernanceSettings, SettingsError
+from .governance.settings import validate as validate_governance
 from .observe.settings import ArchiveConfig, ObserveConfig
 from .pricing import PricingConfig
 
@@ -131,6 +133,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     observe: ObserveConfig = msgspec.field(default_factory=ObserveConfig)
     archive: ArchiveConfig = msgspec.field(default_factory=ArchiveConfig)
     pricing: PricingConfig = msgspec.field(default_factory=PricingConfig)
+    governance: GovernanceSettings = msgspec.field(default_factory=GovernanceSettings)
 
 
 def embedded_defaults() -> dict[str, Any]:
@@ -236,6 +239,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("server.max_body_bytes: must be > 0")
     if not 0.0 < cfg.cache.semantic_threshold <= 1.0:
         raise ConfigError("cache.semantic_threshold: must be in (0, 1]")
+    try:
+        validate_governance(cfg.governance)
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _name_dict_key(message: str, data: dict[str, Any]) -> str:

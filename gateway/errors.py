@@ -4,6 +4,7 @@
     ├── BadRequest                     400 invalid_request_error
     │   ├── MalformedBody              400   (not JSON, wrong types, too deep)
     │   ├── ModelRequired              400   (no "model" field)
+    │   ├── PolicyViolation            400   (a content policy blocked the request or answer)
     │   └── UnsupportedRoute           400   (endpoint not served by any deployment of the model)
     ├── Unauthorized                   401 authentication_error
     ├── PermissionDenied               403 permission_error
@@ -11,6 +12,7 @@
     │   └── UnknownModel               404 model_not_found
     ├── PayloadTooLarge                413 request_too_large
     ├── RateLimited                    429 rate_limit_error
+    │   └── BudgetExceeded             429   (a key's or team's spend budget is used up)
     ├── UpstreamError                  502 upstream_error       (base of everything a provider caused)
     │   ├── UpstreamUnreachable        502   (connect refused, DNS, reset before the answer)
     │   ├── UpstreamTimeout            504   (connect, first-byte or total timeout)
@@ -106,6 +108,14 @@ class RateLimited(GatewayError):
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
     anthropic_type = "rate_limit_error"
+
+
+class BudgetExceeded(RateLimited):
+    code = "budget_exceeded"
+
+
+class PolicyViolation(BadRequest):
+    code = "content_policy_violation"
 
 
 class ServiceUnavailable(GatewayError):

@@ -85,7 +85,7 @@ class Pipeline:
         try:
             await receive(ctx, proto, self.max_body)
             parse(ctx)
-            ctx.key = rt.auth.authenticate(ctx.headers)
+            ctx.key = await rt.auth.resolve(ctx.headers)
             rt.auth.check_model(ctx.key, ctx.model)
             for stage in rt.before_stages:  # limits, cache lookup, transforms (in that order)
                 if await stage(ctx, proto):

@@ -3,6 +3,7 @@ single flight for identical misses, write-back after the answer went out."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,13 @@ class CacheStage:
         return False
 
     async def answer(self, ctx: RequestContext, proto: Any, hit: CacheHit) -> None:
+        if ctx.guards:  # input policies running beside the call must pass before a hit is served too
+            guards, ctx.guards = ctx.guards, []
+            await asyncio.gather(*guards)
+        output_filter = ctx.extra.get("output_filter")
+        response = hit.response
+        if output_filter is not None and not ctx.stream:
+            response = await output_filter.check_plain(ctx, response)  # policies added since it was stored
         ctx.cache_hit = True
         ctx.cache_phase = hit.phase
         ctx.cache_similarity = hit.similarity
@@ -92,7 +100,7 @@ class CacheStage:
                    ("x-cache-phase", str(hit.phase))]
         ctx.t_first_byte = time.perf_counter()
         if not ctx.stream:
-            proto.response_bytes(200, [("content-type", "application/json"), *headers], hit.response)
+            proto.response_bytes(200, [("content-type", "application/json"), *headers], response)
             return
         frames = (replay_anthropic(hit.response) if ctx.endpoint.protocol == "anthropic"
                   else replay_openai(hit.response, include_usage=ctx.include_usage))

@@ -165,7 +165,7 @@ class RedisStore:
         self,
         url: str,
         *,
-        max_connections: int = 16,
+        max_connections: int = 64,
         connect_timeout_s: float = 0.25,
         op_timeout_s: float = 0.5,
     ) -> None:
@@ -178,6 +178,15 @@ class RedisStore:
     @property
     def degraded(self) -> bool:
         return self._b.degraded
+
+    @property
+    def client(self) -> Any:
+        """The redis.asyncio client, for subsystems with their own scripts (governance limits)."""
+        return self._r
+
+    async def guarded(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run `fn` behind this store's circuit breaker (errors become StoreUnavailable)."""
+        return await self._b.run(fn)
 
     async def get(self, key: str) -> bytes | None:
         return await self._b.run(lambda: self._r.get(key))

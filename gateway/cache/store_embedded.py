@@ -78,6 +78,10 @@ class EmbeddedStore:
                 self._conns.append(conn)
         return conn
 
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(connection)` in the store's thread pool behind its breaker (governance counters)."""
+        return await self._run(fn)
+
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
         return await self._b.run(lambda: loop.run_in_executor(self._pool, lambda: fn(self._conn())))

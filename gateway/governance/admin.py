@@ -1,0 +1,163 @@
+"""The governance admin API (master key only): virtual keys, spend, and this worker's counters.
+
+    POST /admin/keys          {"owner", "team", "models", "rpm", "tpm", "budget": {"usd", "period"}, "name"}
+                              -> 201 with the key, shown this once
+    GET  /admin/keys          every key (never a secret), with its spend today and this month
+    POST /admin/keys/rotate   {"id"} -> a new secret for the same key; the old one stops working
+    POST /admin/keys/revoke   {"id"} -> refused on every worker and pod within a second
+    GET  /admin/spend         ?key=<id> or ?team=<name> -> USD spent this day and month, and the budget
+    GET  /admin/governance    this worker: limit checks bypassed during store outages, policy counters
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+import msgspec
+
+from gateway.auth import KeyRecord
+from gateway.cache.store import StoreUnavailable
+from gateway.errors import BadRequest, NotFound, ServiceUnavailable
+
+from .keys import KeyStore, VirtualKey
+from .limits import Limiter
+from .settings import Budget
+
+if TYPE_CHECKING:
+    from gateway.app import GatewayApp
+    from gateway.runtime import Runtime
+
+JSON = [("content-type", "application/json")]
+Handler = Callable[[Any, Any, dict[str, str]], Awaitable[None]]
+_enc = msgspec.json.Encoder()
+
+
+class CreateKey(msgspec.Struct, forbid_unknown_fields=True):
+    owner: str = ""
+    team: str | None = None
+    models: list[str] | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    budget: Budget | None = None
+    name: str = ""
+
+
+class KeyId(msgspec.Struct):
+    id: str
+
+
+_create_dec = msgspec.json.Decoder(CreateKey)
+_id_dec = msgspec.json.Decoder(KeyId)
+
+
+def _decode(dec: msgspec.json.Decoder[Any], body: bytes) -> Any:
+    try:
+        return dec.decode(body or b"{}")
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise BadRequest(f"Invalid request: {str(exc).replace('$.', '')}") from None
+
+
+def public(vk: VirtualKey) -> dict[str, Any]:
+    out = msgspec.to_builtins(vk)
+    out.pop("digest", None)
+    return out
+
+
+class Admin:
+    def __init__(self, rt: Runtime, keystore: KeyStore, limiter: Limiter, stats: Counter[str]) -> None:
+        self.rt = rt
+        self.keys = keystore
+        self.limiter = limiter
+        self.stats = stats
+        self.config_teams = {k.id: k.team for k in rt.cfg.auth.keys}
+
+    def install(self, app: GatewayApp) -> None:
+        routes: dict[tuple[str, str], Callable[..., Awaitable[None]]] = {
+            ("POST", "/admin/keys"): self.create,
+            ("GET", "/admin/keys"): self.list,
+            ("POST", "/admin/keys/rotate"): self.rotate,
+            ("POST", "/admin/keys/revoke"): self.revoke,
+            ("GET", "/admin/spend"): self.spend,
+            ("GET", "/admin/governance"): self.status,
+        }
+        for route, handler in routes.items():
+            app.routes[route] = self._guarded(handler)
+
+    def _guarded(self, handler: Callable[..., Awaitable[None]]) -> Handler:
+        async def run(scope: Any, proto: Any, headers: dict[str, str]) -> None:
+            self.rt.auth.require_admin(headers)
+            try:
+                await handler(scope, proto)
+            except StoreUnavailable:
+                raise ServiceUnavailable("The shared store is unavailable; try again shortly.") from None
+
+        return run
+
+    async def create(self, scope: Any, proto: Any) -> None:
+        req: CreateKey = _decode(_create_dec, await proto())
+        for field in ("rpm", "tpm"):
+            if (getattr(req, field) or 0) < 0:
+                raise BadRequest(f"{field} must be >= 0", param=field)
+        secret, vk = await self.keys.create(owner=req.owner, team=req.team, models=req.models, rpm=req.rpm,
+                                            tpm=req.tpm, budget=req.budget, name=req.name)
+        proto.response_bytes(201, JSON, _enc.encode({**public(vk), "key": secret}))
+
+    async def list(self, scope: Any, proto: Any) -> None:
+        keys = await self.keys.list()
+        out = []
+        for vk in keys:
+            item = public(vk)
+            if self.limiter.counters is not None:
+                item["spend"] = await self.limiter.spend(KeyRecord(id=vk.id, team=vk.team), None)
+                if vk.quota.budget is not None:
+                    item["spend"]["budget"] = msgspec.to_builtins(vk.quota.budget)
+            out.append(item)
+        proto.response_bytes(200, JSON, _enc.encode({"object": "list", "data": out}))
+
+    async def rotate(self, scope: Any, proto: Any) -> None:
+        req: KeyId = _decode(_id_dec, await proto())
+        rotated = await self.keys.rotate(req.id)
+        if rotated is None:
+            raise NotFound(f"No active key {req.id!r}.")
+        secret, vk = rotated
+        proto.response_bytes(200, JSON, _enc.encode({**public(vk), "key": secret}))
+
+    async def revoke(self, scope: Any, proto: Any) -> None:
+        req: KeyId = _decode(_id_dec, await proto())
+        vk = await self.keys.revoke(req.id)
+        if vk is None:
+            raise NotFound(f"No key {req.id!r}.")
+        proto.response_bytes(200, JSON, _enc.encode(public(vk)))
+
+    async def spend(self, scope: Any, proto: Any) -> None:
+        query = parse_qs(scope.query_string or "")
+        if self.limiter.counters is None:
+            raise ServiceUnavailable("Spend is not tracked (no shared store).")
+        if "key" in query:
+            key_id = query["key"][0]
+            vk = await self.keys.get(key_id) if key_id.startswith("vk_") else None
+            team = vk.team if vk is not None else self.config_teams.get(key_id)
+            if vk is None and key_id not in self.config_teams and key_id != "anonymous":
+                raise NotFound(f"No key {key_id!r}.")
+            result = await self.limiter.spend(KeyRecord(id=key_id, team=team), None)
+            result["key"] = key_id
+            if vk is not None and vk.quota.budget is not None:
+                result["budget"] = msgspec.to_builtins(vk.quota.budget)
+        elif "team" in query:
+            team = query["team"][0]
+            result = await self.limiter.spend(None, team)
+            result["team"] = team
+        else:
+            raise BadRequest("Name a key (?key=<id>) or a team (?team=<name>).")
+        proto.response_bytes(200, JSON, _enc.encode(result))
+
+    async def status(self, scope: Any, proto: Any) -> None:
+        body = {
+            "limits": {"active": self.limiter.active, "bypassed": self.limiter.bypassed,
+                       "outages": self.limiter.outages, "store_failure": self.limiter.s.store_failure},
+            "policies": dict(sorted(self.stats.items())),
+        }
+        proto.response_bytes(200, JSON, _enc.encode(body))

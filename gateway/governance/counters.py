@@ -1,0 +1,323 @@
+"""Atomic window and budget counters over the shared store: one Lua script per check on Redis, one
+SQLite transaction (BEGIN IMMEDIATE) on the embedded store, so every worker and pod sees one count.
+
+A window counts amounts (requests or tokens) in one-second buckets over the last `window_s` seconds:
+a hash of second -> amount on Redis, rows of (key, second) in SQLite. `admit` checks every window and
+budget of a request and, only when all of them have room, adds to all of them: no read-then-write
+race, and a refusal leaves nothing behind. `adjust` corrects a reservation once the real usage is
+known. Budgets are plain integer counters (micro-dollars) per period.
+
+Errors come out as `StoreUnavailable` (the store's own breaker translates them); the caller decides
+between fail-open and fail-closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from typing import Any, NamedTuple, Protocol
+
+from gateway.cache.store import StoreUnavailable
+
+
+class Window(NamedTuple):
+    key: str
+    limit: int
+    amount: int
+
+
+class Cap(NamedTuple):
+    """A budget counter: refuse when spent + amount > limit."""
+
+    key: str
+    limit: int
+    amount: int
+    ttl_s: int
+
+
+class WindowState(NamedTuple):
+    used: int  # before this request
+    retry_s: int  # 0: fits; -1: can never fit (amount > limit); else seconds until it would
+    reset_s: int  # seconds until the window is empty again
+
+
+class Verdict(NamedTuple):
+    ok: bool
+    now: int  # the store's clock (seconds): the bucket a reservation landed in
+    windows: list[WindowState]
+    spent: list[int]  # each cap's counter before this request
+
+
+class Counters(Protocol):
+    async def admit(self, windows: list[Window], caps: list[Cap]) -> Verdict: ...
+    async def adjust(self, sec: int, windows: list[tuple[str, int]], caps: list[tuple[str, int, int]]) -> None: ...
+    async def read(self, keys: list[str]) -> list[int]: ...
+
+
+# KEYS: the window hashes, then the budget counters.
+# ARGV: window_s, #windows, #caps, (limit, amount) per window, (limit, amount, ttl) per cap.
+ADMIT_LUA = """
+local now = tonumber(redis.call('TIME')[1])
+local win, nw, nc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local oldest = now - win + 1
+local ok = 1
+local res = {0, now}
+for i = 1, nw do
+  local key = KEYS[i]
+  local limit, amount = tonumber(ARGV[2 + 2 * i]), tonumber(ARGV[3 + 2 * i])
+  local flat = redis.call('HGETALL', key)
+  local used, newest, secs, vals = 0, 0, {}, {}
+  for j = 1, #flat, 2 do
+    local s = tonumber(flat[j])
+    if s < oldest then
+      redis.call('HDEL', key, flat[j])
+    else
+      local v = tonumber(flat[j + 1])
+      used = used + v
+      secs[#secs + 1] = s
+      vals[s] = v
+      if s > newest then newest = s end
+    end
+  end
+  local retry = 0
+  if used + amount > limit then
+    ok = 0
+    if amount > limit then
+      retry = -1
+    else
+      table.sort(secs)
+      local need = used + amount - limit
+      retry = win
+      for _, s in ipairs(secs) do
+        need = need - vals[s]
+        if need <= 0 then retry = s + win - now; break end
+      end
+    end
+  end
+  local reset = 0
+  if newest > 0 then reset = newest + win - now end
+  res[#res + 1] = used
+  res[#res + 1] = retry
+  res[#res + 1] = reset
+end
+local base = 3 + 2 * nw
+for j = 1, nc do
+  local limit, amount = tonumber(ARGV[base + 3 * j - 2]), tonumber(ARGV[base + 3 * j - 1])
+  local spent = tonumber(redis.call('GET', KEYS[nw + j]) or '0')
+  if spent + amount > limit then ok = 0 end
+  res[#res + 1] = spent
+end
+if ok == 1 then
+  for i = 1, nw do
+    redis.call('HINCRBY', KEYS[i], now, ARGV[3 + 2 * i])
+    redis.call('EXPIRE', KEYS[i], win + 1)
+  end
+  for j = 1, nc do
+    redis.call('INCRBY', KEYS[nw + j], ARGV[base + 3 * j - 1])
+    redis.call('EXPIRE', KEYS[nw + j], ARGV[base + 3 * j])
+  end
+end
+res[1] = ok
+return res
+"""
+
+# KEYS: token windows, then budget counters. ARGV: window_s, sec, #windows, #caps, deltas..., (delta, ttl)...
+ADJUST_LUA = """
+local now = tonumber(redis.call('TIME')[1])
+local win, sec, nw, nc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if sec <= now - win then sec = now end
+for i = 1, nw do
+  local d = tonumber(ARGV[4 + i])
+  if d > 0 or redis.call('HEXISTS', KEYS[i], sec) == 1 then
+    if redis.call('HINCRBY', KEYS[i], sec, d) < 0 then redis.call('HSET', KEYS[i], sec, 0) end
+    redis.call('EXPIRE', KEYS[i], win + 1)
+  end
+end
+for j = 1, nc do
+  local d, ttl = tonumber(ARGV[3 + nw + 2 * j]), ARGV[4 + nw + 2 * j]
+  if redis.call('INCRBY', KEYS[nw + j], d) < 0 then redis.call('SET', KEYS[nw + j], 0) end
+  if redis.call('TTL', KEYS[nw + j]) < 0 then redis.call('EXPIRE', KEYS[nw + j], ttl) end
+end
+return 1
+"""
+
+
+def _verdict(raw: list[Any], nw: int) -> Verdict:
+    vals = [int(v) for v in raw]
+    states = [WindowState(vals[2 + 3 * i], vals[3 + 3 * i], vals[4 + 3 * i]) for i in range(nw)]
+    return Verdict(bool(vals[0]), vals[1], states, vals[2 + 3 * nw:])
+
+
+class RedisCounters:
+    """Scripts registered once per worker; redis-py runs EVALSHA and reloads after a SCRIPT FLUSH."""
+
+    def __init__(self, client: Any, guard: Any, window_s: int) -> None:
+        self._r = client
+        self._guard = guard  # the store's breaker: `await guard(fn)`, errors -> StoreUnavailable
+        self._win = window_s
+        self._admit = client.register_script(ADMIT_LUA)
+        self._adjust = client.register_script(ADJUST_LUA)
+
+    async def setup(self, connections: int = 8) -> None:
+        """Load the scripts and open a few pooled connections before the first burst of requests
+        (a burst that must connect first can exceed the store's connect timeout). Best effort."""
+        async def warm() -> None:
+            await self._r.script_load(ADMIT_LUA)
+            await self._r.script_load(ADJUST_LUA)
+            await asyncio.gather(*(self._r.ping() for _ in range(connections)))
+
+        try:
+            await self._guard(warm)
+        except StoreUnavailable:
+            pass  # Redis is away at start-up: limits fail open (or closed) until it is back
+
+    async def admit(self, windows: list[Window], caps: list[Cap]) -> Verdict:
+        keys = [w.key for w in windows] + [c.key for c in caps]
+        args: list[int] = [self._win, len(windows), len(caps)]
+        for w in windows:
+            args += (w.limit, w.amount)
+        for c in caps:
+            args += (c.limit, c.amount, c.ttl_s)
+        raw = await self._guard(lambda: self._admit(keys=keys, args=args))
+        return _verdict(raw, len(windows))
+
+    async def adjust(self, sec: int, windows: list[tuple[str, int]], caps: list[tuple[str, int, int]]) -> None:
+        keys = [k for k, _ in windows] + [k for k, _, _ in caps]
+        args: list[int] = [self._win, sec, len(windows), len(caps)]
+        args += [d for _, d in windows]
+        for _, d, ttl in caps:
+            args += (d, ttl)
+        await self._guard(lambda: self._adjust(keys=keys, args=args))
+
+    async def read(self, keys: list[str]) -> list[int]:
+        raw = await self._guard(lambda: self._r.mget(keys)) if keys else []
+        return [int(v or 0) for v in raw]
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS gov_window (key TEXT NOT NULL, sec INTEGER NOT NULL, amount INTEGER NOT NULL,
+                                       PRIMARY KEY (key, sec)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gov_counter (key TEXT PRIMARY KEY, value INTEGER NOT NULL, expires REAL NOT NULL)
+                                       WITHOUT ROWID;
+"""
+
+
+def _transaction(c: sqlite3.Connection, fn: Any) -> Any:
+    # IMMEDIATE takes the write lock up front: the check and the update are one step for every
+    # process on the machine (others wait up to busy_timeout).
+    c.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(c)
+    except BaseException:
+        c.execute("ROLLBACK")
+        raise
+    c.execute("COMMIT")
+    return result
+
+
+def sqlite_admit(c: sqlite3.Connection, win: int, windows: list[Window], caps: list[Cap]) -> Verdict:
+    wall = time.time()
+    now = int(wall)
+    oldest = now - win + 1
+    ok = True
+    states: list[WindowState] = []
+    for w in windows:
+        c.execute("DELETE FROM gov_window WHERE key = ? AND sec < ?", (w.key, oldest))
+        rows = c.execute("SELECT sec, amount FROM gov_window WHERE key = ? ORDER BY sec", (w.key,)).fetchall()
+        used = sum(a for _, a in rows)
+        retry = 0
+        if used + w.amount > w.limit:
+            ok = False
+            retry = -1 if w.amount > w.limit else win
+            need = used + w.amount - w.limit
+            for sec, amount in rows if retry != -1 else ():
+                need -= amount
+                if need <= 0:
+                    retry = sec + win - now
+                    break
+        states.append(WindowState(used, retry, rows[-1][0] + win - now if rows else 0))
+    spent: list[int] = []
+    for cap in caps:
+        row = c.execute("SELECT value FROM gov_counter WHERE key = ? AND expires > ?", (cap.key, wall)).fetchone()
+        value = int(row[0]) if row else 0
+        if value + cap.amount > cap.limit:
+            ok = False
+        spent.append(value)
+    if ok:
+        for w in windows:
+            c.execute("INSERT INTO gov_window VALUES (?, ?, ?) ON CONFLICT (key, sec) DO UPDATE "
+                      "SET amount = amount + excluded.amount", (w.key, now, w.amount))
+        for cap in caps:
+            _add_counter(c, cap.key, cap.amount, cap.ttl_s, wall)
+    return Verdict(ok, now, states, spent)
+
+
+def _add_counter(c: sqlite3.Connection, key: str, delta: int, ttl_s: int, wall: float) -> None:
+    c.execute(
+        "INSERT INTO gov_counter VALUES (:k, max(0, :d), :exp) ON CONFLICT (key) DO UPDATE SET "
+        "value = max(0, CASE WHEN expires <= :now THEN :d ELSE value + :d END), "
+        "expires = CASE WHEN expires <= :now THEN :exp ELSE expires END",
+        {"k": key, "d": delta, "exp": wall + ttl_s, "now": wall},
+    )
+
+
+def sqlite_adjust(c: sqlite3.Connection, win: int, sec: int, windows: list[tuple[str, int]],
+                  caps: list[tuple[str, int, int]]) -> None:
+    wall = time.time()
+    now = int(wall)
+    if sec <= now - win:
+        sec = now
+    for key, delta in windows:
+        if delta > 0:
+            c.execute("INSERT INTO gov_window VALUES (?, ?, ?) ON CONFLICT (key, sec) DO UPDATE "
+                      "SET amount = amount + excluded.amount", (key, sec, delta))
+        else:
+            c.execute("UPDATE gov_window SET amount = max(0, amount + ?) WHERE key = ? AND sec = ?",
+                      (delta, key, sec))
+    for key, delta, ttl in caps:
+        _add_counter(c, key, delta, ttl, wall)
+
+
+class SqliteCounters:
+    """The embedded store's connection pool and breaker, with governance's own two tables."""
+
+    def __init__(self, run: Any, window_s: int) -> None:
+        self._run = run  # EmbeddedStore._run: fn(conn) in its thread pool, behind its breaker
+        self._win = window_s
+
+    async def setup(self) -> None:
+        await self._run(lambda c: c.executescript(SCHEMA))
+
+    async def admit(self, windows: list[Window], caps: list[Cap]) -> Verdict:
+        return await self._run(lambda c: _transaction(c, lambda c: sqlite_admit(c, self._win, windows, caps)))
+
+    async def adjust(self, sec: int, windows: list[tuple[str, int]], caps: list[tuple[str, int, int]]) -> None:
+        await self._run(lambda c: _transaction(c, lambda c: sqlite_adjust(c, self._win, sec, windows, caps)))
+
+    async def read(self, keys: list[str]) -> list[int]:
+        def q(c: sqlite3.Connection) -> list[int]:
+            wall = time.time()
+            out = []
+            for k in keys:
+                row = c.execute("SELECT value FROM gov_counter WHERE key = ? AND expires > ?", (k, wall)).fetchone()
+                out.append(int(row[0]) if row else 0)
+            return out
+
+        return await self._run(q) if keys else []
+
+
+async def open_counters(store: Any, window_s: int) -> Counters:
+    """Counters over the store's own client (Redis) or connection pool (embedded)."""
+    from gateway.cache.store import RedisStore
+
+    if isinstance(store, RedisStore):
+        redis_counters = RedisCounters(store.client, store.guarded, window_s)
+        await redis_counters.setup()
+        return redis_counters
+    run = getattr(store, "run", None)
+    if run is None:
+        raise StoreUnavailable(f"{type(store).__name__} offers no atomic counters")
+    counters = SqliteCounters(run, window_s)
+    await counters.setup()
+    return counters

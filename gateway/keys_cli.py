@@ -1,0 +1,106 @@
+"""`gateway keys create|list|rotate|revoke`: virtual keys, straight over the shared store.
+
+Works without a running gateway: it opens the store the configuration names (Redis, or the
+embedded file) and changes the same records the admin API does. The secret of a new or rotated key
+is printed once and never stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from .config import ConfigError, config_source, load_config
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("keys", help="virtual keys: create, list, rotate, revoke")
+    p.add_argument("--config", "-c", help="YAML or TOML configuration file (names the store)")
+    sub = p.add_subparsers(dest="keys_command", required=True)
+    c = sub.add_parser("create", help="issue a key (printed once)")
+    c.add_argument("--owner", default="")
+    c.add_argument("--team")
+    c.add_argument("--name", default="")
+    c.add_argument("--models", help="comma-separated allowed models (default: all)")
+    c.add_argument("--rpm", type=int)
+    c.add_argument("--tpm", type=int)
+    c.add_argument("--budget-usd", type=float)
+    c.add_argument("--budget-period", choices=("day", "month"), default="month")
+    c.add_argument("--json", action="store_true", help="print the record as JSON")
+    ls = sub.add_parser("list", help="every key (never a secret)")
+    ls.add_argument("--json", action="store_true")
+    for name, text in (("rotate", "a new secret for the same key"), ("revoke", "refuse the key everywhere")):
+        r = sub.add_parser(name, help=text)
+        r.add_argument("id")
+        r.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config or config_source()[0])
+    except ConfigError as exc:
+        print(f"gateway keys: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_main(args, cfg.store.redis_url, cfg.store.embedded_path))
+
+
+async def _main(args: argparse.Namespace, redis_url: str, embedded_path: str) -> int:
+    import msgspec
+
+    from .cache.store import StoreUnavailable, open_store
+    from .governance.admin import public
+    from .governance.keys import KeyStore
+    from .governance.settings import Budget
+
+    store = open_store(redis_url or None, embedded_path)
+    keys = KeyStore(store)
+    try:
+        if args.keys_command == "create":
+            budget = Budget(args.budget_usd, args.budget_period) if args.budget_usd is not None else None
+            models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+            secret, vk = await keys.create(owner=args.owner, team=args.team, models=models, rpm=args.rpm,
+                                           tpm=args.tpm, budget=budget, name=args.name)
+            _show({**public(vk), "key": secret}, args.json)
+        elif args.keys_command == "list":
+            items = [public(vk) for vk in await keys.list()]
+            if args.json:
+                print(json.dumps(items, indent=2))
+            for item in [] if args.json else items:
+                state = "revoked" if item.get("revoked") else "active"
+                quota = msgspec.json.encode(item.get("quota", {})).decode()
+                print(f"{item['id']}  {item['hint']}…  {state:7}  owner={item.get('owner', '')} "
+                      f"team={item.get('team') or '-'} quota={quota}")
+        else:
+            action = keys.rotate if args.keys_command == "rotate" else keys.revoke
+            result = await action(args.id)
+            if result is None:
+                print(f"gateway keys: no active key {args.id!r}", file=sys.stderr)
+                return 1
+            if isinstance(result, tuple):
+                _show({**public(result[1]), "key": result[0]}, args.json)
+            else:
+                _show(public(result), args.json)
+    except StoreUnavailable as exc:
+        print(f"gateway keys: the store is unavailable: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    return 0
+
+
+def _show(item: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(item, indent=2))
+        return
+    for field in ("id", "key", "hint", "owner", "team", "models", "quota", "name"):
+        if item.get(field) not in (None, "", {}):
+            print(f"{field:8} {item[field]}")
+    if item.get("revoked"):
+        print(f"revoked  {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(item['revoked']))} UTC")
+    if "key" in item:
+        print("\nStore the key now: it is not shown again.", file=sys.stderr)
