@@ -69,16 +69,23 @@ def _spawn_redis(port: int, workdir: str) -> subprocess.Popen[bytes]:
     )
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """A real redis-server on a free port for the whole session (flush it per test if needed)."""
-    workdir = tempfile.mkdtemp(prefix="gw-redis-")
+def own_redis_server(prefix: str = "gw-redis-") -> Iterator[RedisServer]:
+    """A redis-server of one's own on a free port (tests that stop and restart it), then cleaned up."""
+    workdir = tempfile.mkdtemp(prefix=prefix)
     port = free_port()
     server = RedisServer(port=port, proc=_spawn_redis(port, workdir), workdir=workdir)
     wait_for_port(port)
-    yield server
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        yield server
+    finally:  # also when the generator is closed rather than exhausted
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free port for the whole session (flush it per test if needed)."""
+    yield from own_redis_server()
 
 
 @pytest.fixture

@@ -18,12 +18,12 @@ import os
 import re
 import sqlite3
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import msgspec
 
 from gateway.cache.store import StoreUnavailable, _Breaker
+from gateway.sqlite_thread import SqliteThread
 
 from .entry import AuditEntry
 from .settings import ArchiveConfig
@@ -125,34 +125,12 @@ class SqliteArchive:
     def __init__(self, path: str, retention_days: float = 30.0) -> None:
         self.path = path
         self.retention_s = retention_days * 86400.0
-        if os.path.dirname(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-        conn = self._connect()
-        conn.executescript(
+        self._db = SqliteThread(path, "archive", (
             "CREATE TABLE IF NOT EXISTS archive (request_id TEXT PRIMARY KEY, ts REAL NOT NULL, key_id TEXT,"
             " model TEXT, status INTEGER, record BLOB NOT NULL);"
-            "CREATE INDEX IF NOT EXISTS archive_ts ON archive (ts);")
-        conn.close()
-        self._conn: sqlite3.Connection | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive")
-        self._b = _Breaker("sqlite-archive", (sqlite3.Error, OSError))
+            "CREATE INDEX IF NOT EXISTS archive_ts ON archive (ts);"), busy_timeout_s=5.0)
+        self._run = self._db.run
         self._next_purge = 0.0
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
-
-    async def _run(self, fn: Any) -> Any:
-        loop = asyncio.get_running_loop()
-
-        def call() -> Any:
-            if self._conn is None:
-                self._conn = self._connect()
-            return fn(self._conn)
-
-        return await self._b.run(lambda: loop.run_in_executor(self._pool, call))
 
     async def write(self, records: list[ArchiveRecord]) -> None:
         rows = [(r.request_id, r.ts, r.key_id, r.model, r.status, _rec_enc.encode(r)) for r in records]
@@ -186,10 +164,7 @@ class SqliteArchive:
         return [_rec_dec.decode(bytes(r[0])) for r in await self._run(go)]
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._conn.close)
-            self._conn = None
-        self._pool.shutdown(wait=False)
+        await self._db.close()
 
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

@@ -11,11 +11,8 @@ Errors: Redis, SQLite and socket exceptions become `StoreUnavailable` in the sto
 
 from __future__ import annotations
 
-import asyncio
-import os
 import sqlite3
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import msgspec
@@ -25,6 +22,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from gateway.cache.store import StoreUnavailable, _Breaker
+from gateway.sqlite_thread import SqliteThread
 
 from .entry import AuditEntry, decoder
 
@@ -176,32 +174,9 @@ class SqliteAuditSink:
         self.path = path
         self.max_entries = max_entries
         self.retention_s = retention_s
-        if os.path.dirname(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-        self._busy_s = busy_timeout_ms / 1000
-        conn = self._connect()
-        conn.executescript(_SCHEMA)
-        conn.close()
-        self._conn: sqlite3.Connection | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
-        self._b = _Breaker("sqlite-audit", (sqlite3.Error, OSError))
+        self._db = SqliteThread(path, "audit", _SCHEMA, busy_timeout_s=busy_timeout_ms / 1000)
+        self._run = self._db.run
         self._next_purge = 0.0
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self._busy_s, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
-
-    async def _run(self, fn: Any) -> Any:
-        loop = asyncio.get_running_loop()
-
-        def call() -> Any:
-            if self._conn is None:
-                self._conn = self._connect()
-            return fn(self._conn)
-
-        return await self._b.run(lambda: loop.run_in_executor(self._pool, call))
 
     async def write(self, entries: list[bytes]) -> None:
         rows = []
@@ -257,13 +232,7 @@ class SqliteAuditSink:
         return Page(entries, str(rows[-1][0]) if more and rows else None, str(rows[0][0]) if rows else None)
 
     async def close(self) -> None:
-        def go(c: sqlite3.Connection) -> None:
-            c.close()
-
-        if self._conn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._pool, go, self._conn)
-            self._conn = None
-        self._pool.shutdown(wait=False)
+        await self._db.close()
 
 
 def _where(q: AuditQuery) -> tuple[list[str], list[Any]]:

@@ -12,7 +12,7 @@ import openai
 import pytest
 import yaml
 
-from tests.conftest import RedisServer, free_port
+from tests.conftest import RedisServer, own_redis_server
 
 from .conftest import API_KEY, Proc, mock_requests, start_mock, start_process
 
@@ -192,11 +192,8 @@ def test_single_flight_one_upstream_call_for_20_concurrent(tmp_path: Path, redis
 
 
 def test_redis_outage_every_request_answered(tmp_path: Path) -> None:
-    from tests.conftest import _spawn_redis, wait_for_port
-
-    port = free_port()
-    redis = RedisServer(port=port, proc=_spawn_redis(port, str(tmp_path)), workdir=str(tmp_path))
-    wait_for_port(port)
+    servers = own_redis_server("gw-redis-cache-outage-")
+    redis = next(servers)
     mock = start_mock(tmp_path, "out-mock")
     gw = start_process(["serve", "--config", str(_config(tmp_path / "out.yaml", mock, redis.url)),
                         "--workers", "2"], tmp_path / "out.log", env=ENV, ready_path="/readyz")
@@ -218,4 +215,4 @@ def test_redis_outage_every_request_answered(tmp_path: Path) -> None:
     finally:
         gw.stop()
         mock.stop()
-        redis.stop()
+        servers.close()

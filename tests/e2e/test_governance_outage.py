@@ -3,8 +3,6 @@ unless the operator chose fail-closed; once Redis is back, limits hold again."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,20 +10,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import RedisServer, _spawn_redis, free_port, wait_for_port
+from tests.conftest import RedisServer, free_port, own_redis_server
 
 from .conftest import API_KEY, MASTER_KEY, Proc, start_mock, start_process, write_config
 
 
 @pytest.fixture(scope="module")
 def own_redis() -> Iterator[RedisServer]:
-    workdir = tempfile.mkdtemp(prefix="gw-redis-outage-")
-    port = free_port()
-    server = RedisServer(port=port, proc=_spawn_redis(port, workdir), workdir=workdir)
-    wait_for_port(port)
-    yield server
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    yield from own_redis_server("gw-redis-outage-")
 
 
 def _gateway(tmp: Path, name: str, mock: Proc, redis_url: str, rule: str, rpm: int) -> Proc:

@@ -18,14 +18,6 @@ from gateway.compress.phrases import load_engine
 STRICT = os.environ.get("GATEWAY_STRICT_NATIVE") == "1"
 
 
-@pytest.fixture(scope="module", params=["native", "python"])
-def engine(request: pytest.FixtureRequest) -> ModuleType:
-    try:
-        return load_engine(request.param)
-    except ImportError as exc:
-        if STRICT:
-            pytest.fail(f"GATEWAY_STRICT_NATIVE=1 but {exc}")
-        pytest.skip(f"{exc} (set GATEWAY_STRICT_NATIVE=1 to make this a failure)")
 
 
 def both() -> tuple[ModuleType, ModuleType]:

@@ -17,14 +17,6 @@ from gateway.compress.protect import compress_prose, protected_spans, protected_
 STRICT = os.environ.get("GATEWAY_STRICT_NATIVE") == "1"
 
 
-@pytest.fixture(scope="module", params=["native", "python"])
-def engine(request: pytest.FixtureRequest) -> ModuleType:
-    try:
-        return load_engine(request.param)
-    except ImportError as exc:
-        if STRICT:
-            pytest.fail(f"GATEWAY_STRICT_NATIVE=1 but {exc}")
-        pytest.skip(f"{exc} (set GATEWAY_STRICT_NATIVE=1 to make this a failure)")
 
 
 def compress(engine: ModuleType, text: str, level: str = "standard") -> str:
