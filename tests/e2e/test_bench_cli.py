@@ -64,9 +64,7 @@ def mock_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*GATEWAY, "bench", "--no-progress", *args], capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([*GATEWAY, "bench", "--no-progress", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_closed_loop_against_the_mock_writes_a_result(mock_url: str, tmp_path: Path) -> None:
@@ -106,17 +104,12 @@ def test_through_the_gateway_and_compare(mock_url: str, tmp_path: Path) -> None:
     proc = _start(["serve", "--port", str(port), "--workers", "1", "--upstream", mock_url], port, tmp_path)
     try:
         gw = tmp_path / "gw.json"
-        run = _bench(
-            "--url", f"http://127.0.0.1:{port}", "--duration", "1", "--concurrency", "4", "--output", str(gw)
-        )
+        run = _bench("--url", f"http://127.0.0.1:{port}", "--duration", "1", "--concurrency", "4", "--output", str(gw))
         assert run.returncode == 0, run.stderr + run.stdout
     finally:
         _stop(proc)
     direct = tmp_path / "direct.json"
-    assert (
-        _bench("--url", mock_url, "--duration", "1", "--concurrency", "4", "--output", str(direct)).returncode
-        == 0
-    )
+    assert _bench("--url", mock_url, "--duration", "1", "--concurrency", "4", "--output", str(direct)).returncode == 0
     assert json.loads(gw.read_text())["errors"] == 0
     cmp = subprocess.run([*GATEWAY, "bench", "compare", str(direct), str(gw)], capture_output=True, text=True)
     assert cmp.returncode == 0, cmp.stderr

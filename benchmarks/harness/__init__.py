@@ -1,0 +1,1 @@
+"""The `make bench` harness: targets, scenarios, load driver, results and charts."""

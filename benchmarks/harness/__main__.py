@@ -1,0 +1,107 @@
+"""`python -m benchmarks.harness`: run the benchmark (`make bench`, `make bench-quick`) or re-render a result.
+
+python -m benchmarks.harness run [--quick] [--targets direct,gateway,...] [--out DIR]
+python -m benchmarks.harness render RESULT.json     # tables and charts again from the JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import charts, results, scenarios, tables
+from benchmarks.harness.runner import Runner
+from gateway.bench import report
+from gateway.bench.progress import Progress, fmt_seconds
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+
+
+def publish(doc: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Overheads and checks into the document; JSON, Markdown (dated and latest) and charts out."""
+    results.add_overheads(doc)
+    doc["checks"] = results.checks(doc)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = results.file_stem(doc)
+    try:
+        dated = charts.draw(doc, out_dir, stem, latest=True)
+    except Exception as exc:  # no matplotlib: the tables still matter more than the pictures
+        print(f"bench: charts not drawn: {exc}", file=sys.stderr)
+        dated = {}
+    latest = {title: name.replace(stem, "latest", 1) for title, name in dated.items()}
+    paths = results.write(doc, out_dir, tables.render(doc, dated))
+    paths["latest"].write_text(tables.render(doc, latest))
+    return paths
+
+
+def _run(args: argparse.Namespace) -> int:
+    plan = scenarios.quick_plan() if args.quick else scenarios.full_plan()
+    if args.targets:
+        plan.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if args.level_seconds:
+        plan.level_s = args.level_seconds
+    out_dir = Path(args.out) if args.out else (RESULTS / "tmp" if args.quick else RESULTS)
+    progress = Progress()
+    started = time.monotonic()
+    log_dir = RESULTS / "tmp" / "logs"  # not committed; kept to say why a target failed
+    shutil.rmtree(log_dir, ignore_errors=True)
+    log_dir.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
+        runner = Runner(
+            plan, Path(tmp), log_dir, progress, standin=args.standin, profile_levels=frozenset(args.profile or ())
+        )
+        progress.log(
+            f"bench: {plan.name} run of {', '.join(plan.targets)}; about "
+            f"{fmt_seconds(runner.total_s)}; results in {out_dir}"
+        )
+        doc = runner.run()
+    paths = publish(doc, out_dir)
+    progress.log(f"bench: finished in {fmt_seconds(time.monotonic() - started)}")
+    for kind, path in paths.items():
+        progress.log(f"bench: {kind:>6}: {path}")
+    # "It works" (never a timing): the gateway started and answered at every level it ran.
+    gateway = doc["targets"].get("gateway")
+    if gateway is not None and (
+        gateway["status"] != "ok" or any(lv.get("ok", 1) == 0 for lv in gateway["levels"] if "skipped" not in lv)
+    ):
+        progress.log(f"bench: the gateway did not work: {gateway['status']}")
+        return 1
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    path = Path(args.result)
+    publish(report.read_json(path), path.parent)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.harness", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the benchmark")
+    run.add_argument("--quick", action="store_true", help="brief levels; gateway, direct and nginx only")
+    run.add_argument("--targets", help="comma-separated subset, e.g. direct,gateway,nginx")
+    run.add_argument("--level-seconds", type=float, help="measured seconds per level")
+    run.add_argument("--out", help="results directory (default benchmarks/results, or results/tmp when quick)")
+    run.add_argument("--standin", action="store_true", help="measure the stand-in mock and forwarder")
+    run.add_argument(
+        "--profile",
+        action="append",
+        metavar="TARGET:LEVEL",
+        help="sample a level with py-spy, e.g. gateway:throughput@300conn (repeatable; in results/tmp/logs)",
+    )
+    run.set_defaults(func=_run)
+    render = sub.add_parser("render", help="write the tables and charts again from a result JSON")
+    render.add_argument("result")
+    render.set_defaults(func=_render)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

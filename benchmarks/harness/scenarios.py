@@ -1,0 +1,138 @@
+"""The scenarios and their load levels: overhead, throughput, cache modes, streaming (plus resources).
+
+A Plan lists the levels of one run; `levels_for(target)` says which a target gets. Request bodies
+are templates for the driver: "{ID}" becomes a unique id, "{WORDS}" six words chosen by it.
+Pass-through bodies carry no temperature, so the gateway's cache (temperature 0 only) never
+answers them, and every one differs anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import msgspec
+
+from benchmarks.harness.targets import MODEL
+
+OVERHEAD, THROUGHPUT, CACHE_MISS, CACHE_MIXED, STREAM = "overhead", "throughput", "miss", "mixed", "stream"
+
+# Which targets run which scenario. The cache modes need the gateway's cache; the direct call at the
+# same rates is their baseline. nginx, LiteLLM and Portkey run with their defaults (no cache).
+CACHE_TARGETS = ("gateway",)
+BASELINE = "direct"
+
+
+@dataclass(frozen=True)
+class Level:
+    scenario: str
+    mode: str  # "open" (a fixed rate) | "closed" (constant connections)
+    value: int  # the rate in RPS, or the number of connections
+
+    @property
+    def key(self) -> str:
+        unit = "rps" if self.mode == "open" else "conn"
+        return f"{self.scenario}@{self.value}{unit}"
+
+
+@dataclass
+class Plan:
+    name: str
+    level_s: float
+    warmup_s: float
+    timeout_s: float
+    overhead_rates: list[int]
+    connections: list[int]
+    miss_rates: list[int]
+    mixed_rates: list[int]
+    stream_rate: int
+    targets: list[str]
+    mock_latency_ms: int = 60
+    stream_chunks: int = 50
+    chunk_interval_ms: float = 2.0
+    open_max_connections: int = 2000
+    settings: dict[str, object] = field(default_factory=dict)
+
+    def levels_for(self, target: str) -> list[Level]:
+        levels = [Level(OVERHEAD, "open", r) for r in self.overhead_rates]
+        levels += [Level(THROUGHPUT, "closed", c) for c in self.connections]
+        if target in CACHE_TARGETS:
+            levels += [Level(CACHE_MISS, "open", r) for r in self.miss_rates]
+            levels += [Level(CACHE_MIXED, "open", r) for r in self.mixed_rates]
+        if target == BASELINE:
+            # The direct call at each cache rate the overhead levels do not already cover.
+            extra = sorted(set(self.miss_rates + self.mixed_rates) - set(self.overhead_rates))
+            levels += [Level(CACHE_MISS, "open", r) for r in extra]
+        if target != "gateway-2w":
+            levels.append(Level(STREAM, "open", self.stream_rate))
+        return levels
+
+
+def full_plan() -> Plan:
+    """`make bench`: every target, 4 s levels after 1 s warm-up; about 8-9 minutes on 2 cores."""
+    return Plan(
+        name="full",
+        level_s=4.0,
+        warmup_s=1.0,
+        timeout_s=10.0,
+        overhead_rates=[100, 300, 500, 1000],
+        connections=[50, 150, 300, 1000],
+        miss_rates=[50, 150, 500],
+        mixed_rates=[100, 500],
+        stream_rate=100,
+        targets=["direct", "gateway", "gateway-2w", "nginx", "litellm", "litellm-1.82.6", "portkey"],
+    )
+
+
+def quick_plan() -> Plan:
+    """`make bench-quick` (CI): every scenario briefly, only the gateway, direct and nginx."""
+    return Plan(
+        name="quick",
+        level_s=1.5,
+        warmup_s=0.5,
+        timeout_s=5.0,
+        overhead_rates=[100, 300, 500, 1000],
+        connections=[50, 150, 300, 1000],
+        miss_rates=[50, 300],
+        mixed_rates=[300],
+        stream_rate=50,
+        targets=["direct", "gateway", "nginx"],
+    )
+
+
+# ---- request bodies ------------------------------------------------------------------------------
+
+
+def _chat(content: str, **extra: object) -> bytes:
+    return msgspec.json.encode(
+        {"model": MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": 32, **extra}
+    )
+
+
+def passthrough_body() -> bytes:
+    """Unique, and not cacheable (no temperature)."""
+    return _chat("Benchmark request {ID}: write one sentence about {WORDS}.")
+
+
+def cache_body() -> bytes:
+    """Unique and cacheable (temperature 0): every MetaCache phase runs and misses."""
+    return _chat("Write one sentence about {WORDS} (note {ID}).", temperature=0)
+
+
+def anchor_body(nonce: str) -> bytes:
+    """The repeated prompt of the mixed mode (its nonce keeps earlier runs' entries out)."""
+    return _chat(f"What is the capital of France? Answer in one word. (run {nonce})", temperature=0)
+
+
+def stream_body() -> bytes:
+    return _chat("Benchmark stream {ID}: tell a short story about {WORDS}.", stream=True)
+
+
+def body_for(level: Level, nonce: str) -> tuple[bytes, bytes | None, int]:
+    """(template, repeated body or None, percent of requests that send the repeated body)."""
+    if level.scenario == STREAM:
+        return stream_body(), None, 0
+    if level.scenario == CACHE_MIXED:
+        return cache_body(), anchor_body(nonce), 50
+    if level.scenario == CACHE_MISS:
+        return cache_body(), None, 0
+    return passthrough_body(), None, 0
