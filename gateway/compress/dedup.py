@@ -126,6 +126,8 @@ def dedup_units(
     per label. Returns the new texts (unchanged ones are the same objects) and how many paragraphs
     were replaced. Near copies are looked for only when `embed` is given.
     """
+    if sum(len(text) for _, text in units) < 2 * min_chars:
+        return [text for _, text in units], 0  # no room for a repeated block: the common case, free
     paragraphs = _candidates(units, min_chars)
     if not paragraphs:
         return [text for _, text in units], 0
