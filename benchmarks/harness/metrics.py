@@ -63,18 +63,20 @@ def _labels(key: str) -> str:
 def cache_figures(delta: dict[str, float], seconds: float, requests: int) -> dict[str, Any]:
     """Embeddings per second and phase-4 lookup share, when the metrics let us derive them."""
     figures: dict[str, Any] = {}
-    embeds = [
+    embeds = [v for k, v in delta.items() if k.split("{", 1)[0] == "gateway_embeddings_total"] or [
         v
         for k, v in delta.items()
         if "embed" in k.split("{", 1)[0].lower()
-        and not any(w in k.lower() for w in ("skip", "error", "fail", "bucket", "saturat"))
+        and not any(w in k.lower() for w in ("skip", "error", "fail", "bucket", "saturat", "refus"))
     ]
     if embeds and seconds > 0:
         figures["embeddings_per_s"] = round(max(embeds) / seconds, 1)
-    skipped = [v for k, v in delta.items() if "embed" in k.lower() and ("skip" in k.lower() or "saturat" in k.lower())]
+    skipped = [v for k, v in delta.items() if "embed" in k.lower() and any(w in k.lower() for w in ("skip", "saturat", "refus"))]
     if skipped:
         figures["embeddings_skipped"] = max(skipped)
-    phase4 = [
+    # Prefer the count of phase-4 lookups that really searched (embedding obtained); older
+    # gateways only count attempts, skipped ones included.
+    phase4 = [v for k, v in delta.items() if k.split("{", 1)[0] == "gateway_cache_semantic_searches_total"] or [
         v
         for k, v in delta.items()
         if ("lookup" in k.lower() and re.search(r'phase="?(4|semantic)"?', _labels(k)))

@@ -124,6 +124,7 @@ class CacheStats:
     evicted: int = 0
     store_errors: int = 0
     overload_skips: int = 0  # phase 4 skipped because the worker's loop lagged
+    semantic_searches: int = 0  # phase-4 lookups that got their embedding and searched the index
 
 
 class MetaCache:
@@ -166,6 +167,10 @@ class MetaCache:
             return False
         # A missing temperature is the provider's default, 1.0: sampled, so not repeatable.
         return not self.settings.only_temperature_zero or _num(body.get("temperature", 1.0)) == 0
+
+    @property
+    def embedder(self) -> Embedder | None:
+        return self._embedder
 
     def keys(self, req: CacheRequest) -> K.Keys:
         """Partition, exact key (also the single-flight key) and compared text of a request."""
@@ -331,6 +336,7 @@ class MetaCache:
             self.stats.phases[4].skips += 1
             return None
         self._remember_vec(k.exact, vec)
+        self.stats.semantic_searches += 1
         threshold = req.semantic_threshold if req.semantic_threshold is not None else s.semantic_threshold
         for exact, cosine in await self.index.knn(k.partition, vec, s.knn_k, threshold):
             entry = await self._entry(exact)

@@ -177,6 +177,22 @@ def _cache_gauges(m: Metrics, rt: Runtime) -> None:
         lookups.values[(tier,)] = float(getattr(ps, "lookups", 0))
         hits.values[(tier,)] = float(getattr(ps, "hits", 0))
         vetoes.values[(tier,)] = float(getattr(ps, "vetoes", 0))
+    skips = m.counter("gateway_cache_phase_skips_total",
+                      "Phases not run: not applicable, store down, or (phase 4) the embedder or loop busy.", ("phase",))
+    for phase, ps in (getattr(stats, "phases", None) or {}).items():
+        skips.values[(TIERS.get(phase, str(phase)),)] = float(getattr(ps, "skips", 0))
+    m.counter("gateway_cache_semantic_searches_total", "Phase-4 lookups that embedded the text and searched.",
+              ()).values[()] = float(getattr(stats, "semantic_searches", 0))
+    m.counter("gateway_cache_overload_skips_total", "Phase-4 lookups skipped because the worker was CPU-bound.",
+              ()).values[()] = float(getattr(stats, "overload_skips", 0))
+    embedder = getattr(cache, "embedder", None)
+    es = getattr(embedder, "stats", None)
+    if es is not None:
+        m.counter("gateway_embeddings_total", "Texts run through the embedding model.", ()).values[()] = float(
+            getattr(es, "embedded", 0))
+        refused = m.counter("gateway_embed_refused_total", "Embeddings refused instead of queued.", ("reason",))
+        refused.values[("saturated",)] = float(getattr(es, "saturated", 0))
+        refused.values[("over_budget",)] = float(getattr(es, "over_budget", 0))
     stored = m.counter("gateway_cache_writes_total", "MetaCache entries written and evicted.", ("event",))
     stored.values[("stored",)] = float(getattr(stats, "stored", 0))
     stored.values[("evicted",)] = float(getattr(stats, "evicted", 0))
