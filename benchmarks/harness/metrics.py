@@ -71,7 +71,8 @@ def cache_figures(delta: dict[str, float], seconds: float, requests: int) -> dic
     ]
     if embeds and seconds > 0:
         figures["embeddings_per_s"] = round(max(embeds) / seconds, 1)
-    skipped = [v for k, v in delta.items() if "embed" in k.lower() and any(w in k.lower() for w in ("skip", "saturat", "refus"))]
+    skipped = [v for k, v in delta.items()
+               if "embed" in k.lower() and any(w in k.lower() for w in ("skip", "saturat", "refus"))]
     if skipped:
         figures["embeddings_skipped"] = max(skipped)
     # Prefer the count of phase-4 lookups that really searched (embedding obtained); older
