@@ -52,7 +52,9 @@ class CacheSettings(msgspec.Struct, kw_only=True):
     near_miss_window: int = 128  # recent intents per partition compared by phase 2
     knn_k: int = 4  # phase-4 candidates tried (best first) before giving up
     l1_entries: int = 2048
-    write_embed_budget_ms: float = 2000.0  # when the lookup could not embed, write-back may wait longer
+    # When the lookup could not embed, the write-back tries within the same budget: it must never
+    # queue ahead of lookups, which can turn into hits (the vector is otherwise reused, never redone).
+    write_embed_budget_ms: float = 15.0
 
 
 class CacheRequest(msgspec.Struct, kw_only=True):

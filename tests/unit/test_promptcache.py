@@ -311,7 +311,7 @@ async def test_compression_is_recorded_and_the_client_dict_untouched(rt: SimpleN
     await TransformStage(rt)(ctx, None)  # type: ignore[arg-type]
     figures = ctx.extra["compression"]
     assert figures["tokens_before"] == figures["tokens_after"] == 0  # counted after the answer went out
-    count_compressed_tokens(ctx, None, None)
+    await count_compressed_tokens(ctx, None, None)
     assert figures["phrases_replaced"] >= 10 and 0 < figures["tokens_after"] < figures["tokens_before"]
     assert ctx.changed and ctx.data is not None and ctx.data["system"] != client["system"]
     assert "https://example.com/in-order-to" in ctx.data["system"] and "`in order to`" in ctx.data["system"]
@@ -340,7 +340,7 @@ async def test_large_bodies_are_compressed_in_a_thread(rt: SimpleNamespace, monk
     small = await run(rt, "messages", body(PROSE))
     large = await run(rt, "messages", big)
     assert calls == ["compress_anthropic_messages"]
-    count_compressed_tokens(large, None, None)
+    await count_compressed_tokens(large, None, None)
     assert small.extra["compression"]["phrases_replaced"] > 0 and large.extra["compression"]["tokens_after"] > 0
     assert large.extra["promptcache"]["rule"] == "large"  # marked after compression
 
