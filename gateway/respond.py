@@ -39,6 +39,11 @@ def response_headers(ctx: RequestContext, upstream: aiohttp.ClientResponse | Non
     headers = [("content-type", content_type), ("x-gateway-request-id", ctx.request_id)]
     if upstream is not None:
         headers.extend(passback_headers(upstream.headers))
+    own = ctx.extra.get("response_headers")  # set by stages, e.g. the gateway's own rate limits
+    if own:
+        names = {name for name, _ in own}
+        headers = [h for h in headers if h[0] not in names]  # ours win over the provider's
+        headers.extend(own)
     return headers
 
 

@@ -95,7 +95,8 @@ class CacheStage:
         ctx.status = 200
         ctx.extra["cache"] = {"phase": hit.phase, "tier": hit.tier, "similarity": hit.similarity,
                               "query": hit.query, "tokens_saved": hit.tokens_saved, "response": hit.response}
-        headers = [("x-gateway-request-id", ctx.request_id), ("x-cache-hit", "true"),
+        headers = [*ctx.extra.get("response_headers", ()), ("x-gateway-request-id", ctx.request_id),
+                   ("x-cache-hit", "true"),
                    ("x-cache-similarity", f"{hit.similarity:.4f}"), ("x-tokens-saved", str(hit.tokens_saved)),
                    ("x-cache-phase", str(hit.phase))]
         ctx.t_first_byte = time.perf_counter()

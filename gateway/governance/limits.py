@@ -163,6 +163,8 @@ class Limiter:
         self._store_up()
         if not verdict.ok:
             raise self._refusal(verdict, windows, names, caps, cap_meta, key, tokens, now)
+        if windows:  # like OpenAI: every answer says where the caller stands
+            ctx.extra["response_headers"] = list(_rate_headers(verdict, windows, names).items())
         token_keys = [w.key for w in windows if w.key.endswith(":t")]
         ctx.extra["gov_reservation"] = Reservation(
             verdict.now, token_keys, tokens, prompt, [(c.key, c.ttl_s) for c in caps], cost, ctx.model)
@@ -184,17 +186,7 @@ class Limiter:
     def _refusal(self, v: Verdict, windows: list[Window], names: list[tuple[str, str]], caps: list[Cap],
                  cap_meta: list[tuple[str, Budget]], key: KeyRecord, tokens: int,
                  now: float) -> RateLimited:
-        headers: dict[str, str] = {}
-        for kind in ("requests", "tokens"):
-            idx = [i for i, (_, k) in enumerate(names) if k == kind]
-            if not idx:
-                continue
-            # The scope that refused, else the tightest one.
-            i = next((i for i in idx if v.windows[i].retry_s), min(idx, key=lambda i: windows[i].limit))
-            st, w = v.windows[i], windows[i]
-            headers[f"x-ratelimit-limit-{kind}"] = str(w.limit)
-            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, w.limit - st.used))
-            headers[f"x-ratelimit-reset-{kind}"] = fmt_duration(st.reset_s)
+        headers = _rate_headers(v, windows, names)
         refused = [i for i, st in enumerate(v.windows) if st.retry_s]
         if refused:
             i = refused[0]
@@ -268,3 +260,18 @@ class Limiter:
             tq = self.s.teams.get(team or "", self._team_default)
             out["budget"] = {"usd": tq.budget.usd, "period": tq.budget.period} if tq.budget else None
         return out
+
+
+def _rate_headers(v: Verdict, windows: list[Window], names: list[tuple[str, str]]) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers: the scope that refused, else the tightest one, per kind."""
+    headers: dict[str, str] = {}
+    for kind in ("requests", "tokens"):
+        idx = [i for i, (_, k) in enumerate(names) if k == kind]
+        if not idx:
+            continue
+        i = next((i for i in idx if v.windows[i].retry_s), min(idx, key=lambda i: windows[i].limit))
+        st, w = v.windows[i], windows[i]
+        headers[f"x-ratelimit-limit-{kind}"] = str(w.limit)
+        headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, w.limit - st.used))
+        headers[f"x-ratelimit-reset-{kind}"] = fmt_duration(st.reset_s)
+    return headers

@@ -111,6 +111,10 @@ def test_rpm_holds_across_two_instances_on_one_redis(pair: tuple[Proc, Proc]) ->
     responses = asyncio.run(_fire([a.url, b.url], key, 160))
     ok = [r for r in responses if r.status_code == 200]
     assert 99 <= len(ok) <= 101  # N (+-1%) in total, not N per instance
+    # Admitted answers say where the caller stands too (the gateway's limit, not the provider's).
+    remaining = sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in ok)
+    assert {r.headers["x-ratelimit-limit-requests"] for r in ok} == {"100"}
+    assert remaining[0] <= 1 and remaining[-1] >= 98
     refused = [r for r in responses if r.status_code != 200]
     assert refused
     for r in refused:
