@@ -122,11 +122,12 @@ class GatewayApp:
     def healthz(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
         proto.response_bytes(200, JSON, b'{"status":"alive"}')
 
-    def readyz(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
+    async def readyz(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
         rt = self.rt
         ready = rt is not None and rt.ready
         degraded = dict(rt.degraded) if rt else {}
-        if rt is not None and rt.store is not None and rt.store.degraded:
+        # Ask the store itself: this worker may not have touched it since it went away.
+        if rt is not None and rt.store is not None and (rt.store.degraded or not await rt.store.ping()):
             degraded["store"] = "unreachable: cache, limits and shared counters degraded"
         body = {
             "status": "ready" if ready else "starting",

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from gateway.cache.store import CLEAR, VLOG_MAX, EntryWrite, StoreUnavailable, VecChange, _Breaker
+from gateway.sqlite_thread import connect_wal, create_schema
 
 T = TypeVar("T")
 
@@ -47,9 +48,7 @@ class EmbeddedStore:
             os.makedirs(os.path.dirname(path), exist_ok=True)
         self._busy_ms = busy_timeout_ms
         # Start-up may block: create the schema and switch the file to WAL (a persistent setting).
-        conn = self._connect()
-        conn.executescript(_SCHEMA)
-        conn.close()
+        create_schema(path, _SCHEMA, busy_timeout_ms / 1000)
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
@@ -62,13 +61,7 @@ class EmbeddedStore:
         return self._b.degraded
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, timeout=self._busy_ms / 1000, isolation_level=None, check_same_thread=False
-        )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
-        conn.execute(f"PRAGMA busy_timeout={int(self._busy_ms)}")
-        return conn
+        return connect_wal(self.path, self._busy_ms / 1000)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

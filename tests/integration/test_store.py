@@ -172,3 +172,34 @@ async def test_put_entries_writes_entry_pointer_recent_and_lru_together(store: S
     await asyncio.sleep(0.1)
     assert await store.get("short") is None
     assert await store.get("long") == b"y" and await store.list_range("recent", 10) == [b"r4", b"r3", b"r2"]
+
+
+def _open_and_write(path: str, start_at: float, i: int) -> str:
+    import time as _time
+
+    from gateway.cache.store_embedded import EmbeddedStore
+
+    while _time.time() < start_at:  # every process opens the fresh file at the same moment
+        pass
+    store = EmbeddedStore(path)
+
+    async def go() -> str:
+        await store.set(f"k{i}", b"v")
+        await store.close()
+        return "ok"
+
+    return asyncio.run(go())
+
+
+def test_workers_opening_a_new_embedded_store_together(tmp_path: Path) -> None:
+    """Regression: workers starting at once raced to switch a new file to WAL ("database is locked")."""
+    import concurrent.futures
+    import multiprocessing
+    import time as _time
+
+    path = str(tmp_path / "fresh" / "store.db")
+    start_at = _time.time() + 1.0
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(6, mp_context=ctx) as pool:
+        results = list(pool.map(_open_and_write, [path] * 6, [start_at] * 6, range(6)))
+    assert results == ["ok"] * 6
