@@ -16,6 +16,7 @@ from typing import Any
 
 from benchmarks.harness import charts, results, scenarios, tables
 from benchmarks.harness.runner import Runner
+from benchmarks.harness.variants import VARIANTS
 from gateway.bench import report
 from gateway.bench.progress import Progress, fmt_seconds
 
@@ -64,14 +65,19 @@ def _run(args: argparse.Namespace) -> int:
     progress.log(f"bench: finished in {fmt_seconds(time.monotonic() - started)}")
     for kind, path in paths.items():
         progress.log(f"bench: {kind:>6}: {path}")
-    # "It works" (never a timing): the gateway started and answered at every level it ran.
-    gateway = doc["targets"].get("gateway")
-    if gateway is not None and (
-        gateway["status"] != "ok" or any(lv.get("ok", 1) == 0 for lv in gateway["levels"] if "skipped" not in lv)
-    ):
-        progress.log(f"bench: the gateway did not work: {gateway['status']}")
+    # "It works" (never a timing): the gateway and its variants started and answered at every level.
+    mine = ("gateway", *VARIANTS)
+    failed = [name for name, t in doc["targets"].items() if name in mine and not _worked(t)]
+    for name in failed:
+        progress.log(f"bench: {name} did not work: {doc['targets'][name]['status']}")
+    if failed:
         return 1
     return 0
+
+
+def _worked(target: dict[str, Any]) -> bool:
+    levels = [lv for lv in target["levels"] if "skipped" not in lv]
+    return target["status"] == "ok" and not any(lv.get("ok", 1) == 0 for lv in levels)
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.harness", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the benchmark")
-    run.add_argument("--quick", action="store_true", help="brief levels; gateway, direct and nginx only")
+    run.add_argument("--quick", action="store_true", help="brief levels; gateway (+ 2 variants), direct and nginx only")
     run.add_argument("--targets", help="comma-separated subset, e.g. direct,gateway,nginx")
     run.add_argument("--level-seconds", type=float, help="measured seconds per level")
     run.add_argument("--out", help="results directory (default benchmarks/results, or results/tmp when quick)")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness.scenarios import OVERHEAD, THROUGHPUT
+from benchmarks.harness.variants import VARIANTS
 
 
 def _series(doc: dict[str, Any], scenario: str, field: str, sub: str | None) -> dict[str, tuple[list, list]]:
@@ -71,7 +72,8 @@ def draw(doc: dict[str, Any], out_dir: Path, stem: str, latest: bool) -> dict[st
     peaks: list[float] = []
     largest: list[float] = []
     for name, t in doc["targets"].items():
-        if t.get("peak_rss_mb") is not None:
+        # The variants' peaks cover one short level, not the whole run: not comparable here.
+        if t.get("peak_rss_mb") is not None and name not in VARIANTS:
             names.append(name)
             peaks.append(t["peak_rss_mb"])
             largest.append(t.get("peak_rss_process_mb") or 0)

@@ -155,6 +155,7 @@ class Server:
     peak_rss: int = 0
     peak_rss_process: int = 0
     level_peak_rss: int = 0  # reset by the runner at each level
+    companions: list[Server] = field(default_factory=list)  # started for this one (a compliance service)
     _sampler: threading.Thread | None = None
     _stop_sampling: threading.Event = field(default_factory=threading.Event)
     _cpu_base: float = 0.0
@@ -219,6 +220,8 @@ class Server:
         _signal_group(self.proc.pid, signal.SIGKILL)
         if self._sampler is not None:
             self._sampler.join(timeout=2)
+        for companion in self.companions:
+            companion.stop(timeout)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -13,7 +13,8 @@ from typing import Any
 
 import msgspec
 
-from benchmarks.harness.scenarios import CACHE_MISS, CACHE_MIXED, OVERHEAD, STREAM, THROUGHPUT
+from benchmarks.harness.scenarios import CACHE_MISS, CACHE_MIXED, FEATURES, OVERHEAD, STREAM, THROUGHPUT
+from benchmarks.harness.variants import ALL_ON_LABEL, DELTAS, LADDER, VARIANTS
 from gateway.bench import report, stats
 
 
@@ -30,7 +31,11 @@ def _baseline(direct: dict[str, dict[str, Any]], level: dict[str, Any]) -> dict[
     rate = level["value"]
     if level["scenario"] == STREAM:
         return direct.get(f"{STREAM}@{rate}rps")
-    return direct.get(f"{OVERHEAD}@{rate}rps") or direct.get(f"{CACHE_MISS}@{rate}rps")
+    return (
+        direct.get(f"{OVERHEAD}@{rate}rps")
+        or direct.get(f"{FEATURES}@{rate}rps")
+        or direct.get(f"{CACHE_MISS}@{rate}rps")
+    )
 
 
 def add_overheads(doc: dict[str, Any]) -> None:
@@ -51,6 +56,72 @@ def add_overheads(doc: dict[str, Any]) -> None:
             if level["scenario"] == STREAM:
                 ttfb = stats.overhead(_summary(level.get("ttfb_ms")), _summary(base.get("ttfb_ms")))
                 level["ttfb_overhead_ms"] = None if ttfb is None else msgspec.structs.asdict(ttfb)
+
+
+MIN_SUCCESS = 0.999  # a feature level below this did not pass its requests through
+
+
+def _feature_level(doc: dict[str, Any], name: str, rate: int) -> dict[str, Any] | None:
+    """A variant's level at the feature rate; for the everything-on gateway, its overhead level."""
+    levels = _levels(doc, name)
+    return levels.get(f"{FEATURES}@{rate}rps") or levels.get(f"{OVERHEAD}@{rate}rps")
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a - b, 3)
+
+
+def feature_costs(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """Each variant's overhead at the feature rate and what each feature adds, or None without variants.
+
+    A feature's cost is the difference of two variants' latency percentiles at the same rate (the
+    same as the difference of their overheads, without the direct call's noise in it).
+    """
+    if not any(name in VARIANTS for name in doc["targets"]):
+        return None
+    rate = int(doc.get("settings", {}).get("feature_rate", 500))
+    rows, lat, ok, cpu = [], {}, {}, {}
+    for name in LADDER:
+        if name not in doc["targets"]:
+            continue
+        lv = _feature_level(doc, name, rate)
+        lat[name] = (lv or {}).get("latency_ms") or {}
+        ok[name] = (lv or {}).get("success_rate", 0.0) >= MIN_SUCCESS
+        cpu[name] = ((lv or {}).get("resources") or {}).get("cpu_s_per_1k")
+        over = (lv or {}).get("overhead_ms") or {}
+        res = (lv or {}).get("resources") or {}
+        rows.append(
+            {
+                "target": name,
+                "label": VARIANTS[name].label if name in VARIANTS else ALL_ON_LABEL,
+                "status": doc["targets"][name].get("status", "ok"),
+                "overhead_p50": over.get("p50"),
+                "overhead_p99": over.get("p99"),
+                "success_rate": None if lv is None else lv.get("success_rate"),
+                "cpu_ms_per_request": res.get("cpu_s_per_1k"),  # CPU s per 1,000 = CPU ms per request
+                "requests": res.get("requests_total"),
+                "counts": (lv or {}).get("feature_counts") or {},
+            }
+        )
+    deltas = []
+    for what, slower, faster, bound in DELTAS:
+        a, b = lat.get(slower) or {}, lat.get(faster) or {}
+        p50 = _diff(a.get("p50"), b.get("p50"))
+        deltas.append(
+            {
+                "feature": what,
+                "slower": slower,
+                "faster": faster,
+                "p50": p50,
+                "p99": _diff(a.get("p99"), b.get("p99")),
+                # CPU per request: steadier than a percentile difference at a rate far below capacity
+                "cpu_ms": _diff(cpu.get(slower), cpu.get(faster)),
+                "bound_ms": bound,
+                # A variant that refused or lost requests was not passing them through: not met.
+                "ok": None if p50 is None else p50 < bound and ok[slower] and ok[faster],
+            }
+        )
+    return {"rate": rate, "variants": rows, "deltas": deltas}
 
 
 def _check(name: str, measured: Any, target: str, ok: bool | None) -> dict[str, Any]:
@@ -136,6 +207,17 @@ def checks(doc: dict[str, Any]) -> list[dict[str, Any]]:
                     hit and f"{hit} ms",
                     "< 1 ms",
                     None if hit is None else hit < 1.0,
+                )
+            )
+    if (costs := feature_costs(doc)) is not None:
+        for d in costs["deltas"]:
+            near_zero = " (≈ 0)" if d["slower"] == "gateway-compliance" else ""
+            out.append(
+                _check(
+                    f"{d['feature']} p50",
+                    None if d["p50"] is None else f"{d['p50']:+} ms",
+                    f"< {d['bound_ms']:g} ms{near_zero}",
+                    d["ok"],
                 )
             )
     t = doc["targets"].get("gateway") or {}

@@ -8,6 +8,7 @@ and the mock's CPU are recorded at every level to show neither was the bottlenec
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import resource
@@ -21,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import driver, metrics, procs, profile, scenarios, targets
-from benchmarks.harness.scenarios import Level, Plan
+from benchmarks.harness.scenarios import FEATURES, Level, Plan
+from benchmarks.harness.variants import VARIANTS
 from gateway.bench.progress import Progress
 
 SATURATED_P50_MS = 1000.0
@@ -142,6 +144,7 @@ class Runner:
                 "chunk_interval_ms": self.plan.chunk_interval_ms,
                 "model": targets.MODEL,
                 "open_loop_max_connections": self.plan.open_max_connections,
+                "feature_rate": self.plan.feature_rate,
                 "driver": "benchmarks/driver/loadgen.c (epoll, HTTP/1.1 keep-alive)",
             },
             "versions": self._versions(),
@@ -274,12 +277,15 @@ class Runner:
             rate=float(level.value) if level.mode == "open" else 0.0,
             connections=level.value if level.mode == "closed" else self.plan.open_max_connections,
         )
-        scrape = server is not None and target.name.startswith("gateway")
+        scrape = server is not None and target.name.startswith("gateway") and level.scenario != FEATURES
         before = metrics.scrape(base) if scrape else None
+        counts0 = _feature_counts(target.name, base, server) if level.scenario == FEATURES else {}
         cpu0 = server.cpu_s() if server else 0.0
         self._ensure_mock()
         mock = self.mock
         mock_cpu0 = mock.cpu_s()
+        companions = server.companions if server is not None else []
+        companion_cpu0 = sum(c.cpu_s() for c in companions)
         if server is not None:
             server.level_peak_rss = 0
         spy, spy_out = None, self.log_dir / f"profile-{target.name}-{level.key}.txt"
@@ -308,9 +314,12 @@ class Runner:
                 cpu_s_per_1k=round(cpu / total_done * 1000, 4) if total_done else None,
                 rss_peak_mb=round(server.level_peak_rss / 2**20, 1),
             )
+        if companions:  # a compliance service on the rig's core: ours, not another process's noise
+            res["companion_cpu_util"] = round((sum(c.cpu_s() for c in companions) - companion_cpu0) / wall, 3)
         # CPU used by processes that are not part of the benchmark (a busy shared machine): noise.
         busy = sum(res["core_util"].values())
         ours = res["mock_cpu_util"] + (record["driver"]["cpu_util"] or 0.0) + res.get("cpu_util", 0.0)
+        ours += res.get("companion_cpu_util", 0.0)
         res["other_cpu"] = round(max(0.0, busy - ours), 3)
         record["resources"] = res
         if scrape:
@@ -318,6 +327,9 @@ class Runner:
             if delta:
                 record["metrics_delta"] = delta
                 record.update(metrics.cache_figures(delta, wall, total_done))
+        if level.scenario == FEATURES and server is not None:
+            counts = _feature_counts(target.name, base, server)
+            record["feature_counts"] = {k: v - counts0.get(k, 0) for k, v in counts.items() if v != counts0.get(k, 0)}
         if record["errors"] and server is not None and (line := server.last_error()):
             record["error_sample"] = line
         p50 = (record.get("latency_ms") or {}).get("p50", 0.0)
@@ -328,6 +340,25 @@ class Runner:
             )
         self.progress.log(_one_line(target.name, record))
         return record
+
+
+def _feature_counts(name: str, base: str, server: procs.Server | None) -> dict[str, int]:
+    """A governed variant's policy counters (flags, blocks, timeouts, errors) and the checks its
+    compliance service answered: the proof that the checks ran and that none refused or timed out."""
+    variant = VARIANTS.get(name)
+    if server is None or variant is None or not variant.governed:
+        return {}
+    counts: dict[str, int] = {}
+    status, body = procs.http_ok(f"{base}/admin/governance", None, {}, timeout=3.0)
+    with contextlib.suppress(ValueError, AttributeError):
+        if status == 200:
+            counts.update({f"policy {k}": int(v) for k, v in json.loads(body).get("policies", {}).items()})
+    for companion in server.companions:
+        status, body = procs.http_ok(f"http://127.0.0.1:{companion.port}/", None, {}, timeout=3.0)
+        with contextlib.suppress(ValueError, AttributeError, KeyError):
+            if status == 200:
+                counts["compliance checks"] = int(json.loads(body)["checks"])
+    return counts
 
 
 def _one_line(name: str, r: dict[str, Any]) -> str:

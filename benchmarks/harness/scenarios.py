@@ -1,4 +1,4 @@
-"""The scenarios and their load levels: overhead, throughput, cache modes, streaming (plus resources).
+"""The scenarios and their load levels: overhead, throughput, cache modes, streaming, feature costs.
 
 A Plan lists the levels of one run; `levels_for(target)` says which a target gets. Request bodies
 are templates for the driver: "{ID}" becomes a unique id, "{WORDS}" six words chosen by it.
@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 import msgspec
 
 from benchmarks.harness.targets import MODEL
+from benchmarks.harness.variants import ALL_ON, VARIANTS
 
 OVERHEAD, THROUGHPUT, CACHE_MISS, CACHE_MIXED, STREAM = "overhead", "throughput", "miss", "mixed", "stream"
+FEATURES = "features"  # the gateway variants (variants.py) at one rate, measured like the overhead levels
 
 # Which targets run which scenario. The cache modes need the gateway's cache; the direct call at the
 # same rates is their baseline. nginx, LiteLLM and Portkey run with their defaults (no cache).
@@ -46,6 +48,7 @@ class Plan:
     mixed_rates: list[int]
     stream_rate: int
     targets: list[str]
+    feature_rate: int = 500  # the variants' one open-loop level (pass-through bodies, like the overhead ones)
     mock_latency_ms: int = 60
     stream_chunks: int = 50
     chunk_interval_ms: float = 2.0
@@ -53,7 +56,16 @@ class Plan:
     settings: dict[str, object] = field(default_factory=dict)
 
     def levels_for(self, target: str) -> list[Level]:
+        if target in VARIANTS:
+            return [Level(FEATURES, "open", self.feature_rate)]
         levels = [Level(OVERHEAD, "open", r) for r in self.overhead_rates]
+        if (
+            target in (BASELINE, ALL_ON)
+            and self.feature_rate not in self.overhead_rates
+            and any(t in VARIANTS for t in self.targets)
+        ):
+            # The variants' baseline and the everything-on figure, unless an overhead level has them.
+            levels.append(Level(FEATURES, "open", self.feature_rate))
         levels += [Level(THROUGHPUT, "closed", c) for c in self.connections]
         if target in CACHE_TARGETS:
             levels += [Level(CACHE_MISS, "open", r) for r in self.miss_rates]
@@ -68,7 +80,9 @@ class Plan:
 
 
 def full_plan() -> Plan:
-    """`make bench`: every target, 4 s levels after 1 s warm-up; about 8-9 minutes on 2 cores."""
+    """`make bench`: every target and every gateway variant, 4 s levels after 1 s warm-up; about 8 minutes
+    on 2 cores. The variants follow the gateway, so the feature costs compare figures taken minutes apart
+    at most."""
     return Plan(
         name="full",
         level_s=4.0,
@@ -79,12 +93,14 @@ def full_plan() -> Plan:
         miss_rates=[50, 150, 500],
         mixed_rates=[100, 500],
         stream_rate=100,
-        targets=["direct", "gateway", "gateway-2w", "nginx", "litellm", "litellm-1.82.6", "portkey"],
+        targets=["direct", "gateway", *VARIANTS, "gateway-2w", "nginx", "litellm", "litellm-1.82.6", "portkey"],
     )
 
 
 def quick_plan() -> Plan:
-    """`make bench-quick` (CI): every scenario briefly, only the gateway, direct and nginx."""
+    """`make bench-quick` (CI): every scenario briefly, only the gateway, direct and nginx, plus the bare
+    and the compliance variants so the feature-cost path (GATEWAY_DISABLE, governance, the compliance
+    service) runs too."""
     return Plan(
         name="quick",
         level_s=1.5,
@@ -95,7 +111,7 @@ def quick_plan() -> Plan:
         miss_rates=[50, 300],
         mixed_rates=[300],
         stream_rate=50,
-        targets=["direct", "gateway", "nginx"],
+        targets=["direct", "gateway", "gateway-bare", "gateway-compliance", "nginx"],
     )
 
 

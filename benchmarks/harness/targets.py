@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.harness import procs
+from benchmarks.harness.variants import COMPLIANCE_LATENCY_MS, VARIANTS, Variant, governance_config
 
 HERE = Path(__file__).resolve().parent.parent
 REPO = HERE.parent
@@ -128,10 +129,10 @@ def start_mock(rig: Rig, latency_ms: int, chunks: int, chunk_interval_ms: float)
     return procs.start("mock", procs.pinned(cmd, rig.rig_cores), port, rig.log_dir, cwd=str(rig.workdir))
 
 
-def _start_gateway(workers: int) -> Callable[[Rig], procs.Server]:
+def _start_gateway(workers: int, variant: Variant | None = None) -> Callable[[Rig], procs.Server]:
     def start(rig: Rig) -> procs.Server:
         port = procs.free_port()
-        name = f"gateway-{workers}w"
+        name = variant.name if variant is not None else f"gateway-{workers}w"
         cores = rig.gateway_cores if workers == 1 else None
         gw = gateway_command()
         if gw is None or rig.standin:
@@ -153,9 +154,45 @@ def _start_gateway(workers: int) -> Callable[[Rig], procs.Server]:
         # Its own empty directory: an embedded store left by an earlier run must not serve hits.
         home = rig.workdir / name
         home.mkdir(exist_ok=True)
-        return procs.start(name, procs.pinned(cmd, cores), port, rig.log_dir, cwd=str(home))
+        if variant is None:
+            return procs.start(name, procs.pinned(cmd, cores), port, rig.log_dir, cwd=str(home))
+        return _start_variant(variant, rig, cmd, port, cores, home)
 
     return start
+
+
+def _start_variant(
+    variant: Variant, rig: Rig, cmd: list[str], port: int, cores: str | None, home: Path
+) -> procs.Server:
+    """A feature-cost variant: capabilities off through the environment, governance through a file."""
+    env = {"GATEWAY_DISABLE": ",".join(variant.disable)}
+    companions: list[procs.Server] = []
+    if variant.governed:
+        url = None
+        if variant.compliance:
+            checker = start_compliance(rig)
+            companions.append(checker)
+            url = f"http://127.0.0.1:{checker.port}/check"
+        config = home / "gateway.yaml"  # JSON is YAML
+        config.write_text(json.dumps(governance_config(url), indent=2))
+        cmd = [*cmd, "--config", str(config)]
+    server = procs.start(variant.name, procs.pinned(cmd, cores), port, rig.log_dir, env=env, cwd=str(home))
+    server.companions = companions
+    return server
+
+
+def start_compliance(rig: Rig) -> procs.Server:
+    """The compliance service of the `http` policy, on the rig's core like the mock."""
+    port = procs.free_port()
+    env = {"COMPLIANCE_LATENCY_MS": str(COMPLIANCE_LATENCY_MS), "PYTHONPATH": str(REPO)}
+    cmd = _granian("benchmarks.harness.compliance:app", port, 1)
+    server = procs.start("compliance", procs.pinned(cmd, rig.rig_cores), port, rig.log_dir, env=env, cwd=str(REPO))
+    try:
+        procs.wait_for_port(port, 30, server.proc)
+    except (RuntimeError, TimeoutError):
+        server.stop()
+        raise
+    return server
 
 
 def _gateway_version() -> str | None:
@@ -330,6 +367,10 @@ def catalogue() -> dict[str, Target]:
             version=_gateway_version,
             ready_timeout=90,
         ),
+        **{
+            v.name: Target(v.name, v.label, _start_gateway(1, v), version=_gateway_version, ready_timeout=90)
+            for v in VARIANTS.values()
+        },
         "gateway-2w": Target(
             "gateway-2w",
             "gateway, 2 workers, unpinned (shares both cores)",

@@ -101,7 +101,7 @@ def test_quick_plan_covers_every_scenario_for_the_gateway() -> None:
     plan = scenarios.quick_plan()
     kinds = {lv.scenario for lv in plan.levels_for("gateway")}
     assert kinds == {"overhead", "throughput", "miss", "mixed", "stream"}
-    assert plan.targets == ["direct", "gateway", "nginx"]
+    assert plan.targets == ["direct", "gateway", "gateway-bare", "gateway-compliance", "nginx"]
     direct_rates = {lv.value for lv in plan.levels_for("direct") if lv.mode == "open"}
     assert set(plan.miss_rates + plan.mixed_rates) <= direct_rates  # every cache rate has a baseline
     assert {lv.scenario for lv in plan.levels_for("nginx")} == {"overhead", "throughput", "stream"}
@@ -109,7 +109,9 @@ def test_quick_plan_covers_every_scenario_for_the_gateway() -> None:
 
 def test_full_plan_has_every_peer() -> None:
     plan = scenarios.full_plan()
-    assert {"direct", "gateway", "nginx", "litellm", "litellm-1.82.6", "portkey", "gateway-2w"} == set(plan.targets)
+    peers = {"direct", "gateway", "nginx", "litellm", "litellm-1.82.6", "portkey", "gateway-2w"}
+    variants = {"gateway-bare", "gateway-no-observe", "gateway-governed", "gateway-compliance"}
+    assert peers | variants == set(plan.targets)
     assert plan.overhead_rates == [100, 300, 500, 1000] and plan.connections == [50, 150, 300, 1000]
 
 
