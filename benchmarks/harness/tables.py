@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from benchmarks.harness import profile, results
@@ -40,55 +41,47 @@ def _status_row(name: str, target: dict[str, Any], width: int) -> list[str] | No
     return [f"**{name}**", target["status"], *[""] * (width - 2)]
 
 
-def _overhead_table(doc: dict[str, Any], rates: list[int]) -> list[str]:
-    head = ["target", *[f"{r} RPS: p50 / p99 / max (success)" for r in rates]]
+def _per_target_table(doc: dict[str, Any], head: list[str], keys: list[str],
+                      cell: Callable[[str, dict[str, Any]], str]) -> list[str]:
+    """A row per main target, a cell per level key ("–" when absent, the reason when skipped)."""
     rows = []
     for name, t in _main_targets(doc):
         if (status := _status_row(name, t, len(head))) is not None:
             rows.append(status)
             continue
         levels, cells = _by_key(t), [f"**{name}**"]
-        for r in rates:
-            lv = levels.get(f"{OVERHEAD}@{r}rps")
-            if lv is None:
-                cells.append("–")
-            elif "skipped" in lv:
-                cells.append(lv["skipped"])
-            elif name == "direct":
-                lat = lv.get("latency_ms") or {}
-                cells.append(
-                    f"{_f(lat.get('p50'))} / {_f(lat.get('p99'))} / {_f(lat.get('max'))} ms ({lv['success_rate']:.1%})"
-                )
-            else:
-                o = lv.get("overhead_ms") or {}
-                cells.append(
-                    f"{_signed(o.get('p50'), 2)} / {_signed(o.get('p99'))} / {_signed(o.get('max'))} "
-                    f"({lv['success_rate']:.1%})"
-                )
+        for key in keys:
+            lv = levels.get(key)
+            cells.append("–" if lv is None else lv["skipped"] if "skipped" in lv else cell(name, lv))
         rows.append(cells)
     return _table(head, rows)
+
+
+def _overhead_cell(name: str, lv: dict[str, Any]) -> str:
+    if name == "direct":
+        lat = lv.get("latency_ms") or {}
+        return f"{_f(lat.get('p50'))} / {_f(lat.get('p99'))} / {_f(lat.get('max'))} ms ({lv['success_rate']:.1%})"
+    o = lv.get("overhead_ms") or {}
+    return (f"{_signed(o.get('p50'), 2)} / {_signed(o.get('p99'))} / {_signed(o.get('max'))} "
+            f"({lv['success_rate']:.1%})")
+
+
+def _throughput_cell(name: str, lv: dict[str, Any]) -> str:
+    lat = lv.get("latency_ms") or {}
+    cell = f"{lv['rps']:,.0f} · {_f(lat.get('p50'))} / {_f(lat.get('p99'))} · {lv['errors']:,}"
+    if lv.get("unfinished"):
+        cell += f" ({lv['unfinished']:,} conn. never answered)"
+    return cell
+
+
+def _overhead_table(doc: dict[str, Any], rates: list[int]) -> list[str]:
+    head = ["target", *[f"{r} RPS: p50 / p99 / max (success)" for r in rates]]
+    return _per_target_table(doc, head, [f"{OVERHEAD}@{r}rps" for r in rates], _overhead_cell)
 
 
 def _throughput_table(doc: dict[str, Any], conns: list[int]) -> list[str]:
     head = ["target", *[f"{c} conn: RPS · p50 / p99 ms · errors" for c in conns]]
-    rows = []
-    for name, t in _main_targets(doc):
-        if (status := _status_row(name, t, len(head))) is not None:
-            rows.append(status)
-            continue
-        levels, cells = _by_key(t), [f"**{name}**"]
-        for c in conns:
-            lv = levels.get(f"{THROUGHPUT}@{c}conn")
-            if lv is None or "skipped" in lv:
-                cells.append("–" if lv is None else lv["skipped"])
-                continue
-            lat = lv.get("latency_ms") or {}
-            cell = f"{lv['rps']:,.0f} · {_f(lat.get('p50'))} / {_f(lat.get('p99'))} · {lv['errors']:,}"
-            if lv.get("unfinished"):
-                cell += f" ({lv['unfinished']:,} conn. never answered)"
-            cells.append(cell)
-        rows.append(cells)
-    return _table(head, rows)
+    return _per_target_table(doc, head, [f"{THROUGHPUT}@{c}conn" for c in conns], _throughput_cell)
 
 
 def _cache_table(doc: dict[str, Any]) -> list[str]:
