@@ -149,8 +149,12 @@ async def install(app: GatewayApp, rt: Runtime) -> None:
             rt.degraded["embedding"] = "model unavailable: semantic cache (phase 4) off"
         else:
             rt.on_close(embedder.close)
-    settings = CacheSettings(**msgspec.structs.asdict(cfg))
-    cache = MetaCache(rt.store, settings, embedder, overloaded=rt.loop_monitor.busy)
+    fields = msgspec.structs.asdict(cfg)
+    busy_lag_ms = fields.pop("busy_lag_ms")
+    settings = CacheSettings(**fields)
+    rt.loop_monitor.busy_ms = busy_lag_ms
+    overloaded = rt.loop_monitor.busy if busy_lag_ms > 0 else None
+    cache = MetaCache(rt.store, settings, embedder, overloaded=overloaded)
     stage = CacheStage(rt, cache, SingleFlight())
     rt.cache = cache
     rt.before_stages.append(stage)

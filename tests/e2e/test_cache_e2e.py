@@ -22,6 +22,8 @@ def _config(path: Path, mock: Proc, redis_url: str | None) -> Path:
         "auth": {"enabled": True, "keys": [{"id": "team-a", "key_env": "E2E_API_KEY"},
                                            {"id": "team-b", "key_env": "E2E_API_KEY_B"}]},
         "store": {"redis_url": redis_url or "", "embedded_path": str(path.parent / "cache-store.db")},
+        # Phase 4 always runs here: a loaded CI machine must not turn it into a load-shedding skip.
+        "cache": {"embed_budget_ms": 10_000, "busy_lag_ms": 0},
         "providers": {"up": {"kind": "compatible", "base_url": mock.url},
                       "claude": {"kind": "anthropic", "base_url": mock.url}},
         "models": [{"name": "gpt-4o-mini", "deployments": [{"provider": "up"}]},

@@ -419,7 +419,9 @@ async def test_single_flight_with_the_cache(make_cache: Any) -> None:
 
 
 async def test_lookup_timings(make_cache: Any, backend: tuple[str | None, str]) -> None:
-    cache = make_cache()
+    # A generous budget: this test checks which phase answers, so a loaded CI machine must not turn
+    # phase 4 into a budget skip (that behaviour has its own test).
+    cache = make_cache(embed_budget_ms=10_000)
     await put(cache, "What is the capital of Portugal?")
     await put(cache, "How do I reverse a list in Python?")
     tools = chat("Weather?", tools=[{"type": "function", "function": {"name": "w"}}])
