@@ -72,7 +72,7 @@ async def install(app: GatewayApp, rt: Runtime) -> None:
     counters: Counters | None = await open_counters(store, settings.window_s)
     keystore = KeyStore(store, settings.key_cache_ttl_s)
     activate(keystore)
-    limiter = Limiter(settings, counters, keystore, PriceTable(settings.prices))
+    limiter = Limiter(settings, counters, keystore, PriceTable(settings.prices, rt.prices))
     http = None
     if any(p.kind == "http" for specs in settings.policies.values() for p in specs):
         http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))

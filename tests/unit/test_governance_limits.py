@@ -188,12 +188,18 @@ async def test_no_quota_means_no_store_call() -> None:
     assert limiter.bypassed == 0
 
 
-def test_price_table_prefix_and_override() -> None:
+def test_price_table_override_then_the_gateways_table() -> None:
+    from gateway.pricing import ModelPrice, PricingConfig
+    from gateway.pricing import PriceTable as GatewayPrices
+
     table = PriceTable({"house": Price(1, 2)})
-    assert table.cost("house", 1_000_000, 1_000_000) == pytest.approx(3.0)
+    assert table.cost("house-v2", 1_000_000, 1_000_000) == pytest.approx(3.0)  # longest prefix
     plain = PriceTable({})
-    assert plain.per_token("gpt-4o-mini-2024-07-18") == pytest.approx((0.15e-6, 0.6e-6))
-    assert plain.per_token("something-new") == pytest.approx((1e-6, 3e-6))
+    assert plain.cost("gpt-4o-mini-2024-07-18", 1_000_000, 1_000_000) == pytest.approx(0.15 + 0.60)
+    assert plain.cost("something-new", 1_000_000, 1_000_000) == pytest.approx(1.0 + 3.0)  # UNPRICED
+    # The `pricing:` section reaches budgets too: one price table for the ledger and governance.
+    configured = PriceTable({}, GatewayPrices(PricingConfig(models={"something-new": ModelPrice(input=10, output=20)})))
+    assert configured.cost("something-new", 1_000_000, 1_000_000) == pytest.approx(30.0)
 
 
 def test_quota_of_a_virtual_key_overrides_the_defaults() -> None:
