@@ -18,115 +18,38 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any
 
 import msgspec
 import numpy as np
 
 from gateway.cache import intent
 from gateway.cache import keys as K
+from gateway.cache.groupcommit import GroupCommit
+from gateway.cache.recent import Recent, RecentIntents
+from gateway.cache.recent import encode as encode_recent
 from gateway.cache.replay import reusable_answer
 from gateway.cache.semantic import VectorIndex
 from gateway.cache.store import EntryWrite, Store, StoreUnavailable
+from gateway.cache.types import (
+    ENTRY_CODEC,
+    TIERS,
+    CacheHit,
+    CacheRequest,
+    CacheSettings,
+    CacheStats,
+    Embedder,
+    Entry,
+    PhaseStats,
+    Verifier,
+)
 from gateway.cache.verify import verify
+
+__all__ = ["TIERS", "CacheHit", "CacheRequest", "CacheSettings", "CacheStats", "MetaCache", "PhaseStats"]
 
 ENDPOINTS = frozenset({"chat", "messages", "completions"})
 SHARED = "\x00shared"  # the tenant of every request under scope="shared" (no key id looks like it)
-TIERS = {1: "intent", 2: "near_miss", 3: "exact", 4: "semantic"}
-RECENT_TTL_S = 0.25  # other workers' new intents reach phase 2 here within this time
 EVICT_EVERY = 32
-
-
-class CacheSettings(msgspec.Struct, kw_only=True):
-    enabled: bool = True
-    semantic_threshold: float = 0.90
-    near_miss_threshold: float = 0.85  # Jaccard of normalised token sets, see intent.py for why
-    ttl_s: float = 3600.0
-    max_entries: int = 10_000
-    only_temperature_zero: bool = True
-    scope: Literal["key", "shared"] = "key"
-    semantic: bool = True  # phase 4 on (also needs an embedder)
-    embed_budget_ms: float = 50.0
-    verifier: bool = True  # off only for the quality benchmark: phases 2 and 4 then trust the score
-    near_miss_window: int = 128  # recent intents per partition compared by phase 2
-    knn_k: int = 4  # phase-4 candidates tried (best first) before giving up
-    l1_entries: int = 2048
-    # When the lookup could not embed, the write-back tries within the same budget: it must never
-    # queue ahead of lookups, which can turn into hits (the vector is otherwise reused, never redone).
-    write_embed_budget_ms: float = 15.0
-
-
-class CacheRequest(msgspec.Struct, kw_only=True):
-    tenant: str  # the key id; ignored under scope "shared"
-    endpoint: str  # "chat" | "messages" | "completions"
-    body: dict[str, Any]
-    no_cache: bool = False  # Cache-Control: no-cache: skip the lookup (still written back)
-    no_store: bool = False  # Cache-Control: no-store: never written
-    semantic_threshold: float | None = None  # the route's override, resolved at start-up
-    scope: Literal["key", "shared"] | None = None  # the route's override
-
-
-class CacheHit(msgspec.Struct):
-    phase: int
-    tier: str
-    similarity: float
-    query: str  # the stored query that matched (for the audit log)
-    response: bytes  # the stored non-streamed JSON body in the endpoint's protocol
-    tokens_saved: int
-
-
-class Entry(msgspec.Struct, array_like=True):
-    query: str
-    intent: str
-    response: bytes
-    tokens_saved: int
-    expires: float  # wall clock
-
-
-class Recent(NamedTuple):
-    exact: str
-    tokens: list[str]
-    token_set: frozenset[str]
-    query: str
-
-
-class Verdict(Protocol):
-    @property
-    def ok(self) -> bool: ...
-
-
-class Embedder(Protocol):
-    """What the cache needs from gateway.embed.Embedder."""
-
-    async def embed_one(self, text: str, *, budget_ms: float) -> np.ndarray | None: ...
-
-
-Verifier = Callable[[str, str, float | None], Verdict]
-_entry_codec = (msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(Entry))
-_recent_codec = (msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(tuple[str, str, str]))
-
-
-@dataclass(slots=True)
-class PhaseStats:
-    lookups: int = 0
-    hits: int = 0
-    skips: int = 0  # phase not applicable (structured text, no embedder, saturated, store down)
-    vetoes: int = 0  # a candidate above the threshold that the verifier refused
-
-
-@dataclass(slots=True)
-class CacheStats:
-    phases: dict[int, PhaseStats] = field(default_factory=lambda: {p: PhaseStats() for p in TIERS})
-    lookups: int = 0
-    hits: int = 0
-    not_cacheable: int = 0
-    stored: int = 0
-    not_stored: int = 0  # errors, truncated answers, no-store
-    evicted: int = 0
-    store_errors: int = 0
-    overload_skips: int = 0  # phase 4 skipped because the worker's loop lagged
-    semantic_searches: int = 0  # phase-4 lookups that got their embedding and searched the index
 
 
 class MetaCache:
@@ -146,11 +69,8 @@ class MetaCache:
         # When the worker is CPU-bound, phase 4 (an embedding) is skipped instead of queued.
         self._overloaded = overloaded
         self._writes = 0
-        self._recent: OrderedDict[str, tuple[float, list[Recent]]] = OrderedDict()
-        self._recent_reads: dict[str, asyncio.Future[list[Recent]]] = {}
-        self._wq: list[EntryWrite] = []  # entry writes waiting for the next group commit
-        self._wq_done: asyncio.Future[None] | None = None
-        self._flusher: asyncio.Future[None] | None = None
+        self._recent = RecentIntents(store, self.settings.near_miss_window)
+        self._writer = GroupCommit(store)
         self.index = VectorIndex(store, on_clear=self._drop_l1)
         self._l1: OrderedDict[str, Entry] = OrderedDict()
         self._vecs: OrderedDict[str, np.ndarray] = OrderedDict()  # exact key -> the lookup's vector
@@ -239,69 +159,11 @@ class MetaCache:
             return None
         return self._hit(1, 1.0, k.partition, ptr.decode(), entry)
 
-    async def _recent_intents(self, partition: str) -> list[Recent]:
-        """The partition's recent intents, decoded once and kept for RECENT_TTL_S in this worker."""
-        now = time.monotonic()
-        cached = self._recent.get(partition)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        # One read per partition at a time: concurrent lookups share it instead of piling up.
-        reading = self._recent_reads.get(partition)
-        if reading is None:
-            reading = asyncio.ensure_future(self._read_recent(partition))
-            self._recent_reads[partition] = reading
-            reading.add_done_callback(lambda _: self._recent_reads.pop(partition, None))
-        return await asyncio.shield(reading)
-
-    async def _read_recent(self, partition: str) -> list[Recent]:
-        now = time.monotonic()
-        raw = await self._store.list_range(K.recent_key(partition), self.settings.near_miss_window)
-        items = []
-        for item in raw:
-            exact, norm, query = _recent_codec[1].decode(item)
-            other = norm.split(" ")
-            items.append(Recent(exact, other, frozenset(other), query))
-        self._recent[partition] = (now + RECENT_TTL_S, items)
-        self._recent.move_to_end(partition)
-        while len(self._recent) > 1024:
-            self._recent.popitem(last=False)
-        return items
-
-    async def _put(self, item: EntryWrite) -> None:
-        """Group commit: writes that arrive while a batch is being written go out together in the
-        next one (one round trip, one transaction), so a burst of misses costs a few commits."""
-        self._wq.append(item)
-        if self._wq_done is None:
-            self._wq_done = asyncio.get_running_loop().create_future()
-            self._wq_done.add_done_callback(_retrieve)
-        done = self._wq_done
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.ensure_future(self._flush_writes())
-        await asyncio.shield(done)
-
-    async def _flush_writes(self) -> None:
-        while self._wq:
-            batch, self._wq = self._wq, []
-            done, self._wq_done = self._wq_done, None
-            assert done is not None
-            try:
-                await self._store.put_entries(batch)
-            except Exception as exc:
-                done.set_exception(exc)
-            else:
-                done.set_result(None)
-
-    def _remember_recent(self, partition: str, item: Recent) -> None:
-        """This worker sees its own write at once, without re-reading the list."""
-        cached = self._recent.get(partition)
-        if cached is not None:
-            self._recent[partition] = (cached[0], [item, *cached[1]][: self.settings.near_miss_window])
-
     async def _near_miss(self, k: K.Keys, toks: list[str]) -> CacheHit | None:
         s = self.settings
         mine = set(toks)
         n, scored = len(mine), []
-        for r in await self._recent_intents(k.partition):
+        for r in await self._recent.get(k.partition):
             m = len(r.token_set)
             if min(n, m) < s.near_miss_threshold * max(n, m):  # Jaccard can't reach the bar
                 continue
@@ -383,7 +245,7 @@ class MetaCache:
         if raw is None:
             return None
         try:
-            entry = _entry_codec[1].decode(raw)
+            entry = ENTRY_CODEC[1].decode(raw)
         except msgspec.DecodeError:
             return None  # written by an incompatible version: a miss, overwritten on write-back
         self._l1_put(exact, entry)
@@ -413,15 +275,14 @@ class MetaCache:
         pointer = recent = None
         if norm:
             pointer = (K.intent_key(k.partition, K.signature_digest(norm)), k.exact.encode())
-            item = _recent_codec[0].encode((k.exact, norm, entry.query))
+            item = encode_recent(k.exact, norm, entry.query)
             recent = (K.recent_key(k.partition), item, s.near_miss_window)
         try:
-            await self._put(EntryWrite((K.entry_key(k.exact), _entry_codec[0].encode(entry)), pointer, recent,
+            await self._writer.put(EntryWrite((K.entry_key(k.exact), ENTRY_CODEC[0].encode(entry)), pointer, recent,
                                        (K.LRU_GROUP, K.lru_member(k.partition, k.exact)), s.ttl_s))
             self._l1_put(k.exact, entry)
             if norm:
-                self._remember_recent(k.partition, Recent(k.exact, norm.split(" "), frozenset(norm.split(" ")),
-                                                          entry.query))
+                self._recent.remember(k.partition, Recent.of(k.exact, norm, entry.query))
             if prose and self._embedder is not None and k.text is not None:
                 await self._store_vector(k.partition, k.exact, k.text)
             # Counting the LRU set costs a scan: trim every few writes, overshooting the cap by at
@@ -504,11 +365,6 @@ async def _quietly(coro: Coroutine[Any, Any, Any]) -> None:
         await coro
     except StoreUnavailable:
         pass
-
-
-def _retrieve(fut: asyncio.Future[None]) -> None:
-    if not fut.cancelled():
-        fut.exception()  # marked retrieved: a batch nobody awaits any more must not warn
 
 
 def _num(value: Any) -> float:

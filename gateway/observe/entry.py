@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from gateway.cache.types import TIERS
+
 if TYPE_CHECKING:
     from gateway.context import RequestContext
 
-TIERS = {1: "intent", 2: "near_miss", 3: "exact", 4: "semantic"}
 POD = socket.gethostname()
 
 
