@@ -61,8 +61,7 @@ class CacheStage:
             if hit is not None:
                 await self.answer(ctx, proto, hit)
                 return True
-        if req.no_store or not self.cache.cacheable(CacheRequest(tenant=req.tenant, endpoint=req.endpoint,
-                                                                 body=req.body)):
+        if not self.cache.storable(req):
             return False
         # Single flight: identical concurrent misses in this worker wait for one upstream answer.
         flight = self.flight.acquire(self.cache.keys(req).exact)

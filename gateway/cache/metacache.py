@@ -79,7 +79,11 @@ class MetaCache:
     # ------------------------------------------------------------------------------ cacheability
 
     def cacheable(self, req: CacheRequest) -> bool:
-        return self.settings.enabled and not req.no_cache and self._answer_is_reusable(req)
+        return self.settings.enabled and not req.no_cache and self.storable(req)
+
+    def storable(self, req: CacheRequest) -> bool:
+        """Its answer may be written back (no-cache requests included: they skip only the lookup)."""
+        return self.settings.enabled and not req.no_store and self._answer_is_reusable(req)
 
     def _answer_is_reusable(self, req: CacheRequest) -> bool:
         body = req.body
@@ -255,7 +259,7 @@ class MetaCache:
 
     async def store(self, req: CacheRequest, response: bytes) -> None:
         """Write a fresh upstream answer back. Call it after responding; it never raises."""
-        if not self.settings.enabled or req.no_store or not self._answer_is_reusable(req):
+        if not self.storable(req):
             self.stats.not_stored += 1
             return
         tokens_saved = reusable_answer(response)
