@@ -102,6 +102,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
     redis_url: str = ""  # empty = the embedded store (one machine, no server)
     embedded_path: str = ".gateway/store.db"
+    # What a slow Redis may add to a request before the store is bypassed (then probed again).
+    connect_timeout_ms: float = 250.0
+    op_timeout_ms: float = 500.0
 
 
 class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from .cache.store import open_store
+from .cache.store import open_configured
 
 if TYPE_CHECKING:
     from .app import GatewayApp
@@ -17,7 +17,7 @@ log = structlog.get_logger("gateway.store")
 
 async def install(app: GatewayApp, rt: Runtime) -> None:
     cfg = rt.cfg.store
-    store = open_store(cfg.redis_url or None, cfg.embedded_path)
+    store = open_configured(cfg)
     rt.store = store
     rt.on_close(store.close)
     if not await store.ping():

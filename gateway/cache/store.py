@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
@@ -29,6 +29,9 @@ import structlog
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
+
+if TYPE_CHECKING:
+    from gateway.config import StoreConfig
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -114,13 +117,23 @@ class _Breaker:
         self._retry_at = time.monotonic() + self._backoff
 
 
-def open_store(redis_url: str | None, embedded_path: str = ".gateway/store.db") -> Store:
-    """Chosen once at start-up: Redis when a URL is configured, else the embedded file."""
+def open_store(redis_url: str | None, embedded_path: str = ".gateway/store.db", *,
+               connect_timeout_s: float = 0.25, op_timeout_s: float = 0.5) -> Store:
+    """Chosen once at start-up: Redis when a URL is configured, else the embedded file.
+
+    The timeouts bound what a slow Redis can add to a request before the breaker bypasses it.
+    """
     if redis_url:
-        return RedisStore(redis_url)
+        return RedisStore(redis_url, connect_timeout_s=connect_timeout_s, op_timeout_s=op_timeout_s)
     from gateway.cache.store_embedded import EmbeddedStore  # its own module: no import cycle
 
     return EmbeddedStore(embedded_path)
+
+
+def open_configured(cfg: StoreConfig) -> Store:
+    """The store the `store:` section describes."""
+    return open_store(cfg.redis_url or None, cfg.embedded_path, connect_timeout_s=cfg.connect_timeout_ms / 1000,
+                      op_timeout_s=cfg.op_timeout_ms / 1000)
 
 
 # ------------------------------------------------------------------------------------------- Redis

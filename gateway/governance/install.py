@@ -65,9 +65,9 @@ async def install(app: GatewayApp, rt: Runtime) -> None:
         return
     store = rt.store
     if store is None:  # no store plug-in in this build: open our own over the same settings
-        from gateway.cache.store import open_store
+        from gateway.cache.store import open_configured
 
-        store = open_store(rt.cfg.store.redis_url or None, rt.cfg.store.embedded_path)
+        store = open_configured(rt.cfg.store)
         rt.on_close(store.close)
     counters: Counters | None = await open_counters(store, settings.window_s)
     keystore = KeyStore(store, settings.key_cache_ttl_s)

@@ -37,8 +37,12 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str | None,
 
 @pytest.fixture
 async def stores(backend: tuple[str | None, str]) -> AsyncIterator[list[Store]]:
-    """Two independent store clients on one backend: two workers, pods or processes."""
-    made = [open_store(*backend), open_store(*backend)]
+    """Two independent store clients on one backend: two workers, pods or processes.
+
+    A generous op timeout: these tests check which phase answers, and a stall of a loaded CI machine
+    must not turn into a store bypass (the outage tests stop the server, which fails fast anyway).
+    """
+    made = [open_store(*backend, op_timeout_s=5.0), open_store(*backend, op_timeout_s=5.0)]
     yield made
     for s in made:
         await s.close()
