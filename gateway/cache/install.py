@@ -143,13 +143,14 @@ async def install(app: GatewayApp, rt: Runtime) -> None:
     if cfg.semantic:
         from ..embed import Embedder
 
-        embedder = Embedder.load_or_none()
+        embedder = Embedder.load_or_none(thread_nice=cfg.embed_nice)
         if embedder is None:
             rt.degraded["embedding"] = "model unavailable: semantic cache (phase 4) off"
         else:
             rt.on_close(embedder.close)
     fields = msgspec.structs.asdict(cfg)
     busy_lag_ms = fields.pop("busy_lag_ms")
+    fields.pop("embed_nice")  # the embedder's, above
     settings = CacheSettings(**fields)
     rt.loop_monitor.busy_ms = busy_lag_ms
     overloaded = rt.loop_monitor.busy if busy_lag_ms > 0 else None

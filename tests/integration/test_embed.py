@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,6 +128,18 @@ async def test_identical_concurrent_texts_are_embedded_once() -> None:
         results = await asyncio.gather(*(e.embed_one("same text", budget_ms=5000) for _ in range(5)))
         assert all(r is not None for r in results)
         assert e.stats.embedded == 1
+    finally:
+        e.close()
+
+
+@pytest.mark.parametrize("nice", [0, 10])
+def test_embedding_threads_yield_to_the_event_loop(nice: int) -> None:
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    e = Embedder(thread_nice=nice)
+    try:
+        assert e._pool.submit(niceness).result() == min(19, niceness() + nice)
     finally:
         e.close()
 
