@@ -4,8 +4,8 @@ SQLite transaction (BEGIN IMMEDIATE) on the embedded store, so every worker and 
 A window counts amounts (requests or tokens) in one-second buckets over the last `window_s` seconds:
 a hash of second -> amount on Redis, rows of (key, second) in SQLite. `admit` checks every window and
 budget of a request and, only when all of them have room, adds to all of them: no read-then-write
-race, and a refusal leaves nothing behind. `adjust` corrects a reservation once the real usage is
-known. Budgets are plain integer counters (micro-dollars) per period.
+race, and a refusal leaves nothing behind. `adjust` corrects reservations once the real usage is
+known, many at once (corrections.py merges them). Budgets are plain integer counters (micro-dollars) per period.
 
 Errors come out as `StoreUnavailable` (the store's own breaker translates them); the caller decides
 between fail-open and fail-closed.
@@ -51,7 +51,7 @@ class Verdict(NamedTuple):
 
 class Counters(Protocol):
     async def admit(self, windows: list[Window], caps: list[Cap]) -> Verdict: ...
-    async def adjust(self, sec: int, windows: list[tuple[str, int]], caps: list[tuple[str, int, int]]) -> None: ...
+    async def adjust(self, windows: list[tuple[int, str, int]], caps: list[tuple[str, int, int]]) -> None: ...
     async def read(self, keys: list[str]) -> list[int]: ...
 
 
@@ -122,20 +122,22 @@ res[1] = ok
 return res
 """
 
-# KEYS: token windows, then budget counters. ARGV: window_s, sec, #windows, #caps, deltas..., (delta, ttl)...
+# KEYS: token windows, then budget counters (a key may repeat with another second).
+# ARGV: window_s, #windows, #caps, (second, delta) per window, (delta, ttl) per cap.
 ADJUST_LUA = """
 local now = tonumber(redis.call('TIME')[1])
-local win, sec, nw, nc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-if sec <= now - win then sec = now end
+local win, nw, nc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 for i = 1, nw do
-  local d = tonumber(ARGV[4 + i])
+  local sec, d = tonumber(ARGV[2 + 2 * i]), tonumber(ARGV[3 + 2 * i])
+  if sec <= now - win then sec = now end
   if d > 0 or redis.call('HEXISTS', KEYS[i], sec) == 1 then
     if redis.call('HINCRBY', KEYS[i], sec, d) < 0 then redis.call('HSET', KEYS[i], sec, 0) end
     redis.call('EXPIRE', KEYS[i], win + 1)
   end
 end
+local base = 3 + 2 * nw
 for j = 1, nc do
-  local d, ttl = tonumber(ARGV[3 + nw + 2 * j]), ARGV[4 + nw + 2 * j]
+  local d, ttl = tonumber(ARGV[base + 2 * j - 1]), ARGV[base + 2 * j]
   if redis.call('INCRBY', KEYS[nw + j], d) < 0 then redis.call('SET', KEYS[nw + j], 0) end
   if redis.call('TTL', KEYS[nw + j]) < 0 then redis.call('EXPIRE', KEYS[nw + j], ttl) end
 end
@@ -182,10 +184,11 @@ class RedisCounters:
         raw = await self._guard(lambda: self._admit(keys=keys, args=args))
         return _verdict(raw, len(windows))
 
-    async def adjust(self, sec: int, windows: list[tuple[str, int]], caps: list[tuple[str, int, int]]) -> None:
-        keys = [k for k, _ in windows] + [k for k, _, _ in caps]
-        args: list[int] = [self._win, sec, len(windows), len(caps)]
-        args += [d for _, d in windows]
+    async def adjust(self, windows: list[tuple[int, str, int]], caps: list[tuple[str, int, int]]) -> None:
+        keys = [k for _, k, _ in windows] + [k for k, _, _ in caps]
+        args: list[int] = [self._win, len(windows), len(caps)]
+        for sec, _, d in windows:
+            args += (sec, d)
         for _, d, ttl in caps:
             args += (d, ttl)
         await self._guard(lambda: self._adjust(keys=keys, args=args))
@@ -262,19 +265,18 @@ def _add_counter(c: sqlite3.Connection, key: str, delta: int, ttl_s: int, wall: 
     )
 
 
-def sqlite_adjust(c: sqlite3.Connection, win: int, sec: int, windows: list[tuple[str, int]],
+def sqlite_adjust(c: sqlite3.Connection, win: int, windows: list[tuple[int, str, int]],
                   caps: list[tuple[str, int, int]]) -> None:
     wall = time.time()
     now = int(wall)
-    if sec <= now - win:
-        sec = now
-    for key, delta in windows:
+    for sec, key, delta in windows:
+        at = now if sec <= now - win else sec  # a bucket that slid out: correct the current one
         if delta > 0:
             c.execute("INSERT INTO gov_window VALUES (?, ?, ?) ON CONFLICT (key, sec) DO UPDATE "
-                      "SET amount = amount + excluded.amount", (key, sec, delta))
+                      "SET amount = amount + excluded.amount", (key, at, delta))
         else:
             c.execute("UPDATE gov_window SET amount = max(0, amount + ?) WHERE key = ? AND sec = ?",
-                      (delta, key, sec))
+                      (delta, key, at))
     for key, delta, ttl in caps:
         _add_counter(c, key, delta, ttl, wall)
 
@@ -292,8 +294,8 @@ class SqliteCounters:
     async def admit(self, windows: list[Window], caps: list[Cap]) -> Verdict:
         return await self._run(lambda c: _transaction(c, lambda c: sqlite_admit(c, self._win, windows, caps)))
 
-    async def adjust(self, sec: int, windows: list[tuple[str, int]], caps: list[tuple[str, int, int]]) -> None:
-        await self._run(lambda c: _transaction(c, lambda c: sqlite_adjust(c, self._win, sec, windows, caps)))
+    async def adjust(self, windows: list[tuple[int, str, int]], caps: list[tuple[str, int, int]]) -> None:
+        await self._run(lambda c: _transaction(c, lambda c: sqlite_adjust(c, self._win, windows, caps)))
 
     async def read(self, keys: list[str]) -> list[int]:
         def q(c: sqlite3.Connection) -> list[int]:

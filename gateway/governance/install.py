@@ -56,7 +56,7 @@ class Governance:
         for guard in ctx.extra.get("gov_guards", ()):
             if not guard.done():
                 guard.cancel()
-        await self.limiter.settle(ctx, tap)
+        self.limiter.settle(ctx, tap)
 
 
 async def install(app: GatewayApp, rt: Runtime) -> None:
@@ -73,6 +73,8 @@ async def install(app: GatewayApp, rt: Runtime) -> None:
     keystore = KeyStore(store, settings.key_cache_ttl_s)
     activate(keystore)
     limiter = Limiter(settings, counters, keystore, PriceTable(settings.prices, rt.prices))
+    if limiter.corrections is not None:
+        rt.on_close(limiter.corrections.flush)  # before the store closes (closers run in reverse)
     http = None
     if any(p.kind == "http" for specs in settings.policies.values() for p in specs):
         http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))

@@ -19,6 +19,7 @@ from gateway.auth import KeyRecord
 from gateway.cache.store import StoreUnavailable
 from gateway.errors import BudgetExceeded, RateLimited, ServiceUnavailable
 
+from .corrections import Corrections
 from .counters import Cap, Counters, Verdict, Window
 from .prices import PriceTable, split_usage
 from .settings import Budget, GovernanceSettings, Quota
@@ -36,10 +37,10 @@ _NONE = Quota()
 class Reservation:
     """What a request took from the counters, to correct once its real usage is known."""
 
-    __slots__ = ("caps", "cost", "model", "prompt", "sec", "token_keys", "tokens")
+    __slots__ = ("caps", "cost", "model", "prompt", "sec", "token_keys", "tokens", "urgent")
 
     def __init__(self, sec: int, token_keys: list[str], tokens: int, prompt: int,
-                 caps: list[tuple[str, int]], cost: int, model: str) -> None:
+                 caps: list[tuple[str, int]], cost: int, model: str, urgent: bool = False) -> None:
         self.sec = sec
         self.token_keys = token_keys
         self.tokens = tokens
@@ -47,6 +48,7 @@ class Reservation:
         self.caps = caps  # (counter key, ttl)
         self.cost = cost  # micro-dollars
         self.model = model
+        self.urgent = urgent  # a counter is near its limit: correct it at once, not with the batch
 
 
 def fmt_duration(seconds: float) -> str:
@@ -98,6 +100,7 @@ class Limiter:
         self._key_default = settings.keys.get("*", _NONE)
         self._team_default = settings.teams.get("*", _NONE)
         self.active = counters is not None
+        self.corrections = Corrections(counters) if counters is not None else None
 
     def quotas(self, key: KeyRecord) -> tuple[Quota, Quota]:
         kq = self.s.keys.get(key.id, self._key_default)
@@ -167,7 +170,8 @@ class Limiter:
             ctx.extra["response_headers"] = list(_rate_headers(verdict, windows, names).items())
         token_keys = [w.key for w in windows if w.key.endswith(":t")]
         ctx.extra["gov_reservation"] = Reservation(
-            verdict.now, token_keys, tokens, prompt, [(c.key, c.ttl_s) for c in caps], cost, ctx.model)
+            verdict.now, token_keys, tokens, prompt, [(c.key, c.ttl_s) for c in caps], cost, ctx.model,
+            urgent=_near_limit(verdict, windows, caps))
 
     def _store_down(self, exc: StoreUnavailable) -> None:
         if self.s.store_failure == "closed":
@@ -212,10 +216,11 @@ class Limiter:
                     f"{budget.period}; this request needs up to ${cap.amount / 1e6:.4f}.", headers=headers)
         return RateLimited("Rate limit reached.", headers=headers)
 
-    async def settle(self, ctx: RequestContext, tap: Any) -> None:
-        """Correct the reservation from the real usage (after the answer went out)."""
+    def settle(self, ctx: RequestContext, tap: Any) -> None:
+        """Correct the reservation from the real usage (after the answer went out; written with the
+        other corrections of the next few milliseconds)."""
         res: Reservation | None = ctx.extra.get("gov_reservation")
-        if res is None or self.counters is None:
+        if res is None or self.corrections is None:
             return
         usage = ctx.usage or (tap.usage if tap is not None else None)
         if ctx.cache_hit or (not usage and not ctx.t_first_byte):
@@ -235,14 +240,13 @@ class Limiter:
             return
         windows = [(k, delta) for k in res.token_keys] if delta else []
         caps = [(k, cost_delta, ttl) for k, ttl in res.caps] if cost_delta else []
-        try:
-            await self.counters.adjust(res.sec, windows, caps)
-        except StoreUnavailable:
-            pass  # counted by the breaker; the reservation stands
+        self.corrections.add(res.sec, windows, caps, now=res.urgent)
 
     async def spend(self, key: KeyRecord | None, team: str | None) -> dict[str, Any]:
         """Current spend (USD) of a key or a team, this day and this month."""
         assert self.counters is not None
+        if self.corrections is not None:
+            await self.corrections.flush()  # this worker's pending corrections count too
         now = time.time()
         probe = key or KeyRecord(id="", team=team)
         out: dict[str, Any] = {}
@@ -260,6 +264,15 @@ class Limiter:
             tq = self.s.teams.get(team or "", self._team_default)
             out["budget"] = {"usd": tq.budget.usd, "period": tq.budget.period} if tq.budget else None
         return out
+
+
+def _near_limit(v: Verdict, windows: list[Window], caps: list[Cap]) -> bool:
+    """Less than a quarter of a limit left after this request: its correction may decide whether the
+    next request fits, so it must not wait for the batch."""
+    for st, w in zip(v.windows, windows, strict=True):
+        if w.key.endswith(":t") and (w.limit - st.used - w.amount) * 4 < w.limit:
+            return True
+    return any((c.limit - spent - c.amount) * 4 < c.limit for spent, c in zip(v.spent, caps, strict=True))
 
 
 def _rate_headers(v: Verdict, windows: list[Window], names: list[tuple[str, str]]) -> dict[str, str]:

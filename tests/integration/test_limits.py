@@ -56,9 +56,20 @@ async def test_tokens_reserved_then_corrected(counters: Counters) -> None:
     v = await counters.admit([Window("t", 100, 60)], [])
     assert v.ok
     assert not (await counters.admit([Window("t", 100, 60)], [])).ok
-    await counters.adjust(v.now, [("t", -50)], [])  # the answer used 10, not 60
+    await counters.adjust([(v.now, "t", -50)], [])  # the answer used 10, not 60
     v2 = await counters.admit([Window("t", 100, 60)], [])
     assert v2.ok and v2.windows[0].used == 10
+
+
+async def test_one_adjust_corrects_many_requests(counters: Counters) -> None:
+    a = await counters.admit([Window("ta", 1000, 300), Window("tb", 1000, 100)], [Cap("bud:m", 10_000, 900, 3600)])
+    b = await counters.admit([Window("ta", 1000, 300)], [])
+    assert a.ok and b.ok
+    # Two requests' corrections, a bucket that already slid out of the window, and a budget: one call.
+    await counters.adjust([(a.now, "ta", -250), (b.now, "ta", -200), (a.now, "tb", -100), (a.now - 600, "ta", 7)],
+                          [("bud:m", -400, 3600)])
+    v = await counters.admit([Window("ta", 1000, 0), Window("tb", 1000, 0)], [Cap("bud:m", 10_000, 0, 3600)])
+    assert [w.used for w in v.windows] == [600 - 450 + 7, 0] and v.spent == [500]
 
 
 async def test_window_slides(store: Any) -> None:
@@ -76,7 +87,7 @@ async def test_budget_caps_and_read(counters: Counters) -> None:
     assert (await counters.admit([], [cap])).ok
     v = await counters.admit([], [cap])
     assert not v.ok and v.spent == [800]
-    await counters.adjust(0, [], [("bud:k", -500, 3600)])
+    await counters.adjust([], [("bud:k", -500, 3600)])
     assert await counters.read(["bud:k", "bud:none"]) == [300, 0]
     assert (await counters.admit([], [cap])).ok
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -45,13 +46,20 @@ class FakeCounters:
                 self.values[key] = self.values.get(key, 0) + amount
         return Verdict(ok, 1000, states, spent)
 
-    async def adjust(self, sec: int, windows: list[tuple[str, int]], caps: list[tuple[str, int, int]]) -> None:
-        self.adjusted.append((sec, windows, caps))
-        for key, delta in [*windows, *((k, d) for k, d, _ in caps)]:
+    async def adjust(self, windows: list[tuple[int, str, int]], caps: list[tuple[str, int, int]]) -> None:
+        self.adjusted.append((windows, caps))
+        for key, delta in [*((k, d) for _, k, d in windows), *((k, d) for k, d, _ in caps)]:
             self.values[key] = self.values.get(key, 0) + delta
 
     async def read(self, keys: list[str]) -> list[int]:
         return [self.values.get(k, 0) for k in keys]
+
+
+async def settled(limiter: Limiter, ctx: RequestContext, tap: Any) -> None:
+    """Settle and write the correction now (it would otherwise wait for its batch)."""
+    limiter.settle(ctx, tap)
+    assert limiter.corrections is not None
+    await limiter.corrections.flush()
 
 
 def make(**settings: Any) -> tuple[Limiter, FakeCounters]:
@@ -114,7 +122,24 @@ async def test_tokens_reserved_from_the_estimate_and_corrected() -> None:
     assert res.tokens == len(ctx.body) // 4 + 1 + 10
     ctx.usage = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
     ctx.t_first_byte = 1.0
-    await limiter.settle(ctx, None)
+    await settled(limiter, ctx, None)
+    assert counters.values[res.token_keys[0]] == 8
+
+
+@pytest.mark.parametrize(("tpm", "urgent"), [(10_000, False), (35, True)])
+async def test_a_correction_waits_for_its_batch_unless_the_limit_is_near(tpm: int, urgent: bool) -> None:
+    limiter, counters = make(keys={"k1": {"tpm": tpm}})
+    ctx = request(BODY, KEY)
+    await limiter.check(ctx)
+    res: Reservation = ctx.extra["gov_reservation"]
+    assert res.urgent is urgent
+    ctx.usage = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    ctx.t_first_byte = 1.0
+    limiter.settle(ctx, None)
+    await asyncio.sleep(0.001)
+    assert counters.values[res.token_keys[0]] == (8 if urgent else res.tokens)
+    assert limiter.corrections is not None
+    await limiter.corrections.flush()
     assert counters.values[res.token_keys[0]] == 8
 
 
@@ -129,7 +154,7 @@ async def test_unanswered_and_cached_requests_give_their_reservation_back() -> N
     limiter, counters = make(keys={"*": {"tpm": 1000}})
     ctx = request(BODY, KEY)
     await limiter.check(ctx)
-    await limiter.settle(ctx, None)  # blocked by a policy: never reached the provider
+    await settled(limiter, ctx, None)  # blocked by a policy: never reached the provider
     assert counters.values[ctx.extra["gov_reservation"].token_keys[0]] == 0
 
 
@@ -145,7 +170,7 @@ async def test_anthropic_usage_and_stream_estimate() -> None:
         usage: dict[str, int] = {}
         events = [(None, b'{"choices":[{"index":0,"delta":{"content":"' + b"w" * 40 + b'"}}]}')]
 
-    await limiter.settle(ctx, Tap())
+    await settled(limiter, ctx, Tap())
     res = ctx.extra["gov_reservation"]
     assert counters.values[res.token_keys[0]] == res.prompt + 11
 
