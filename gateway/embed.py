@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 DIM = 384
 MAX_TOKENS = 256
+PROBE_INTERVAL_S = 1.0
 DEFAULT_TOKENIZER = Path(__file__).parent / "models" / "tokenizer.json"
 
 
@@ -50,6 +51,7 @@ class EmbedStats:
     lru_hits: int = 0
     saturated: int = 0  # embed_one refused because the queue was full
     over_budget: int = 0  # embed_one refused or gave up because of its latency budget
+    probes: int = 0  # embeddings let in despite the estimate, to refresh it
 
 
 @dataclass(slots=True)
@@ -126,8 +128,14 @@ class Embedder:
         self._drainers = 0
         self._busy_items = 0  # texts currently inside session.run
         self._ms_per_item = expected_ms  # EWMA of wall time per text: the budget estimate
+        self._last_run = time.monotonic()  # when the last batch finished (or a probe was let in)
         self._lru: OrderedDict[int, np.ndarray] = OrderedDict()
         self._lru_size = lru_size
+
+    @property
+    def estimate_ms(self) -> float:
+        """The current wall-time estimate per text that budgets are checked against."""
+        return self._ms_per_item
 
     @classmethod
     def load_or_none(
@@ -220,7 +228,13 @@ class Embedder:
                     self.stats.saturated += 1
                     return None
                 estimate = self._ms_per_item * (pending / self._threads + 1)
-            if estimate > budget_ms:
+                # The estimate only moves when an embedding runs: refusing on it forever would
+                # keep phase 4 off long after a burst. An idle embedder takes one probe a second.
+                probe = pending == 0 and time.monotonic() - self._last_run > PROBE_INTERVAL_S
+                if estimate > budget_ms and probe:
+                    self._last_run = time.monotonic()
+                    self.stats.probes += 1
+            if estimate > budget_ms and not probe:
                 self.stats.over_budget += 1
                 return None
             loop = asyncio.get_running_loop()
@@ -271,7 +285,12 @@ class Embedder:
             elapsed = (time.perf_counter() - t0) * 1000.0
             with self._lock:
                 self._busy_items -= len(batch)
-                self._ms_per_item = 0.8 * self._ms_per_item + 0.2 * (elapsed / len(batch))
+                per_item = elapsed / len(batch)
+                # Rises smoothly (one slow batch is noise); falls at once when an embedding is
+                # clearly fast again (the CPU came back: the old estimate is stale).
+                self._ms_per_item = (per_item if per_item < self._ms_per_item / 2
+                                     else 0.8 * self._ms_per_item + 0.2 * per_item)
+                self._last_run = time.monotonic()
                 self.stats.batches += 1
                 self.stats.embedded += len(batch)
             for i, job in enumerate(batch):

@@ -50,9 +50,8 @@ def deltas(before: dict[str, float] | None, after: dict[str, float] | None) -> d
             continue
         if not (name.endswith("_total") or name.endswith("_count")):
             continue
-        change = value - before.get(key, 0.0)
-        if change:
-            out[key] = round(change, 3)
+        # Zero changes are kept: "no embeddings in this level" is a figure, not a missing one.
+        out[key] = round(value - before.get(key, 0.0), 3)
     return out
 
 

@@ -193,6 +193,8 @@ def _cache_gauges(m: Metrics, rt: Runtime) -> None:
         refused = m.counter("gateway_embed_refused_total", "Embeddings refused instead of queued.", ("reason",))
         refused.values[("saturated",)] = float(getattr(es, "saturated", 0))
         refused.values[("over_budget",)] = float(getattr(es, "over_budget", 0))
+        m.counter("gateway_embed_probes_total", "Embeddings let in despite a slow estimate, to refresh it.",
+                  ()).values[()] = float(getattr(es, "probes", 0))
     stored = m.counter("gateway_cache_writes_total", "MetaCache entries written and evicted.", ("event",))
     stored.values[("stored",)] = float(getattr(stats, "stored", 0))
     stored.values[("evicted",)] = float(getattr(stats, "evicted", 0))

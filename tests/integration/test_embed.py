@@ -107,6 +107,26 @@ async def test_budget_below_the_estimate_is_refused_before_queueing() -> None:
         e.close()
 
 
+async def test_a_stale_estimate_is_probed_and_phase_4_comes_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    # After a burst the estimate says "too slow"; refusing on it forever would never refresh it.
+    monkeypatch.setattr("gateway.embed.PROBE_INTERVAL_S", 0.2)
+    e = Embedder(expected_ms=500.0)
+    try:
+        assert await e.embed_one("refused on the stale estimate", budget_ms=5) is None
+        await asyncio.sleep(0.25)
+        await e.embed_one("the probe", budget_ms=100)  # below the estimate: let in only as the probe
+        assert e.stats.probes == 1
+        for _ in range(200):  # a loaded machine may miss the 100 ms; the probe still lands
+            if e.stats.embedded:
+                break
+            await asyncio.sleep(0.01)
+        assert e.estimate_ms < 100  # the fast probe replaced the stale figure at once
+        assert await e.embed_one("admitted again", budget_ms=5000) is not None
+        assert e.stats.probes == 1 and e.stats.over_budget in (1, 2)
+    finally:
+        e.close()
+
+
 async def test_budget_missed_returns_none_and_still_fills_the_lru() -> None:
     e = Embedder(expected_ms=0.001)  # a wrong, optimistic estimate: the job is queued, then times out
     try:
