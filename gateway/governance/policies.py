@@ -124,11 +124,8 @@ class PolicySet:
     def __init__(self, policies: list[Policy], on: dict[str, str]) -> None:
         inputs = [p for p in policies if on[p.name] in ("input", "both")]
         self.redact_in = [p for p in inputs if p.action == "redact"]
-        # A local detector takes microseconds: run beside the call, it would cost a task and the
-        # guarded wait (more than the check) to overlap nothing. Only remote checks run beside.
-        remote_beside = [p for p in inputs if p.action != "redact" and p.when == "beside" and p.detector is None]
-        self.before_in = [p for p in inputs if p.action != "redact" and p not in remote_beside]
-        self.beside_in = remote_beside
+        self.before_in = [p for p in inputs if p.action != "redact" and p.when == "before"]
+        self.beside_in = [p for p in inputs if p.action != "redact" and p.when == "beside"]
         self.output = [p for p in policies if on[p.name] in ("output", "both")]
         self.has_input = bool(self.redact_in or self.before_in or self.beside_in)
 

@@ -65,28 +65,20 @@ async def test_redaction_rewrites_only_the_texts() -> None:
     assert not clean.changed
 
 
-async def test_local_checks_run_inline_even_when_beside() -> None:
-    # A detector takes microseconds: a task beside the call would cost more than the check.
+async def test_before_blocks_inline_and_beside_becomes_a_guard() -> None:
     deny = {"kind": "deny", "patterns": ["bad thing"]}
-    for when in ("before", "beside"):
-        ps = policy_set(PolicySpec(name="d", when=when, **deny))  # type: ignore[arg-type]
-        ctx = ctx_for({"messages": [{"role": "user", "content": "a bad thing"}]})
-        with pytest.raises(PolicyViolation, match="'d'"):
-            await ps.run_input(ctx)
-        assert ctx.guards == []
-
-
-async def test_remote_check_beside_becomes_a_guard(checker: str) -> None:
-    async with aiohttp.ClientSession() as http:
-        beside = policy_set(PolicySpec(name="h", kind="http", url=checker, when="beside"), http=http)
-        ctx = ctx_for({"messages": [{"role": "user", "content": "nope"}]})
-        await beside.run_input(ctx)  # returns at once: the check runs as a task beside the call
-        assert len(ctx.guards) == 1
-        with pytest.raises(PolicyViolation):
-            await ctx.guards[0]
-        ok = ctx_for({"messages": [{"role": "user", "content": "fine"}]})
-        await beside.run_input(ok)
-        await ok.guards[0]
+    before = policy_set(PolicySpec(name="d", when="before", **deny))  # type: ignore[arg-type]
+    with pytest.raises(PolicyViolation, match="'d'"):
+        await before.run_input(ctx_for({"messages": [{"role": "user", "content": "a bad thing"}]}))
+    beside = policy_set(PolicySpec(name="d", when="beside", **deny))  # type: ignore[arg-type]
+    ctx = ctx_for({"messages": [{"role": "user", "content": "a bad thing"}]})
+    await beside.run_input(ctx)  # returns at once: the check runs as a task beside the call
+    assert len(ctx.guards) == 1
+    with pytest.raises(PolicyViolation):
+        await ctx.guards[0]
+    ok = ctx_for({"messages": [{"role": "user", "content": "fine"}]})
+    await beside.run_input(ok)
+    await ok.guards[0]
 
 
 async def test_flag_is_recorded() -> None:
@@ -138,7 +130,7 @@ def test_routes_and_aliases_get_their_policy_set() -> None:
     specs = {"*": [PolicySpec(name="a", kind="injection")], "special": [PolicySpec(name="b", kind="injection")]}
     sets = compile_policies(specs, {"special": "special", "alias": "special", "other": "other"}, None, Counter())
     assert sets["alias"] is sets["special"] and sets["other"] is sets["*"]
-    assert sets["special"].before_in[0].name == "b" and sets["*"].before_in[0].name == "a"
+    assert sets["special"].beside_in[0].name == "b"
 
 
 @pytest.mark.parametrize("data,message", [
