@@ -1,4 +1,4 @@
-"""`gateway keys create|list|rotate|revoke`: virtual keys, straight over the shared store.
+"""`gateway keys create|list|update|rotate|revoke`: virtual keys, straight over the shared store.
 
 Works without a running gateway: it opens the store the configuration names (Redis, or the
 embedded file) and changes the same records the admin API does. The secret of a new or rotated key
@@ -18,7 +18,7 @@ from .config import ConfigError, config_source, load_config
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("keys", help="virtual keys: create, list, rotate, revoke")
+    p = subparsers.add_parser("keys", help="virtual keys: create, list, update, rotate, revoke")
     p.add_argument("--config", "-c", help="YAML or TOML configuration file (names the store)")
     sub = p.add_subparsers(dest="keys_command", required=True)
     c = sub.add_parser("create", help="issue a key (printed once)")
@@ -33,10 +33,25 @@ def register(subparsers: Any) -> None:
     c.add_argument("--json", action="store_true", help="print the record as JSON")
     ls = sub.add_parser("list", help="every key (never a secret)")
     ls.add_argument("--json", action="store_true")
+    u = sub.add_parser("update", help="change a key's limits, models, team or owner (the secret stays)")
+    u.add_argument("id")
+    u.add_argument("--owner")
+    u.add_argument("--team")
+    u.add_argument("--name")
+    u.add_argument("--models", help="comma-separated allowed models")
+    u.add_argument("--rpm", type=int)
+    u.add_argument("--tpm", type=int)
+    u.add_argument("--budget-usd", type=float)
+    u.add_argument("--budget-period", choices=("day", "month"), default="month")
+    u.add_argument("--clear", default="", help="comma-separated: rpm, tpm, budget, models, team")
+    u.add_argument("--json", action="store_true")
     for name, text in (("rotate", "a new secret for the same key"), ("revoke", "refuse the key everywhere")):
         r = sub.add_parser(name, help=text)
         r.add_argument("id")
         r.add_argument("--json", action="store_true")
+        if name == "rotate":
+            r.add_argument("--grace-s", type=float, default=0.0,
+                           help="seconds the old secret keeps working (default: stops at once)")
     p.set_defaults(func=_run)
 
 
@@ -75,9 +90,19 @@ async def _main(args: argparse.Namespace, redis_url: str, embedded_path: str) ->
                 quota = msgspec.json.encode(item.get("quota", {})).decode()
                 print(f"{item['id']}  {item['hint']}…  {state:7}  owner={item.get('owner', '')} "
                       f"team={item.get('team') or '-'} quota={quota}")
+        elif args.keys_command == "update":
+            changes = _changes(args)
+            if not changes:
+                print("gateway keys: nothing to change", file=sys.stderr)
+                return 2
+            updated = await keys.update(args.id, **changes)
+            if updated is None:
+                print(f"gateway keys: no active key {args.id!r}", file=sys.stderr)
+                return 1
+            _show(public(updated), args.json)
         else:
-            action = keys.rotate if args.keys_command == "rotate" else keys.revoke
-            result = await action(args.id)
+            result = await (keys.rotate(args.id, args.grace_s) if args.keys_command == "rotate"
+                            else keys.revoke(args.id))
             if result is None:
                 print(f"gateway keys: no active key {args.id!r}", file=sys.stderr)
                 return 1
@@ -91,6 +116,23 @@ async def _main(args: argparse.Namespace, redis_url: str, embedded_path: str) ->
     finally:
         await store.close()
     return 0
+
+
+def _changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The fields `keys update` was given; --clear sets limits (or the team, the model list) to none."""
+    from .governance.settings import Budget
+
+    changes: dict[str, Any] = {f: getattr(args, f) for f in ("owner", "team", "name", "rpm", "tpm")
+                               if getattr(args, f) is not None}
+    if args.models is not None:
+        changes["models"] = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.budget_usd is not None:
+        changes["budget"] = Budget(args.budget_usd, args.budget_period)
+    for field in (f.strip() for f in args.clear.split(",") if f.strip()):
+        if field not in ("rpm", "tpm", "budget", "models", "team"):
+            raise SystemExit(f"gateway keys: --clear takes rpm, tpm, budget, models or team, not {field!r}")
+        changes[field] = None
+    return changes
 
 
 def _show(item: dict[str, Any], as_json: bool) -> None:

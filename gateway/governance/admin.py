@@ -3,7 +3,10 @@
     POST /admin/keys          {"owner", "team", "models", "rpm", "tpm", "budget": {"usd", "period"}, "name"}
                               -> 201 with the key, shown this once
     GET  /admin/keys          every key (never a secret), with its spend today and this month
-    POST /admin/keys/rotate   {"id"} -> a new secret for the same key; the old one stops working
+    POST /admin/keys/update   {"id", and any of "owner", "team", "models", "rpm", "tpm", "budget", "name"}
+                              -> the changed record (null clears a limit); every worker within a second
+    POST /admin/keys/rotate   {"id", "grace_s"} -> a new secret for the same key; the old one stops
+                              working at once, or after grace_s seconds
     POST /admin/keys/revoke   {"id"} -> refused on every worker and pod within a second
     GET  /admin/spend         ?key=<id> or ?team=<name> -> USD spent this day and month, and the budget
     GET  /admin/governance    this worker: limit checks bypassed during store outages, policy counters
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from gateway.auth import KeyRecord
 from gateway.cache.store import StoreUnavailable
@@ -45,12 +49,33 @@ class CreateKey(msgspec.Struct, forbid_unknown_fields=True):
     name: str = ""
 
 
+class UpdateKey(msgspec.Struct, forbid_unknown_fields=True):
+    """Absent fields stay as they are; null clears (a limit, the team, the model list)."""
+
+    id: str
+    owner: str | UnsetType = UNSET
+    team: str | UnsetType | None = UNSET
+    models: list[str] | UnsetType | None = UNSET
+    rpm: int | UnsetType | None = UNSET
+    tpm: int | UnsetType | None = UNSET
+    budget: Budget | UnsetType | None = UNSET
+    name: str | UnsetType = UNSET
+
+
 class KeyId(msgspec.Struct):
     id: str
 
 
+class RotateKey(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    grace_s: float = 0.0
+
+
 _create_dec = msgspec.json.Decoder(CreateKey)
+_update_dec = msgspec.json.Decoder(UpdateKey)
+_rotate_dec = msgspec.json.Decoder(RotateKey)
 _id_dec = msgspec.json.Decoder(KeyId)
+_MAX_GRACE_S = 7 * 86400.0
 
 
 def _decode(dec: msgspec.json.Decoder[Any], body: bytes) -> Any:
@@ -63,6 +88,7 @@ def _decode(dec: msgspec.json.Decoder[Any], body: bytes) -> Any:
 def public(vk: VirtualKey) -> dict[str, Any]:
     out = msgspec.to_builtins(vk)
     out.pop("digest", None)
+    out.pop("previous_digest", None)
     return out
 
 
@@ -78,6 +104,7 @@ class Admin:
         routes: dict[tuple[str, str], Callable[..., Awaitable[None]]] = {
             ("POST", "/admin/keys"): self.create,
             ("GET", "/admin/keys"): self.list,
+            ("POST", "/admin/keys/update"): self.update,
             ("POST", "/admin/keys/rotate"): self.rotate,
             ("POST", "/admin/keys/revoke"): self.revoke,
             ("GET", "/admin/spend"): self.spend,
@@ -117,9 +144,24 @@ class Admin:
             out.append(item)
         proto.response_bytes(200, JSON, _enc.encode({"object": "list", "data": out}))
 
+    async def update(self, scope: Any, proto: Any) -> None:
+        req: UpdateKey = _decode(_update_dec, await proto())
+        changes = {f: v for f in req.__struct_fields__ if f != "id" and (v := getattr(req, f)) is not UNSET}
+        if not changes:
+            raise BadRequest("Nothing to change: give at least one of owner, team, models, rpm, tpm, budget, name.")
+        for field in ("rpm", "tpm"):
+            if (changes.get(field) or 0) < 0:
+                raise BadRequest(f"{field} must be >= 0", param=field)
+        vk = await self.keys.update(req.id, **changes)
+        if vk is None:
+            raise NotFound(f"No active key {req.id!r}.")
+        proto.response_bytes(200, JSON, _enc.encode(public(vk)))
+
     async def rotate(self, scope: Any, proto: Any) -> None:
-        req: KeyId = _decode(_id_dec, await proto())
-        rotated = await self.keys.rotate(req.id)
+        req: RotateKey = _decode(_rotate_dec, await proto())
+        if not 0 <= req.grace_s <= _MAX_GRACE_S:
+            raise BadRequest(f"grace_s must be between 0 and {_MAX_GRACE_S:.0f} seconds", param="grace_s")
+        rotated = await self.keys.rotate(req.id, req.grace_s)
         if rotated is None:
             raise NotFound(f"No active key {req.id!r}.")
         secret, vk = rotated

@@ -5,7 +5,9 @@ Layout in the store (values are msgspec JSON of `VirtualKey`):
     gw:vk:i:<id>                 -> the record, for admin operations by id
     gw:vk:ids                    -> the list of every id ever issued (for listing)
 Revoking deletes the digest entry; every worker's cache entry lives at most `ttl_s` (<= 1 s), so a
-revoked key is refused everywhere within a second. During a store outage, cached entries keep
+revoked key is refused everywhere within a second, and an update (limits, models, team) is seen
+everywhere within the same second. A rotation may keep the old secret working for a grace period
+(its digest entry then expires by itself; revoking ends it at once). During a store outage, cached entries keep
 serving (stale) and unknown keys are refused with 503.
 """
 
@@ -42,7 +44,10 @@ class VirtualKey(msgspec.Struct, omit_defaults=True):
     name: str = ""
     created: float = 0.0
     rotated: float = 0.0
+    updated: float = 0.0
     revoked: float = 0.0
+    previous_digest: str = ""  # the secret before the last rotation, working until `previous_until`
+    previous_until: float = 0.0
 
     def record(self) -> KeyRecord:
         models = frozenset(self.models) if self.models is not None else None
@@ -160,19 +165,47 @@ class KeyStore:
         keys = [_dec.decode(r) for r in raws if r is not None]
         return sorted(keys, key=lambda k: k.created)
 
-    async def rotate(self, key_id: str) -> tuple[str, VirtualKey] | None:
-        """A new secret for the same key (same id, limits and spend); the old secret stops working."""
+    async def update(self, key_id: str, **changes: Any) -> VirtualKey | None:
+        """Change owner, team, models, name, rpm, tpm or budget (None clears a limit); the secret and
+        the spend stay. Every worker sees the change within `ttl_s`."""
+        vk = await self.get(key_id)
+        if vk is None or vk.revoked:
+            return None
+        quota = {f: changes.pop(f) for f in ("rpm", "tpm", "budget") if f in changes}
+        vk = msgspec.structs.replace(vk, quota=msgspec.structs.replace(vk.quota, **quota), updated=time.time(),
+                                     **changes)
+        data = _enc.encode(vk)
+        await self.store.set(_I + vk.id, data)
+        await self.store.set(_D + vk.digest, data)
+        grace_left = vk.previous_until - time.time()
+        if vk.previous_digest and grace_left > 0:  # the old secret, still in its grace period
+            await self.store.set(_D + vk.previous_digest, data, ttl_s=grace_left)
+        self._cache.pop(vk.digest, None)
+        self._by_id[vk.id] = vk
+        return vk
+
+    async def rotate(self, key_id: str, grace_s: float = 0.0) -> tuple[str, VirtualKey] | None:
+        """A new secret for the same key (same id, limits and spend). The old secret stops working at
+        once, or after `grace_s` seconds so that clients can be switched over without a refusal."""
         vk = await self.get(key_id)
         if vk is None or vk.revoked:
             return None
         secret = new_secret()
         old = vk.digest
-        vk = msgspec.structs.replace(vk, digest=digest_of(secret), hint=secret[:10], rotated=time.time())
+        if vk.previous_digest:  # a grace period still running from the rotation before: it ends now
+            await self.store.delete(_D + vk.previous_digest)
+        now = time.time()
+        vk = msgspec.structs.replace(vk, digest=digest_of(secret), hint=secret[:10], rotated=now,
+                                     previous_digest=old if grace_s > 0 else "",
+                                     previous_until=now + grace_s if grace_s > 0 else 0.0)
         data = _enc.encode(vk)
         await self.store.set(_I + vk.id, data)
         await self.store.set(_D + vk.digest, data)
-        await self.store.delete(_D + old)
-        self._cache.pop(old, None)
+        if grace_s > 0:
+            await self.store.set(_D + old, data, ttl_s=grace_s)
+        else:
+            await self.store.delete(_D + old)
+            self._cache.pop(old, None)
         return secret, vk
 
     async def revoke(self, key_id: str) -> VirtualKey | None:
@@ -181,8 +214,10 @@ class KeyStore:
             return None
         vk = msgspec.structs.replace(vk, revoked=vk.revoked or time.time())
         await self.store.set(_I + vk.id, _enc.encode(vk))
-        await self.store.delete(_D + vk.digest)
-        self._cache.pop(vk.digest, None)
+        digests = [vk.digest, *([vk.previous_digest] if vk.previous_digest else [])]
+        await self.store.delete(*(_D + d for d in digests))
+        for d in digests:
+            self._cache.pop(d, None)
         self._by_id.pop(vk.id, None)
         return vk
 

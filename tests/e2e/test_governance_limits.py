@@ -233,6 +233,41 @@ def test_key_rotation_and_model_allow_list(pair: tuple[Proc, Proc]) -> None:
     assert other.status_code == 403
 
 
+def test_raising_a_limit_through_the_admin_api_reaches_the_other_instance(pair: tuple[Proc, Proc]) -> None:
+    a, b = pair
+    created = new_key(a, rpm=2)
+    headers = {"authorization": f"Bearer {created['key']}"}
+
+    def ask() -> int:
+        return httpx.post(b.url + "/v1/chat/completions", json=chat_body("hi"), headers=headers).status_code
+
+    assert [ask() for _ in range(3)] == [200, 200, 429]
+    updated = admin(a, "POST", "/admin/keys/update", {"id": created["id"], "rpm": 10, "models": ["gpt-4o-mini"]})
+    assert updated["quota"]["rpm"] == 10 and updated["models"] == ["gpt-4o-mini"] and "key" not in updated
+    time.sleep(0.6)  # key_cache_ttl_s: every worker has the new record
+    assert ask() == 200
+    bad = httpx.post(a.url + "/admin/keys/update", json={"id": created["id"], "rpm": -1},
+                     headers={"authorization": f"Bearer {MASTER_KEY}"})
+    assert bad.status_code == 400 and "rpm" in bad.json()["error"]["message"]
+    missing = httpx.post(a.url + "/admin/keys/update", json={"id": "vk_nope", "rpm": 1},
+                         headers={"authorization": f"Bearer {MASTER_KEY}"})
+    assert missing.status_code == 404
+
+
+def test_rotation_with_a_grace_period(pair: tuple[Proc, Proc]) -> None:
+    a, b = pair
+    created = new_key(a)
+    rotated = admin(a, "POST", "/admin/keys/rotate", {"id": created["id"], "grace_s": 3})
+    for key in (created["key"], rotated["key"]):  # both work during the grace period
+        resp = httpx.post(b.url + "/v1/chat/completions", json=chat_body("x"),
+                          headers={"authorization": f"Bearer {key}"})
+        assert resp.status_code == 200
+    time.sleep(3.7)  # the grace period and the key cache both ran out
+    old = httpx.post(b.url + "/v1/chat/completions", json=chat_body("x"),
+                     headers={"authorization": f"Bearer {created['key']}"})
+    assert old.status_code == 401
+
+
 def test_admin_api_needs_the_master_key_and_config_keys_still_work(pair: tuple[Proc, Proc]) -> None:
     a, _ = pair
     resp = httpx.post(a.url + "/admin/keys", json={}, headers={"authorization": f"Bearer {API_KEY}"})

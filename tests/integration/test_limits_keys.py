@@ -67,6 +67,48 @@ async def test_rotation_keeps_the_id_and_drops_the_old_secret(store: Any) -> Non
     assert (await ks.lookup(new)) is not None
 
 
+async def test_rotation_with_a_grace_period_keeps_the_old_secret_for_a_while(store: Any) -> None:
+    ks, other = KeyStore(store, ttl_s=0.05), KeyStore(store, ttl_s=0.05)
+    old, vk = await ks.create(rpm=3)
+    rotated = await ks.rotate(vk.id, grace_s=0.6)
+    assert rotated is not None
+    new, _ = rotated
+    assert await other.lookup(old) is not None and await other.lookup(new) is not None
+    updated = await ks.update(vk.id, rpm=9)  # an update during the grace reaches the old secret too
+    assert updated is not None and updated.quota.rpm == 9
+    await asyncio.sleep(0.1)
+    assert (await other.resolve(old)).quota.rpm == 9  # type: ignore[union-attr]
+    await asyncio.sleep(0.7)
+    assert await other.lookup(old) is None and await other.lookup(new) is not None
+
+
+async def test_revoking_ends_a_grace_period_at_once(store: Any) -> None:
+    ks, other = KeyStore(store, ttl_s=0.05), KeyStore(store, ttl_s=0.05)
+    old, vk = await ks.create()
+    rotated = await ks.rotate(vk.id, grace_s=60)
+    assert rotated is not None
+    await ks.revoke(vk.id)
+    await asyncio.sleep(0.1)
+    assert await other.lookup(old) is None and await other.lookup(rotated[0]) is None
+
+
+async def test_update_changes_limits_everywhere_and_keeps_the_secret(store: Any) -> None:
+    ks, other = KeyStore(store, ttl_s=0.05), KeyStore(store, ttl_s=0.05)
+    secret, vk = await ks.create(owner="ana", team="t1", rpm=3, budget=Budget(5.0, "day"))
+    first = await other.resolve(secret)
+    assert first is not None and first.quota.rpm == 3
+    updated = await ks.update(vk.id, rpm=None, tpm=1000, models=["gpt-4o-mini"], team="t2")
+    assert updated is not None
+    assert updated.quota.rpm is None and updated.quota.tpm == 1000 and updated.quota.budget == Budget(5.0, "day")
+    assert updated.owner == "ana" and updated.updated >= updated.created
+    await asyncio.sleep(0.1)
+    seen = await other.resolve(secret)
+    assert seen is not None and seen.quota.tpm == 1000 and seen.team == "t2" and seen.models == ["gpt-4o-mini"]
+    assert other.by_id(vk.id) == seen  # the limiter reads the quota from here
+    await ks.revoke(vk.id)
+    assert await ks.update(vk.id, rpm=1) is None and await ks.update("vk_none", rpm=1) is None
+
+
 async def test_concurrent_lookups_share_one_store_read(store: Any) -> None:
     ks = KeyStore(store)
     secret, _ = await ks.create()
@@ -123,8 +165,14 @@ def test_cli_create_list_rotate_revoke(redis_url: str, tmp_path: Path, capsys: p
     assert main([*base, "list"]) == 0
     listing = capsys.readouterr().out
     assert created["id"] in listing and created["key"] not in listing
-    assert main([*base, "rotate", created["id"], "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["key"] != created["key"]
+    assert main([*base, "update", created["id"], "--tpm", "900", "--clear", "rpm,models", "--json"]) == 0
+    updated = json.loads(capsys.readouterr().out)
+    assert updated["quota"] == {"tpm": 900, "budget": {"usd": 2.5, "period": "day"}} and "models" not in updated
+    assert "key" not in updated  # the secret is unchanged and never printed again
+    assert main([*base, "update", created["id"]]) == 2  # nothing to change
+    assert main([*base, "rotate", created["id"], "--grace-s", "30", "--json"]) == 0
+    rotated = json.loads(capsys.readouterr().out)
+    assert rotated["key"] != created["key"] and rotated["previous_until"] > rotated["rotated"]
     assert main([*base, "revoke", created["id"]]) == 0
     assert "revoked" in capsys.readouterr().out
     assert main([*base, "rotate", created["id"]]) == 1
