@@ -118,6 +118,7 @@ class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     semantic: bool = True  # phase 4 (needs the embedding model)
     embed_budget_ms: float = 15.0  # phase 4 only when an embedding can be had this fast
     busy_lag_ms: float = 3.0  # skip phase 4 while the worker's event loop lags more (0 = never skip)
+    flight_wait_s: float = 30.0  # identical misses in other workers/pods wait this long for one answer (0: off)
     embed_nice: int = 10  # the embedding threads' nice value above the event loop's (0 = same priority)
 
 

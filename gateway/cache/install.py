@@ -1,5 +1,6 @@
 """The MetaCache as a pipeline stage: lookup before routing, hits answered (JSON or replayed SSE),
-single flight for identical misses, write-back after the answer went out."""
+single flight for identical misses (in the worker, then across workers and pods through the store),
+write-back after the answer went out."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ..context import RequestContext
 from ..respond import StreamTap
 from .metacache import CacheHit, CacheRequest, CacheSettings, MetaCache
 from .replay import assemble_anthropic_stream, assemble_openai_stream, replay_anthropic, replay_openai
+from .shared_flight import SharedFlight
 from .singleflight import SingleFlight
 
 if TYPE_CHECKING:
@@ -26,10 +28,12 @@ CACHED_ENDPOINTS = frozenset({"chat", "messages", "completions"})
 
 
 class CacheStage:
-    def __init__(self, rt: Runtime, cache: MetaCache, flight: SingleFlight) -> None:
+    def __init__(self, rt: Runtime, cache: MetaCache, flight: SingleFlight,
+                 shared: SharedFlight | None = None) -> None:
         self.rt = rt
         self.cache = cache
         self.flight = flight
+        self.shared = shared
         self.only_t0 = cache.settings.only_temperature_zero
 
     def _request(self, ctx: RequestContext) -> CacheRequest | None:
@@ -64,7 +68,8 @@ class CacheStage:
         if not self.cache.storable(req):
             return False
         # Single flight: identical concurrent misses in this worker wait for one upstream answer.
-        flight = self.flight.acquire(self.cache.keys(req).exact)
+        keys = self.cache.keys(req)
+        flight = self.flight.acquire(keys.exact)
         slot = await flight.__aenter__()
         if not slot.leader:
             await flight.__aexit__(None, None, None)
@@ -74,6 +79,17 @@ class CacheStage:
                 await self.answer(ctx, proto, hit)
                 return True
             return False  # the leader failed: go upstream ourselves
+        # ... and this worker's leader waits for a leader elsewhere in the fleet, if there is one.
+        if self.shared is not None:
+            if await self.shared.claim(keys.exact):
+                ctx.extra["flight_lease"] = keys.exact
+            else:
+                shared_hit = await self.shared.wait(keys)
+                if shared_hit is not None:
+                    slot.publish(shared_hit.response)  # this worker's followers too
+                    await flight.__aexit__(None, None, None)
+                    await self.answer(ctx, proto, shared_hit)
+                    return True
         ctx.extra["cache_req"] = req
         ctx.extra["flight"] = (flight, slot)
         if ctx.stream:
@@ -120,8 +136,13 @@ class CacheStage:
         finally:
             if flight is not None:
                 await flight[0].__aexit__(None, None, None)
-        if req is not None and body is not None:
-            await self.cache.store(req, body)
+        lease = ctx.extra.pop("flight_lease", None)
+        try:
+            if req is not None and body is not None:
+                await self.cache.store(req, body)
+        finally:
+            if lease is not None and self.shared is not None:
+                await self.shared.release(lease)  # after the write-back: waiters find the entry
 
     def _assemble(self, ctx: RequestContext, tap: StreamTap | None) -> bytes | None:
         if tap is None or not tap.events:
@@ -150,12 +171,14 @@ async def install(app: GatewayApp, rt: Runtime) -> None:
             rt.on_close(embedder.close)
     fields = msgspec.structs.asdict(cfg)
     busy_lag_ms = fields.pop("busy_lag_ms")
+    flight_wait_s = fields.pop("flight_wait_s")
     fields.pop("embed_nice")  # the embedder's, above
     settings = CacheSettings(**fields)
     rt.loop_monitor.busy_ms = busy_lag_ms
     overloaded = rt.loop_monitor.busy if busy_lag_ms > 0 else None
     cache = MetaCache(rt.store, settings, embedder, overloaded=overloaded)
-    stage = CacheStage(rt, cache, SingleFlight())
+    shared = SharedFlight(rt.store, cache, wait_s=flight_wait_s) if flight_wait_s > 0 else None
+    stage = CacheStage(rt, cache, SingleFlight(), shared)
     rt.cache = cache
     rt.before_stages.append(stage)
     rt.after_hooks.append(stage.after)

@@ -191,6 +191,10 @@ class MetaCache:
         entry = await self._entry(k.exact, pre)
         return None if entry is None else self._hit(3, 1.0, k.partition, k.exact, entry)
 
+    async def exact_hit(self, k: K.Keys) -> CacheHit | None:
+        """Phase 3 alone, for the shared single flight's wait (store errors propagate)."""
+        return await self._exact(k, {})
+
     async def _semantic(self, req: CacheRequest, k: K.Keys) -> CacheHit | None:
         s = self.settings
         if self._embedder is None or k.text is None:

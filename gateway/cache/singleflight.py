@@ -15,9 +15,9 @@ does its own upstream call, so a follower is never worse off than without single
         else:
             body = await forward(...)          # leader failed or timed out: go on our own
 
-Scope: per worker process. Workers share nothing in memory, so N workers (or pods) can still send
-up to N identical calls; across processes the shared cache catches every repeat after the first
-write-back. `run()` is the one-call form for plain coroutines.
+Scope: per worker process; the worker's leader then takes a lease in the shared store
+(shared_flight.py), so that one worker in the whole fleet goes upstream and the others answer from
+its write-back. `run()` is the one-call form for plain coroutines.
 """
 
 from __future__ import annotations

@@ -133,6 +133,18 @@ class EmbeddedStore:
         if keys:
             await self._run(q)
 
+    async def claim(self, key: str, ttl_s: float) -> bool:
+        def q(c: sqlite3.Connection) -> bool:
+            now = time.time()
+            # One statement: an expired holder is replaced, a live one kept (then no row changes).
+            cur = c.execute(
+                "INSERT INTO kv (key, value, expires) VALUES (?, x'31', ?) ON CONFLICT (key) DO UPDATE "
+                "SET value = excluded.value, expires = excluded.expires WHERE kv.expires IS NOT NULL "
+                "AND kv.expires <= ?", (key, now + ttl_s, now))
+            return cur.rowcount == 1
+
+        return await self._run(q)
+
     async def _counter(self, key: str, amount: int, ttl_s: float, sliding: bool) -> int:
         # One statement, so it is atomic across processes: reset when expired, else add. A sliding
         # TTL is renewed by every increment; a fixed window keeps the expiry of its first one.

@@ -173,6 +173,46 @@ def test_two_instances_share_entries_and_survive_one_stopping(cache_env: tuple[P
     assert _upstream_calls(mock, "Which planet has the most moons?") == 1
 
 
+@pytest.mark.parametrize("backend", ["redis", "embedded"])
+def test_single_flight_across_workers_and_instances(tmp_path: Path, redis_server: RedisServer, backend: str) -> None:
+    # Redis: two instances of 2 workers each (two pods); embedded: one instance of 2 workers. Either
+    # way the 20 identical requests land on several workers, and one of them goes upstream
+    # (with cache.flight_wait_s: 0, 2-5 of them did).
+    mock = start_mock(tmp_path, "xf-mock", "--latency-ms", "600")
+    url = redis_server.url if backend == "redis" else None
+    count = 2 if backend == "redis" else 1
+    gws = [start_process(["serve", "--config", str(_config(tmp_path / f"xf{i}.yaml", mock, url)), "--workers", "2"],
+                         tmp_path / f"xf{i}.log", env=ENV, ready_path="/readyz") for i in range(count)]
+    question = f"fleet-wide single flight ({backend})"
+    try:
+        async def burst() -> list[tuple[str, str | None]]:
+            clients = [openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=API_KEY, max_retries=0, timeout=30)
+                       for gw in gws]
+            msgs = [{"role": "user", "content": question}]
+
+            async def one(i: int) -> tuple[str, str | None]:
+                # A fresh connection each: the workers of an instance share the load between them.
+                raw = await clients[i % len(clients)].with_options(
+                    default_headers={"connection": "close"}).chat.completions.with_raw_response.create(
+                    model="gpt-4o-mini", temperature=0, messages=msgs)  # type: ignore[arg-type]
+                return raw.parse().choices[0].message.content or "", raw.headers.get("x-cache-hit")
+
+            try:
+                return list(await asyncio.gather(*(one(i) for i in range(20))))
+            finally:
+                for c in clients:
+                    await c.close()
+
+        answers = asyncio.run(burst())
+        assert len({a for a, _ in answers}) == 1 and len(answers) == 20
+        assert sum(h == "true" for _, h in answers) == 19
+        assert _upstream_calls(mock, question) == 1
+    finally:
+        for gw in gws:
+            gw.stop()
+        mock.stop()
+
+
 def test_single_flight_one_upstream_call_for_20_concurrent(tmp_path: Path, redis_server: RedisServer) -> None:
     mock = start_mock(tmp_path, "sf-mock", "--latency-ms", "400")
     gw = start_process(["serve", "--config", str(_config(tmp_path / "sf.yaml", mock, redis_server.url)),

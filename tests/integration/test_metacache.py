@@ -13,6 +13,7 @@ import msgspec
 import pytest
 
 from gateway.cache.metacache import CacheHit, CacheRequest, CacheSettings, MetaCache
+from gateway.cache.shared_flight import SharedFlight
 from gateway.cache.singleflight import SingleFlight
 from gateway.cache.store import RedisStore, Store, open_store
 from gateway.embed import Embedder
@@ -461,3 +462,47 @@ async def test_lookup_timings(make_cache: Any, backend: tuple[str | None, str]) 
     )
     await cache.drain()
     print(f"\n[{'redis' if backend[0] else 'embedded'}] " + ", ".join(report))
+
+
+# --------------------------------------------------------------------------- shared single flight
+
+
+async def test_shared_flight_hands_the_write_back_to_another_worker(make_cache: Any) -> None:
+    a, b = make_cache(0), make_cache(1)  # two workers (or pods): separate clients on one store
+    fa, fb = SharedFlight(a._store, a, wait_s=5), SharedFlight(b._store, b, wait_s=5)
+    r = req(chat("A question asked everywhere at once"))
+    k = b.keys(r)
+    assert await fa.claim(k.exact)
+    assert not await fb.claim(k.exact)  # somebody leads: wait for its answer
+
+    async def leader() -> None:
+        await asyncio.sleep(0.15)
+        await a.store(r, answer("the one answer"))
+        await fa.release(k.exact)
+
+    lead = asyncio.ensure_future(leader())
+    hit = await fb.wait(k)
+    await lead
+    assert hit is not None and hit.phase == 3 and b"the one answer" in hit.response
+    assert fb.stats.served == 1 and fa.stats.claimed == 1
+    assert await fb.claim(k.exact)  # released: the next miss may lead
+
+
+async def test_shared_flight_follower_goes_upstream_when_the_leader_stores_nothing(make_cache: Any) -> None:
+    a, b = make_cache(0), make_cache(1)
+    fa, fb = SharedFlight(a._store, a, wait_s=5), SharedFlight(b._store, b, wait_s=5)
+    k = b.keys(req(chat("An answer that will not be stored")))
+    assert await fa.claim(k.exact)
+    asyncio.get_running_loop().call_later(0.1, lambda: asyncio.ensure_future(fa.release(k.exact)))
+    t0 = time.monotonic()
+    assert await fb.wait(k) is None
+    assert time.monotonic() - t0 < 2 and fb.stats.gave_up == 1
+
+
+async def test_shared_flight_lease_expires_when_a_leader_dies(make_cache: Any) -> None:
+    a, b = make_cache(0), make_cache(1)
+    fa, fb = SharedFlight(a._store, a, wait_s=0.3), SharedFlight(b._store, b, wait_s=0.3)
+    k = b.keys(req(chat("The leader crashed")))
+    assert await fa.claim(k.exact)  # and never releases
+    assert await fb.wait(k) is None
+    assert await fb.claim(k.exact)
