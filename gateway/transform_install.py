@@ -23,7 +23,14 @@ import structlog
 
 from . import promptcache as pc
 from .cache.store import StoreUnavailable
-from .compress import CompressionResult, compress_anthropic_messages, compress_openai_chat, resolve_level
+from .compress import (
+    CompressionResult,
+    compress_anthropic_messages,
+    compress_openai_chat,
+    compress_openai_completion,
+    compress_openai_responses,
+    resolve_level,
+)
 from .compress.tokens import count_tokens
 from .errors import GatewayError
 
@@ -39,6 +46,8 @@ COMPRESSION_HEADER = "x-gateway-compression"
 PROMPT_CACHE_HEADER = "x-gateway-prompt-cache"
 THREAD_BYTES = 32 * 1024  # bodies above this are compressed in a worker thread
 SEEN_BUDGET_S = 0.05  # the store's sighting count may hold a request this long at most
+COMPRESSORS = {"chat": compress_openai_chat, "messages": compress_anthropic_messages,
+               "responses": compress_openai_responses, "completions": compress_openai_completion}
 
 
 class _RouteInfo:
@@ -53,7 +62,7 @@ class _RouteInfo:
             self.family = "anthropic"
         else:
             translated = [not p.speaks("openai") and p.speaks("anthropic") for p in providers]
-            self.translates = any(translated)
+            self.translates = endpoint == "chat" and any(translated)  # only chat is translated
             # The tighter Anthropic default only when every deployment is Anthropic.
             self.family = "anthropic" if all(translated) else "openai"
         self.upstream_model = route.deployments[0].model or route.name
@@ -80,7 +89,7 @@ class TransformStage:
 
     async def __call__(self, ctx: RequestContext, proto: Any) -> bool:
         endpoint = ctx.endpoint.name
-        if endpoint not in ("chat", "messages"):
+        if endpoint not in COMPRESSORS:
             return False
         found = self._route(ctx)
         if found is None:
@@ -113,7 +122,7 @@ class TransformStage:
 
     async def _compress(self, ctx: RequestContext, body: dict[str, Any],
                         level: str) -> CompressionResult | None:
-        fn = compress_anthropic_messages if ctx.endpoint.name == "messages" else compress_openai_chat
+        fn = COMPRESSORS[ctx.endpoint.name]
         try:
             if len(ctx.body) > THREAD_BYTES:
                 return await asyncio.to_thread(fn, body, level, count=False)

@@ -1,6 +1,6 @@
 """Prompt compression (cost layer 2): phrase rewriting and dedup of request bodies, by level.
 
-The request pipeline calls one of the two body functions on a cache miss, with the level from
+The request pipeline calls the body function of its endpoint on a cache miss, with the level from
 `settings.resolve_level`:
 
     result = compress_anthropic_messages(body, "standard", embed=embedder)  # or compress_openai_chat
@@ -16,6 +16,8 @@ from gateway.compress.messages import (
     CompressionResult,
     compress_anthropic_messages,
     compress_openai_chat,
+    compress_openai_completion,
+    compress_openai_responses,
     compress_text,
 )
 from gateway.compress.phrases import IMPLEMENTATION
@@ -26,6 +28,8 @@ __all__ = [
     "CompressionResult",
     "compress_anthropic_messages",
     "compress_openai_chat",
+    "compress_openai_completion",
+    "compress_openai_responses",
     "compress_text",
     "resolve_level",
 ]

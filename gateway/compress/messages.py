@@ -1,4 +1,5 @@
-"""Compression of whole request bodies: finds the prose in OpenAI and Anthropic messages, rewrites it.
+"""Compression of whole request bodies: finds the prose in OpenAI chat, completions and Responses
+bodies and in Anthropic messages, and rewrites it.
 
 Pure functions of (body, level, embed): no I/O, no shared mutable state, the input is never
 mutated (only the containers on the path to a changed text are copied), so a caller may run a
@@ -18,9 +19,10 @@ from gateway.compress.protect import compress_prose
 from gateway.compress.settings import spec_for
 from gateway.compress.tokens import count_tokens
 
-__all__ = ["CompressionResult", "compress_anthropic_messages", "compress_openai_chat", "compress_text"]
+__all__ = ["CompressionResult", "compress_anthropic_messages", "compress_openai_chat",
+           "compress_openai_completion", "compress_openai_responses", "compress_text"]
 
-# Where a text sits: ("system" | "messages", index in that list or -1, content part index or -1).
+# Where a text sits: (the body's field, index in that list or -1, content part index or -1).
 _Slot = tuple[str, int, int]
 _Unit = tuple[_Slot, str, str]  # slot, label for dedup references, text
 
@@ -47,15 +49,15 @@ def compress_text(text: str, level: str) -> tuple[str, int]:
     return compress_prose(text, lambda prose: replace_phrases(prose, level))
 
 
-def _text_parts(content: Any) -> list[tuple[int, str]]:
-    """(part index or -1, text) of a content that is a str or a list of {"type": "text"} parts."""
+def _text_parts(content: Any, kind: str = "text") -> list[tuple[int, str]]:
+    """(part index or -1, text) of a content that is a str or a list of {"type": kind} parts."""
     if isinstance(content, str):
         return [(-1, content)]
     if isinstance(content, list):
         return [
             (k, part["text"])
             for k, part in enumerate(content)
-            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+            if isinstance(part, dict) and part.get("type") == kind and isinstance(part.get("text"), str)
         ]
     return []
 
@@ -87,6 +89,34 @@ def _anthropic_units(body: dict[str, Any]) -> list[_Unit]:
     return units
 
 
+def _responses_units(body: dict[str, Any]) -> list[_Unit]:
+    # The Responses API: `instructions`, and `input` as a string or a list of items. Only message
+    # items (a role and text content) are prose; function calls, their outputs, reasoning items
+    # and anything else are replayed exactly.
+    units: list[_Unit] = []
+    if isinstance(body.get("instructions"), str):
+        units.append((("instructions", -1, -1), "the instructions", body["instructions"]))
+    items = body.get("input")
+    if isinstance(items, str):
+        units.append((("input", -1, -1), "the input", items))
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        if not isinstance(item, dict) or item.get("type", "message") != "message" or "role" not in item:
+            continue
+        for k, text in _text_parts(item.get("content"), "input_text"):
+            units.append((("input", i, k), f"input item {i + 1}", text))
+    return units
+
+
+def _completion_units(body: dict[str, Any]) -> list[_Unit]:
+    # /v1/completions: `prompt` as a string or a list of strings (token-id prompts are left alone).
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return [(("prompt", -1, -1), "the prompt", prompt)]
+    if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
+        return [(("prompt", i, -1), f"prompt {i + 1}", p) for i, p in enumerate(prompt)]
+    return []
+
+
 def _with_text(container: Any, k: int, text: str) -> Any:
     """`container` (a str content or a list of parts) with part k's text replaced, copied."""
     if k < 0:
@@ -98,17 +128,20 @@ def _with_text(container: Any, k: int, text: str) -> Any:
 
 def _rebuild(body: dict[str, Any], changes: dict[_Slot, str]) -> dict[str, Any]:
     new_body = dict(body)
-    messages = list(body["messages"]) if any(s[0] == "messages" for s in changes) else None
+    lists: dict[str, list[Any]] = {}  # the body's lists on the path to a change, copied once each
     for (where, i, k), text in changes.items():
-        if where == "system":
-            new_body["system"] = _with_text(new_body["system"], k, text)
+        if i < 0:
+            new_body[where] = _with_text(new_body[where], k, text)
+            continue
+        items = lists.get(where)
+        if items is None:
+            items = lists[where] = list(body[where])
+        item = items[i]
+        if isinstance(item, str):  # a prompt in a list of prompts
+            items[i] = text
         else:
-            assert messages is not None
-            message = dict(messages[i])
-            message["content"] = _with_text(message["content"], k, text)
-            messages[i] = message
-    if messages is not None:
-        new_body["messages"] = messages
+            items[i] = {**item, "content": _with_text(item["content"], k, text)}
+    new_body.update(lists)
     return new_body
 
 
@@ -167,3 +200,17 @@ def compress_anthropic_messages(
 ) -> CompressionResult:
     """Compress an Anthropic /v1/messages body at `level` ("off", "light", "standard")."""
     return _compress(body, _anthropic_units(body), level, embed, count)
+
+
+def compress_openai_responses(
+    body: dict[str, Any], level: str, embed: Embedder | None = None, *, count: bool = True
+) -> CompressionResult:
+    """Compress an OpenAI /v1/responses body: the instructions and the input's message text."""
+    return _compress(body, _responses_units(body), level, embed, count)
+
+
+def compress_openai_completion(
+    body: dict[str, Any], level: str, embed: Embedder | None = None, *, count: bool = True
+) -> CompressionResult:
+    """Compress a legacy /v1/completions body: its prompt (a string or a list of strings)."""
+    return _compress(body, _completion_units(body), level, embed, count)

@@ -7,6 +7,7 @@ compared with a hand computation from the usage the SDKs returned and the publis
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from gateway.compress import compress_anthropic_messages, compress_openai_chat, 
 from .conftest import Proc, mock_requests, start_mock, start_process
 
 MASTER = "sk-cost-master"
-KEYS = ("large", "medium", "small", "client", "openai", "compress", "translated")
+KEYS = ("large", "medium", "small", "client", "openai", "compress", "translated", "responses")
 # Published prices used by the hand computations (USD per million tokens): claude-house is deployed
 # as claude-sonnet-4-6, gpt-4o-mini as itself.
 SONNET = {"input": 3.0, "write": 3.75, "read": 0.30, "output": 15.0}
@@ -305,6 +306,26 @@ def test_prose_shrinks_code_and_urls_do_not(claude: Claude, gw: Proc, mock: Proc
     assert usage.input_tokens > 0
     print(f"\ncompression: anthropic standard {expected.tokens_before}->{expected.tokens_after} tokens,"
           f" openai light {light.tokens_before}->{light.tokens_after}")
+
+
+def test_responses_and_completions_are_compressed_too(gw: Proc, mock: Proc) -> None:
+    tag = uuid.uuid4().hex
+    instructions = f"Desk {tag}.\n\n" + PROSE + f"\n\nExample:\n{CODE}\n"
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key=key_of("responses"), max_retries=0) as oai:
+        oai.responses.create(model="gpt-4o-mini", instructions=instructions,
+                             input=[{"role": "user", "content": [{"type": "input_text", "text": PROSE}]}])
+        oai.responses.create(model="gpt-4o-mini", instructions=instructions, input="Refund?",
+                             extra_headers={"x-gateway-compression": "off"})
+        oai.completions.create(model="gpt-4o-mini", prompt=f"Note {tag}: " + PROSE, max_tokens=5)
+    sent = [r for r in mock_requests(mock) if tag in json.dumps(r["body"])]
+    responses = [r["body"] for r in sent if r["path"].endswith("/responses")]
+    light = compress_text(instructions, "light")[0]
+    assert light != instructions and CODE in light
+    assert responses[0]["instructions"] == light
+    assert responses[0]["input"][0]["content"][0]["text"] == compress_text(PROSE, "light")[0]
+    assert responses[1]["instructions"] == instructions  # opted out
+    completion = next(r["body"] for r in sent if r["path"].endswith("/v1/completions"))
+    assert completion["prompt"] == compress_text(f"Note {tag}: " + PROSE, "light")[0]
 
 
 def test_admin_savings_needs_the_master_key(gw: Proc) -> None:

@@ -13,6 +13,8 @@ from gateway.compress import (
     CompressionResult,
     compress_anthropic_messages,
     compress_openai_chat,
+    compress_openai_completion,
+    compress_openai_responses,
     compress_text,
     resolve_level,
 )
@@ -83,6 +85,46 @@ def test_openai_compresses_prose_and_skips_tools() -> None:
     )
     assert out["unknown_field"] is body["unknown_field"]
     assert result.tokens_after < result.tokens_before
+
+
+def test_responses_instructions_and_message_items_only() -> None:
+    body = {
+        "model": "gpt-4o-mini",
+        "instructions": "In order to help, answer prior to asking.",
+        "input": [
+            {"role": "user", "content": [
+                {"type": "input_text", "text": "Due to the fact that I am new, explain."},
+                {"type": "input_image", "image_url": "https://x.io/in order to.png"},
+            ]},
+            {"type": "message", "role": "assistant", "content": "In the event that you ask, yes."},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": '{"q": "in order to"}'},
+            {"type": "function_call_output", "call_id": "c1", "output": "in order to win"},
+            {"type": "reasoning", "id": "r1", "summary": [{"type": "summary_text", "text": "in order to"}]},
+        ],
+        "tools": [{"type": "function", "name": "f", "description": "in order to look up"}],
+    }
+    snapshot = copy.deepcopy(body)
+    result = compress_openai_responses(body, "light")
+    assert body == snapshot and result.changed and result.phrases_replaced == 4
+    out = result.body
+    assert out["instructions"] == "To help, answer before asking."
+    assert out["input"][0]["content"][0]["text"] == "Because I am new, explain."
+    assert out["input"][0]["content"][1] is body["input"][0]["content"][1]
+    assert out["input"][1]["content"] == "If you ask, yes."
+    assert out["input"][2:] == body["input"][2:] and out["input"][2] is body["input"][2]
+    assert out["tools"] is body["tools"]
+    string_input = compress_openai_responses({"model": "m", "input": "In order to start, say hi."}, "light")
+    assert string_input.body["input"] == "To start, say hi."
+
+
+def test_completions_prompt_string_or_list() -> None:
+    one = compress_openai_completion({"model": "m", "prompt": "In order to finish, write prior to noon:"}, "light")
+    assert one.body["prompt"] == "To finish, write before noon:"
+    body = {"model": "m", "prompt": ["In order to a", "plain", "Due to the fact that b"]}
+    many = compress_openai_completion(body, "light")
+    assert many.body["prompt"] == ["To a", "plain", "Because b"] and body["prompt"][0] == "In order to a"
+    tokens = {"model": "m", "prompt": [1212, 318, 257]}
+    assert compress_openai_completion(tokens, "light").body is tokens  # token ids: left alone
 
 
 def test_anthropic_text_blocks_only_and_cache_control_kept() -> None:
