@@ -13,6 +13,7 @@ from gateway.auth import KeyRecord
 from gateway.cache.store import StoreUnavailable
 from gateway.context import EndpointSpec, RequestContext
 from gateway.errors import RateLimited, ServiceUnavailable
+from gateway.governance.corrections import Corrections
 from gateway.governance.counters import Cap, Verdict, Window, WindowState
 from gateway.governance.keys import KeyStore
 from gateway.governance.limits import BudgetExceeded, Limiter, Reservation, fmt_duration, micro_usd, period_of
@@ -129,6 +130,7 @@ async def test_tokens_reserved_from_the_estimate_and_corrected() -> None:
 @pytest.mark.parametrize(("tpm", "urgent"), [(10_000, False), (35, True)])
 async def test_a_correction_waits_for_its_batch_unless_the_limit_is_near(tpm: int, urgent: bool) -> None:
     limiter, counters = make(keys={"k1": {"tpm": tpm}})
+    limiter.corrections = Corrections(counters, interval_s=60)  # no timer can fire during the test
     ctx = request(BODY, KEY)
     await limiter.check(ctx)
     res: Reservation = ctx.extra["gov_reservation"]
