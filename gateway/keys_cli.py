@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from .config import ConfigError, config_source, load_config
+from .config import ConfigError, StoreConfig, config_source, load_config
 
 
 def register(subparsers: Any) -> None:
@@ -22,27 +22,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--config", "-c", help="YAML or TOML configuration file (names the store)")
     sub = p.add_subparsers(dest="keys_command", required=True)
     c = sub.add_parser("create", help="issue a key (printed once)")
-    c.add_argument("--owner", default="")
-    c.add_argument("--team")
-    c.add_argument("--name", default="")
-    c.add_argument("--models", help="comma-separated allowed models (default: all)")
-    c.add_argument("--rpm", type=int)
-    c.add_argument("--tpm", type=int)
-    c.add_argument("--budget-usd", type=float)
-    c.add_argument("--budget-period", choices=("day", "month"), default="month")
+    _key_fields(c)
     c.add_argument("--json", action="store_true", help="print the record as JSON")
     ls = sub.add_parser("list", help="every key (never a secret)")
     ls.add_argument("--json", action="store_true")
     u = sub.add_parser("update", help="change a key's limits, models, team or owner (the secret stays)")
     u.add_argument("id")
-    u.add_argument("--owner")
-    u.add_argument("--team")
-    u.add_argument("--name")
-    u.add_argument("--models", help="comma-separated allowed models")
-    u.add_argument("--rpm", type=int)
-    u.add_argument("--tpm", type=int)
-    u.add_argument("--budget-usd", type=float)
-    u.add_argument("--budget-period", choices=("day", "month"), default="month")
+    _key_fields(u)
     u.add_argument("--clear", default="", help="comma-separated: rpm, tpm, budget, models, team")
     u.add_argument("--json", action="store_true")
     for name, text in (("rotate", "a new secret for the same key"), ("revoke", "refuse the key everywhere")):
@@ -55,31 +41,39 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_run)
 
 
+def _key_fields(parser: argparse.ArgumentParser) -> None:
+    """The options a key is made of, shared by `create` and `update` (absent: not given)."""
+    parser.add_argument("--owner")
+    parser.add_argument("--team")
+    parser.add_argument("--name")
+    parser.add_argument("--models", help="comma-separated allowed models (default: all)")
+    parser.add_argument("--rpm", type=int)
+    parser.add_argument("--tpm", type=int)
+    parser.add_argument("--budget-usd", type=float)
+    parser.add_argument("--budget-period", choices=("day", "month"), default="month")
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config or config_source()[0])
     except ConfigError as exc:
         print(f"gateway keys: configuration error: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_main(args, cfg.store.redis_url, cfg.store.embedded_path))
+    return asyncio.run(_main(args, cfg.store))
 
 
-async def _main(args: argparse.Namespace, redis_url: str, embedded_path: str) -> int:
+async def _main(args: argparse.Namespace, store_cfg: StoreConfig) -> int:
     import msgspec
 
-    from .cache.store import StoreUnavailable, open_store
+    from .cache.store import StoreUnavailable, open_configured
     from .governance.admin import public
     from .governance.keys import KeyStore
-    from .governance.settings import Budget
 
-    store = open_store(redis_url or None, embedded_path)
+    store = open_configured(store_cfg)
     keys = KeyStore(store)
     try:
         if args.keys_command == "create":
-            budget = Budget(args.budget_usd, args.budget_period) if args.budget_usd is not None else None
-            models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-            secret, vk = await keys.create(owner=args.owner, team=args.team, models=models, rpm=args.rpm,
-                                           tpm=args.tpm, budget=budget, name=args.name)
+            secret, vk = await keys.create(**_given(args))
             _show({**public(vk), "key": secret}, args.json)
         elif args.keys_command == "list":
             items = [public(vk) for vk in await keys.list()]
@@ -118,16 +112,22 @@ async def _main(args: argparse.Namespace, redis_url: str, embedded_path: str) ->
     return 0
 
 
-def _changes(args: argparse.Namespace) -> dict[str, Any]:
-    """The fields `keys update` was given; --clear sets limits (or the team, the model list) to none."""
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The key fields given on the command line, named as `KeyStore.create` and `update` take them."""
     from .governance.settings import Budget
 
-    changes: dict[str, Any] = {f: getattr(args, f) for f in ("owner", "team", "name", "rpm", "tpm")
-                               if getattr(args, f) is not None}
-    if args.models is not None:
-        changes["models"] = [m.strip() for m in args.models.split(",") if m.strip()]
+    fields: dict[str, Any] = {f: getattr(args, f) for f in ("owner", "team", "name", "rpm", "tpm")
+                              if getattr(args, f) is not None}
+    if args.models:
+        fields["models"] = [m.strip() for m in args.models.split(",") if m.strip()]
     if args.budget_usd is not None:
-        changes["budget"] = Budget(args.budget_usd, args.budget_period)
+        fields["budget"] = Budget(args.budget_usd, args.budget_period)
+    return fields
+
+
+def _changes(args: argparse.Namespace) -> dict[str, Any]:
+    """What `keys update` was given; --clear sets limits (or the team, the model list) to none."""
+    changes = _given(args)
     for field in (f.strip() for f in args.clear.split(",") if f.strip()):
         if field not in ("rpm", "tpm", "budget", "models", "team"):
             raise SystemExit(f"gateway keys: --clear takes rpm, tpm, budget, models or team, not {field!r}")

@@ -5,7 +5,8 @@ A window counts amounts (requests or tokens) in one-second buckets over the last
 a hash of second -> amount on Redis, rows of (key, second) in SQLite. `admit` checks every window and
 budget of a request and, only when all of them have room, adds to all of them: no read-then-write
 race, and a refusal leaves nothing behind. `adjust` corrects reservations once the real usage is
-known, many at once (corrections.py merges them). Budgets are plain integer counters (micro-dollars) per period.
+known, many at once (corrections.py merges them). Budgets are plain integer counters (micro-dollars)
+per period.
 
 Errors come out as `StoreUnavailable` (the store's own breaker translates them); the caller decides
 between fail-open and fail-closed.

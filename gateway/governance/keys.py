@@ -7,8 +7,8 @@ Layout in the store (values are msgspec JSON of `VirtualKey`):
 Revoking deletes the digest entry; every worker's cache entry lives at most `ttl_s` (<= 1 s), so a
 revoked key is refused everywhere within a second, and an update (limits, models, team) is seen
 everywhere within the same second. A rotation may keep the old secret working for a grace period
-(its digest entry then expires by itself; revoking ends it at once). During a store outage, cached entries keep
-serving (stale) and unknown keys are refused with 503.
+(its digest entry then expires by itself; revoking ends it at once). During a store outage, cached
+entries keep serving (stale) and unknown keys are refused with 503.
 """
 
 from __future__ import annotations
