@@ -27,7 +27,7 @@ RUN pip install --no-cache-dir . \
 # fails the build rather than ship the big fallback model.
 ENV GATEWAY_MODEL_CACHE=/opt/gateway/models
 RUN pip install --no-cache-dir "onnx>=1.16" \
-    && python -m gateway.embed_prepare \
+    && python -m gateway.embed.prepare \
     && pip uninstall --yes onnx
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime

@@ -16,7 +16,7 @@ SKIP = os.environ.get("GATEWAY_NO_EXTENSIONS") == "1" and not STRICT
 
 # (module name inside the package, source in native/)
 NATIVE_MODULES = [
-    ("gateway.compress._phrases_c", "native/phrases.pyx"),
+    ("gateway.transform.compress._phrases_c", "native/phrases.pyx"),
 ]
 
 

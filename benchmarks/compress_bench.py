@@ -22,9 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.compress import compress_text  # noqa: E402
-from gateway.compress.phrases import load_engine  # noqa: E402
-from gateway.compress.tokens import count_tokens, tokenizer_name  # noqa: E402
+from gateway.transform.compress import compress_text  # noqa: E402
+from gateway.transform.compress.phrases import load_engine  # noqa: E402
+from gateway.transform.compress.tokens import count_tokens, tokenizer_name  # noqa: E402
 
 CORPUS = ROOT / "tests" / "data" / "prompts" / "corpus.jsonl"
 MIN_SPEEDUP = 10.0

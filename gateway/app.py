@@ -14,15 +14,15 @@ from typing import Any
 import msgspec
 import structlog
 
-from . import __version__
-from .config import Config, config_source, load_config
-from .context import EndpointSpec, RequestContext
-from .errors import GatewayError, NotFound, Protocol, render
-from .memtrim import lower_trim_threshold
-from .mock.app import MockApp
-from .observe import logging as gw_logging
-from .plugins import install_plugins
-from .runtime import Runtime
+from gateway import __version__
+from gateway.config import Config, config_source, load_config
+from gateway.errors import GatewayError, NotFound, Protocol, render
+from gateway.mock.app import MockApp
+from gateway.observe import logging as gw_logging
+from gateway.pipeline.context import EndpointSpec, RequestContext
+from gateway.plugins import install_plugins
+from gateway.worker.memtrim import lower_trim_threshold
+from gateway.worker.runtime import Runtime
 
 log = structlog.get_logger("gateway.app")
 _enc = msgspec.json.Encoder()

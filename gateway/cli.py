@@ -10,8 +10,8 @@ import sys
 
 import msgspec
 
-from . import __version__
-from .config import ConfigError, load_config
+from gateway import __version__
+from gateway.config import ConfigError, load_config
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -22,7 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     host = args.host or cfg.server.host
     port = args.port or cfg.server.port
-    from .server import default_workers, serve
+    from gateway.server import default_workers, serve
 
     workers = args.workers or cfg.server.workers or default_workers()
     # Workers are separate processes: they read the same choices from the environment.
@@ -41,8 +41,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _mock(args: argparse.Namespace) -> int:
-    from .mock.app import MockSettings
-    from .server import serve_mock
+    from gateway.mock.app import MockSettings
+    from gateway.server import serve_mock
 
     settings = MockSettings(latency_ms=args.latency_ms, stream_chunks=args.stream_chunks,
                             chunk_interval_ms=args.chunk_interval_ms, error_rate=args.error_rate,
@@ -66,7 +66,7 @@ def _config_check(args: argparse.Namespace) -> int:
 
 def _version(args: argparse.Namespace) -> int:
     try:
-        from .compress.phrases import IMPLEMENTATION
+        from gateway.transform.compress.phrases import IMPLEMENTATION
     except ImportError as exc:
         IMPLEMENTATION = f"unavailable ({exc})"
     print(f"gateway {__version__} (python {sys.version.split()[0]}, phrase compression: {IMPLEMENTATION})")

@@ -14,10 +14,10 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
-from .governance.settings import GovernanceSettings, SettingsError
-from .governance.settings import validate as validate_governance
-from .observe.settings import ArchiveConfig, ObserveConfig
-from .pricing import PricingConfig
+from gateway.costs.prices import PricingConfig
+from gateway.governance.settings import GovernanceSettings, SettingsError
+from gateway.governance.settings import validate as validate_governance
+from gateway.observe.settings import ArchiveConfig, ObserveConfig
 
 ProviderKind = Literal["openai", "azure", "anthropic", "compatible"]
 BUILTIN_MOCK = "builtin:mock"

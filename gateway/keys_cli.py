@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from .config import ConfigError, StoreConfig, config_source, load_config
+from gateway.config import ConfigError, StoreConfig, config_source, load_config
 
 
 def register(subparsers: Any) -> None:
@@ -65,9 +65,9 @@ def _run(args: argparse.Namespace) -> int:
 async def _main(args: argparse.Namespace, store_cfg: StoreConfig) -> int:
     import msgspec
 
-    from .cache.store import StoreUnavailable, open_configured
-    from .governance.admin import public
-    from .governance.keys import KeyStore
+    from gateway.governance.admin import public
+    from gateway.governance.keys import KeyStore
+    from gateway.store import StoreUnavailable, open_configured
 
     store = open_configured(store_cfg)
     keys = KeyStore(store)
@@ -114,7 +114,7 @@ async def _main(args: argparse.Namespace, store_cfg: StoreConfig) -> int:
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
     """The key fields given on the command line, named as `KeyStore.create` and `update` take them."""
-    from .governance.settings import Budget
+    from gateway.governance.settings import Budget
 
     fields: dict[str, Any] = {f: getattr(args, f) for f in ("owner", "team", "name", "rpm", "tpm")
                               if getattr(args, f) is not None}

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 if TYPE_CHECKING:
-    from .app import GatewayApp
-    from .runtime import Runtime
+    from gateway.app import GatewayApp
+    from gateway.worker.runtime import Runtime
 
 log = structlog.get_logger("gateway.plugins")
 
@@ -24,11 +24,11 @@ log = structlog.get_logger("gateway.plugins")
 # (compression, provider prompt-cache markers) -> accounting (cost, savings) -> observability.
 PLUGINS = (
     ("store", "gateway.store_install"),
-    ("governance", "gateway.governance.install"),
-    ("cache", "gateway.cache.install"),
-    ("transform", "gateway.transform_install"),
-    ("ledger", "gateway.ledger_install"),
-    ("observe", "gateway.observe.install"),
+    ("governance", "gateway.governance.part"),
+    ("cache", "gateway.cache.part"),
+    ("transform", "gateway.transform.part"),
+    ("ledger", "gateway.costs.part"),
+    ("observe", "gateway.observe.part"),
 )
 
 

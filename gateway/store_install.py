@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from .cache.store import open_configured
+from gateway.store import open_configured
 
 if TYPE_CHECKING:
-    from .app import GatewayApp
-    from .runtime import Runtime
+    from gateway.app import GatewayApp
+    from gateway.worker.runtime import Runtime
 
 log = structlog.get_logger("gateway.store")
 

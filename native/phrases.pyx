@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Native phrase engine (gateway.compress._phrases_c): one trie pass over the str's own buffer.
+"""Native phrase engine (gateway.transform.compress._phrases_c): one trie pass over the str's own buffer.
 
 The twin is gateway/compress/_phrases_py.py: same names, same algorithm, byte-identical output.
 The scan reads the PEP 393 buffer of the str in place (1, 2 or 4 bytes per character, no copy) and
@@ -11,7 +11,7 @@ from slices of the original str, so text with no match is returned as the very s
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memset
 
-from gateway.compress import table
+from gateway.transform.compress import table
 
 __all__ = ["PhraseReplacer", "replace_phrases"]
 

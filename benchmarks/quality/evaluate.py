@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # run from anywhere without installing the package
 
 from gateway.cache.verify import DEFAULT_SETTINGS, DEFAULT_THRESHOLD, VerifySettings, verify  # noqa: E402
-from gateway.embed import Embedder  # noqa: E402
+from gateway.embed.session import Embedder  # noqa: E402
 
 DATA = HERE / "data"
 THRESHOLDS = [round(0.80 + 0.01 * i, 2) for i in range(19)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.cache.store import EntryWrite, Store
+from gateway.store import EntryWrite, Store
 
 
 class GroupCommit:

@@ -30,7 +30,6 @@ from gateway.cache.recent import Recent, RecentIntents
 from gateway.cache.recent import encode as encode_recent
 from gateway.cache.replay import reusable_answer
 from gateway.cache.semantic import VectorIndex
-from gateway.cache.store import EntryWrite, Store, StoreUnavailable
 from gateway.cache.types import (
     ENTRY_CODEC,
     TIERS,
@@ -44,6 +43,7 @@ from gateway.cache.types import (
     Verifier,
 )
 from gateway.cache.verify import verify
+from gateway.store import EntryWrite, Store, StoreUnavailable
 
 __all__ = ["TIERS", "CacheHit", "CacheRequest", "CacheSettings", "CacheStats", "MetaCache", "PhaseStats"]
 

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import msgspec
 
 from gateway.cache import keys as K
-from gateway.cache.store import Store
+from gateway.store import Store
 
 RECENT_TTL_S = 0.25  # other workers' new intents reach phase 2 here within this time
 MAX_PARTITIONS = 1024

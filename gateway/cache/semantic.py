@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from gateway.cache.store import CLEAR, Store
+from gateway.store import CLEAR, Store
 
 DIM = 384
 

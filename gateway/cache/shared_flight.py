@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .store import Store, StoreUnavailable
+from gateway.store import Store, StoreUnavailable
 
 if TYPE_CHECKING:
-    from .keys import Keys
-    from .metacache import CacheHit, MetaCache
+    from gateway.cache.keys import Keys
+    from gateway.cache.metacache import CacheHit, MetaCache
 
 LEASE_PREFIX = "gw:sf:"
 

@@ -65,7 +65,7 @@ class Verdict(Protocol):
 
 
 class Embedder(Protocol):
-    """What the cache needs from gateway.embed.Embedder."""
+    """What the cache needs from gateway.embed.session.Embedder."""
 
     async def embed_one(self, text: str, *, budget_ms: float) -> np.ndarray | None: ...
 

@@ -5,7 +5,7 @@
     keys.py      virtual keys in the shared store (hashed, TTL-cached lookups)
     counters.py  atomic window and budget counters (a Lua script on Redis, one SQLite transaction embedded)
     limits.py    RPM/TPM per key and team, token reservation and correction, 429s with x-ratelimit-*
-    prices.py    USD cost of a request (gateway.pricing when present, else a small fallback table)
+    prices.py    USD cost of a request (gateway.costs.prices when present, else a small fallback table)
     detect.py    the policy detectors: PII with Luhn, deny-lists, prompt size, injection heuristic
     content.py   where the text lives in each request and answer shape; redaction in place
     policies.py  compiled policy sets per route: redaction and checks before or beside the call (ctx.guards)

@@ -22,17 +22,16 @@ from urllib.parse import parse_qs
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from gateway.auth import KeyRecord
-from gateway.cache.store import StoreUnavailable
 from gateway.errors import BadRequest, NotFound, ServiceUnavailable
-
-from .keys import KeyStore, VirtualKey
-from .limits import Limiter
-from .settings import Budget
+from gateway.governance.auth import KeyRecord
+from gateway.governance.keys import KeyStore, VirtualKey
+from gateway.governance.limits import Limiter
+from gateway.governance.settings import Budget
+from gateway.store import StoreUnavailable
 
 if TYPE_CHECKING:
     from gateway.app import GatewayApp
-    from gateway.runtime import Runtime
+    from gateway.worker.runtime import Runtime
 
 JSON = [("content-type", "application/json")]
 Handler = Callable[[Any, Any, dict[str, str]], Awaitable[None]]

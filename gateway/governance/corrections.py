@@ -16,10 +16,10 @@ import asyncio
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from gateway.cache.store import StoreUnavailable
+from gateway.store import StoreUnavailable
 
 if TYPE_CHECKING:
-    from .counters import Counters
+    from gateway.governance.counters import Counters
 
 
 class Corrections:

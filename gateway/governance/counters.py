@@ -19,7 +19,7 @@ import sqlite3
 import time
 from typing import Any, NamedTuple, Protocol
 
-from gateway.cache.store import StoreUnavailable
+from gateway.store import StoreUnavailable
 
 
 class Window(NamedTuple):
@@ -312,7 +312,7 @@ class SqliteCounters:
 
 async def open_counters(store: Any, window_s: int) -> Counters:
     """Counters over the store's own client (Redis) or connection pool (embedded)."""
-    from gateway.cache.store import RedisStore
+    from gateway.store.redis import RedisStore
 
     if isinstance(store, RedisStore):
         redis_counters = RedisCounters(store.client, store.guarded, window_s)

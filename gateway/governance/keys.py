@@ -21,11 +21,10 @@ from typing import Any
 
 import msgspec
 
-from gateway.auth import KeyRecord
-from gateway.cache.store import StoreUnavailable
 from gateway.errors import ServiceUnavailable
-
-from .settings import Budget, Quota
+from gateway.governance.auth import KeyRecord
+from gateway.governance.settings import Budget, Quota
+from gateway.store import StoreUnavailable
 
 PREFIX = "sk-gw-"  # every virtual key starts with this: other keys are never looked up in the store
 _D, _I, _IDS = "gw:vk:d:", "gw:vk:i:", "gw:vk:ids"

@@ -15,19 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from gateway.auth import KeyRecord
-from gateway.cache.store import StoreUnavailable
 from gateway.errors import BudgetExceeded, RateLimited, ServiceUnavailable
-
-from .corrections import Corrections
-from .counters import Cap, Counters, Verdict, Window
-from .prices import PriceTable, split_usage
-from .settings import Budget, GovernanceSettings, Quota
+from gateway.governance.auth import KeyRecord
+from gateway.governance.corrections import Corrections
+from gateway.governance.counters import Cap, Counters, Verdict, Window
+from gateway.governance.prices import PriceTable, split_usage
+from gateway.governance.settings import Budget, GovernanceSettings, Quota
+from gateway.store import StoreUnavailable
 
 if TYPE_CHECKING:
-    from gateway.context import RequestContext
-
-    from .keys import KeyStore
+    from gateway.governance.keys import KeyStore
+    from gateway.pipeline.context import RequestContext
 
 log = structlog.get_logger("gateway.governance.limits")
 _DAY = 86400
@@ -115,9 +113,8 @@ class Limiter:
     def estimate(self, ctx: RequestContext) -> tuple[int, int]:
         """(prompt tokens, answer tokens) to reserve before the call."""
         if self.s.token_estimate == "tokenizer":
-            from gateway.compress.tokens import count_tokens
-
-            from .content import input_texts
+            from gateway.governance.content import input_texts
+            from gateway.transform.compress.tokens import count_tokens
 
             prompt = count_tokens("\n".join(t for _, _, t in input_texts(ctx.json(), ctx.endpoint.name)))
         else:
@@ -228,7 +225,7 @@ class Limiter:
         elif usage:
             tin, tout = split_usage(usage)
         elif tap is not None and tap.events:
-            from .content import stream_text
+            from gateway.governance.content import stream_text
 
             tin, tout = res.prompt, len(stream_text(tap.events)) // 4 + 1
         else:

@@ -1,6 +1,6 @@
 """Output policies on the answer: whole bodies, and streams in windows of about 4 KB or 100 ms.
 
-Implements gateway.respond.OutputFilter. A stream is read into a window until it holds 4 KB or its
+Implements gateway.pipeline.respond.OutputFilter. A stream is read into a window until it holds 4 KB or its
 first byte is 100 ms old; then the window's complete SSE events are checked and passed on. Block
 and flag checks see the window's text plus the tail of the previous one (a match may straddle two
 windows). With a redacting policy, consecutive text deltas are merged into one event and the last
@@ -18,13 +18,12 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from gateway.errors import PolicyViolation
+from gateway.governance.content import event_text, output_texts
+from gateway.governance.policies import Policy, apply, redact_slots
 from gateway.protocol.views import decode_any
 
-from .content import event_text, output_texts
-from .policies import Policy, apply, redact_slots
-
 if TYPE_CHECKING:
-    from gateway.context import RequestContext
+    from gateway.pipeline.context import RequestContext
 
 WINDOW_BYTES = 4096
 WINDOW_S = 0.100

@@ -19,13 +19,12 @@ import msgspec
 import structlog
 
 from gateway.errors import PolicyViolation, ServiceUnavailable
-
-from .content import input_texts
-from .detect import Deny, Detector, Injection, MaxPrompt, Pii
-from .settings import PolicySpec
+from gateway.governance.content import input_texts
+from gateway.governance.detect import Deny, Detector, Injection, MaxPrompt, Pii
+from gateway.governance.settings import PolicySpec
 
 if TYPE_CHECKING:
-    from gateway.context import RequestContext
+    from gateway.pipeline.context import RequestContext
 
 log = structlog.get_logger("gateway.governance.policies")
 _dec = msgspec.json.Decoder()

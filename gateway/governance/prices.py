@@ -1,4 +1,4 @@
-"""USD cost of a request for budgets: gateway.pricing's table, with a small fallback for unpriced models.
+"""USD cost of a request for budgets: gateway.costs.prices's table, with a small fallback for unpriced models.
 
 Usage dicts come in OpenAI shape (prompt_tokens / completion_tokens) or Anthropic shape
 (input_tokens / output_tokens plus cache reads and writes); `split_usage` reads both.
@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway import pricing
-
-from .settings import Price
+from gateway.costs import prices as pricing
+from gateway.governance.settings import Price
 
 # USD per million tokens (input, output) for a model neither `governance.prices` nor the gateway's
 # price table knows, so that a budget still means something for it.

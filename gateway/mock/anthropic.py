@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .responses import answer_text, approx_tokens, split_chunks, tool_arguments, wants_tool
+from gateway.mock.responses import answer_text, approx_tokens, split_chunks, tool_arguments, wants_tool
 
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str:

@@ -18,8 +18,8 @@ from typing import Any
 import msgspec
 import xxhash
 
-from . import anthropic as anth
-from . import responses as oai
+from gateway.mock import anthropic as anth
+from gateway.mock import responses as oai
 
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()

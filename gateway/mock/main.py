@@ -6,7 +6,7 @@ import os
 
 import msgspec
 
-from .app import MockApp, MockSettings
+from gateway.mock.app import MockApp, MockSettings
 
 
 def settings_from_env() -> MockSettings:

@@ -16,17 +16,15 @@ from urllib.parse import parse_qs
 import msgspec
 
 from gateway.errors import BadRequest, NotFound, ServiceUnavailable
-
-from .archive import StoreUnavailable
-from .audit_store import AuditQuery, Page
-from .entry import AuditEntry
-from .metrics import hit_ratios, render
-from .stats import parse_duration, summarize
+from gateway.observe.archive import StoreUnavailable
+from gateway.observe.audit_store import AuditQuery, Page
+from gateway.observe.entry import AuditEntry
+from gateway.observe.metrics import hit_ratios, render
+from gateway.observe.stats import parse_duration, summarize
 
 if TYPE_CHECKING:
-    from gateway.runtime import Runtime
-
-    from .observer import Observer
+    from gateway.observe.observer import Observer
+    from gateway.worker.runtime import Runtime
 
 _enc = msgspec.json.Encoder()
 JSON = [("content-type", "application/json"), ("cache-control", "no-store")]

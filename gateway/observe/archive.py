@@ -22,11 +22,10 @@ from typing import Any, Protocol
 
 import msgspec
 
-from gateway.cache.store import StoreUnavailable, _Breaker
-from gateway.sqlite_thread import SqliteThread
-
-from .entry import AuditEntry
-from .settings import ArchiveConfig
+from gateway.observe.entry import AuditEntry
+from gateway.observe.settings import ArchiveConfig
+from gateway.store import Breaker, StoreUnavailable
+from gateway.store.sqlite import SqliteThread
 
 __all__ = ["ArchiveRecord", "ArchiveSink", "StoreUnavailable", "open_archive", "redact", "redact_headers"]
 
@@ -183,7 +182,7 @@ class PostgresArchive:
         self.retention_s = retention_days * 86400.0
         self._pool: Any = None
         self._lock = asyncio.Lock()
-        self._b = _Breaker("postgres-archive", (asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
+        self._b = Breaker("postgres-archive", (asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
                                                 TimeoutError))
         self._next_purge = 0.0
 

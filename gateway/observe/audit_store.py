@@ -6,7 +6,7 @@ pointed at the same Redis writes one stream, so one query sees them all. Both ke
 opaque (a stream id, a row id). `after=<cursor>` reads forward instead, oldest first, for tails.
 
 Errors: Redis, SQLite and socket exceptions become `StoreUnavailable` in the store's breaker
-(`gateway.cache.store._Breaker`), the one boundary; an outage then fails fast until it probes again.
+(`gateway.store.base.Breaker`), the one boundary; an outage then fails fast until it probes again.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from gateway.cache.store import StoreUnavailable, _Breaker
-from gateway.sqlite_thread import SqliteThread
-
-from .entry import AuditEntry, decoder
+from gateway.observe.entry import AuditEntry, decoder
+from gateway.store import Breaker, StoreUnavailable
+from gateway.store.sqlite import SqliteThread
 
 __all__ = ["AuditQuery", "AuditSink", "Page", "StoreUnavailable", "open_audit_sink"]
 
@@ -96,7 +95,7 @@ class RedisAuditSink:
             url, max_connections=4, timeout=op_timeout_s, socket_connect_timeout=0.5,
             socket_timeout=op_timeout_s, retry=Retry(NoBackoff(), 0), protocol=2)
         self._r: Any = aioredis.Redis(connection_pool=self._pool)
-        self._b = _Breaker("redis-audit", (RedisError, OSError, TimeoutError))
+        self._b = Breaker("redis-audit", (RedisError, OSError, TimeoutError))
 
     async def write(self, entries: list[bytes]) -> None:
         async def go() -> None:

@@ -25,7 +25,7 @@ import msgspec
 from gateway.cache.types import TIERS
 
 if TYPE_CHECKING:
-    from gateway.context import RequestContext
+    from gateway.pipeline.context import RequestContext
 
 POD = socket.gethostname()
 

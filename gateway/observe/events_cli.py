@@ -21,9 +21,9 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from .audit_store import AuditQuery, Page, RedisAuditSink, SqliteAuditSink
-from .entry import AuditEntry
-from .stats import Summary, parse_duration, summarize
+from gateway.observe.audit_store import AuditQuery, Page, RedisAuditSink, SqliteAuditSink
+from gateway.observe.entry import AuditEntry
+from gateway.observe.stats import Summary, parse_duration, summarize
 
 _enc = msgspec.json.Encoder()
 
@@ -73,8 +73,7 @@ def open_source(args: argparse.Namespace) -> Source:
     path = args.path
     if not redis_url and not path and args.config:
         from gateway.config import load_config
-
-        from .settings import audit_path, resolve
+        from gateway.observe.settings import audit_path, resolve
 
         cfg = load_config(args.config)
         redis_url = cfg.store.redis_url

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from .entry import AuditEntry
+from gateway.observe.entry import AuditEntry
 
 # Seconds. Fine at the low end: gateway overhead is measured in tens of microseconds.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,

@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .archive import ArchiveRecord, ArchiveSink, build_record
-from .audit_store import AuditSink
-from .batcher import Batcher
-from .entry import TIERS, AuditEntry, encoder, entry_from_ctx
-from .metrics import Metrics, Snapshot, dump, load_others, merge
-from .settings import Settings
+from gateway.observe.archive import ArchiveRecord, ArchiveSink, build_record
+from gateway.observe.audit_store import AuditSink
+from gateway.observe.batcher import Batcher
+from gateway.observe.entry import TIERS, AuditEntry, encoder, entry_from_ctx
+from gateway.observe.metrics import Metrics, Snapshot, dump, load_others, merge
+from gateway.observe.settings import Settings
 
 if TYPE_CHECKING:
-    from gateway.context import RequestContext
-    from gateway.respond import StreamTap
-    from gateway.runtime import Runtime
+    from gateway.pipeline.context import RequestContext
+    from gateway.pipeline.respond import StreamTap
+    from gateway.worker.runtime import Runtime
 
 log = structlog.get_logger("gateway.observe")
 

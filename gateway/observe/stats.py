@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from .entry import TIERS, AuditEntry
+from gateway.observe.entry import TIERS, AuditEntry
 
 RATE_WINDOW_S = 10.0  # "live" requests per second: over the last ten seconds
 TIMELINE_POINTS = 60

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import MalformedBody, ModelRequired
+from gateway.errors import MalformedBody, ModelRequired
 
 
 class StreamOptions(msgspec.Struct):

@@ -15,8 +15,8 @@ from typing import Literal
 import aiohttp
 import structlog
 
-from ..config import BUILTIN_MOCK, ProviderConfig
-from ..errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from gateway.config import BUILTIN_MOCK, ProviderConfig
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 
 log = structlog.get_logger("gateway.upstream")
 

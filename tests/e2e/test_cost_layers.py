@@ -19,7 +19,7 @@ import openai
 import pytest
 import yaml
 
-from gateway.compress import compress_anthropic_messages, compress_openai_chat, compress_text
+from gateway.transform.compress import compress_anthropic_messages, compress_openai_chat, compress_text
 
 from .conftest import Proc, mock_requests, start_mock, start_process
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.embed import DIM, Embedder
+from gateway.embed.session import DIM, Embedder
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ async def test_budget_below_the_estimate_is_refused_before_queueing() -> None:
 
 async def test_a_stale_estimate_is_probed_and_phase_4_comes_back(monkeypatch: pytest.MonkeyPatch) -> None:
     # After a burst the estimate says "too slow"; refusing on it forever would never refresh it.
-    monkeypatch.setattr("gateway.embed.PROBE_INTERVAL_S", 0.2)
+    monkeypatch.setattr("gateway.embed.session.PROBE_INTERVAL_S", 0.2)
     e = Embedder(expected_ms=500.0)
     try:
         assert await e.embed_one("refused on the stale estimate", budget_ms=5) is None
@@ -165,7 +165,7 @@ def test_embedding_threads_yield_to_the_event_loop(nice: int) -> None:
 
 
 def test_missing_model_returns_none_and_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="gateway.embed"):
+    with caplog.at_level(logging.WARNING, logger="gateway.embed.session"):
         assert Embedder.load_or_none(model_path=tmp_path / "absent.onnx") is None
         assert Embedder.load_or_none(tokenizer_path=tmp_path / "absent.json") is None
     assert sum("phase 4" in r.getMessage() for r in caplog.records) == 2

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway import embed_prepare
-from gateway.embed import Embedder, default_model_path
-from gateway.embed_prepare import CACHE_ENV, prepared_model_path
+from gateway.embed.prepare import CACHE_ENV, prepared_model_path
+from gateway.embed.session import Embedder, default_model_path
+from gateway.embed.session import prepare as embed_prepare
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "benchmarks" / "quality" / "data"
@@ -114,7 +114,7 @@ def test_cache_dir_from_the_environment(prepared: Path, monkeypatch: pytest.Monk
 
 
 def test_concurrent_workers_publish_one_valid_file(prepared: Path, no_leftovers: Path) -> None:
-    code = "import sys; from pathlib import Path; from gateway.embed_prepare import prepared_model_path as p; " \
+    code = "import sys; from pathlib import Path; from gateway.embed.prepare import prepared_model_path as p; " \
            "print(p(Path(sys.argv[1])))"
     procs = [subprocess.Popen([sys.executable, "-c", code, str(no_leftovers)], env=ENV, stdout=subprocess.PIPE,
                               text=True) for _ in range(4)]
@@ -129,7 +129,7 @@ def test_missing_onnx_package_falls_back_to_the_original(
     no_leftovers: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now raises ImportError
-    with caplog.at_level(logging.WARNING, logger="gateway.embed_prepare"):
+    with caplog.at_level(logging.WARNING, logger="gateway.embed.prepare"):
         assert prepared_model_path(no_leftovers) == default_model_path()
     assert len(caplog.records) == 1
     assert "onnx" in caplog.records[0].getMessage()
@@ -140,14 +140,14 @@ def test_corrupt_model_falls_back_to_itself(no_leftovers: Path, caplog: pytest.L
     src = no_leftovers / "src" / "model.onnx"
     src.parent.mkdir()
     src.write_bytes(b"\x08\x07 this is not a protobuf")
-    with caplog.at_level(logging.WARNING, logger="gateway.embed_prepare"):
+    with caplog.at_level(logging.WARNING, logger="gateway.embed.prepare"):
         assert prepared_model_path(no_leftovers / "cache", src=src) == src
     assert len(caplog.records) == 1
     assert not list((no_leftovers / "cache").glob("*.onnx"))
 
 
 def test_missing_model_falls_back_to_its_path(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="gateway.embed_prepare"):
+    with caplog.at_level(logging.WARNING, logger="gateway.embed.prepare"):
         assert prepared_model_path(tmp_path, src=tmp_path / "absent.onnx") == tmp_path / "absent.onnx"
     assert len(caplog.records) == 1
 
@@ -179,7 +179,7 @@ def test_embedder_loads_the_prepared_model_by_default(prepared: Path, monkeypatc
 
 
 def test_cli_prepares_and_checks_against_the_original(no_leftovers: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "gateway.embed_prepare", "--cache-dir", str(no_leftovers)],
+    done = subprocess.run([sys.executable, "-m", "gateway.embed.prepare", "--cache-dir", str(no_leftovers)],
                           env=ENV, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()).is_file()

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from gateway.cache.store import RedisStore, StoreUnavailable, open_store
 from gateway.governance.counters import Cap, Counters, Window, open_counters
+from gateway.store import StoreUnavailable, open_store
+from gateway.store.redis import RedisStore
 
 
 @pytest.fixture(params=["redis", "embedded"])

@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.cache.store import RedisStore, open_store
 from gateway.cli import main
 from gateway.errors import ServiceUnavailable
 from gateway.governance import keys as keys_module
 from gateway.governance.keys import PREFIX, KeyStore, digest_of
 from gateway.governance.settings import Budget
+from gateway.store import open_store
+from gateway.store.redis import RedisStore
 
 
 @pytest.fixture(params=["redis", "embedded"])

@@ -15,8 +15,9 @@ import pytest
 from gateway.cache.metacache import CacheHit, CacheRequest, CacheSettings, MetaCache
 from gateway.cache.shared_flight import SharedFlight
 from gateway.cache.singleflight import SingleFlight
-from gateway.cache.store import RedisStore, Store, open_store
-from gateway.embed import Embedder
+from gateway.embed.session import Embedder
+from gateway.store import Store, open_store
+from gateway.store.redis import RedisStore
 
 SYSTEM = "You are a helpful assistant."
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.cache.store import CLEAR, EntryWrite, RedisStore, Store, StoreUnavailable, open_store
-from gateway.cache.store_embedded import EmbeddedStore
+from gateway.store import CLEAR, EntryWrite, Store, StoreUnavailable, open_store
+from gateway.store.embedded import EmbeddedStore
+from gateway.store.redis import RedisStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -131,7 +132,7 @@ async def test_embedded_store_is_shared_by_processes_and_survives_restart(tmp_pa
     path = str(tmp_path / "shared.db")
     script = textwrap.dedent(f"""
         import asyncio, numpy as np
-        from gateway.cache.store_embedded import EmbeddedStore
+        from gateway.store.embedded import EmbeddedStore
         async def main():
             s = EmbeddedStore({path!r})
             for i in range(50):
@@ -177,7 +178,7 @@ async def test_put_entries_writes_entry_pointer_recent_and_lru_together(store: S
 def _open_and_write(path: str, start_at: float, i: int) -> str:
     import time as _time
 
-    from gateway.cache.store_embedded import EmbeddedStore
+    from gateway.store.embedded import EmbeddedStore
 
     while _time.time() < start_at:  # every process opens the fresh file at the same moment
         pass

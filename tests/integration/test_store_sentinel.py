@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cache.store import open_store
+from gateway.store import open_store
 from tests.conftest import RedisServer, free_port, wait_for_port
 
 

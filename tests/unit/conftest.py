@@ -7,7 +7,7 @@ from types import ModuleType
 
 import pytest
 
-from gateway.compress.phrases import load_engine
+from gateway.transform.compress.phrases import load_engine
 
 STRICT = os.environ.get("GATEWAY_STRICT_NATIVE") == "1"
 

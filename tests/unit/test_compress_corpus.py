@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from gateway.compress import compress_text
-from gateway.compress.phrases import load_engine
-from gateway.compress.protect import compress_prose, protected_texts
-from gateway.compress.tokens import count_tokens
+from gateway.transform.compress import compress_text
+from gateway.transform.compress.phrases import load_engine
+from gateway.transform.compress.protect import compress_prose, protected_texts
+from gateway.transform.compress.tokens import count_tokens
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "prompts" / "corpus.jsonl"
 STRICT = os.environ.get("GATEWAY_STRICT_NATIVE") == "1"

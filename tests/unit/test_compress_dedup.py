@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gateway.compress.dedup import dedup_units
+from gateway.transform.compress.dedup import dedup_units
 
 DOC = (
     "The Service Level Agreement guarantees 99.9 percent monthly uptime for the production API. "

@@ -9,7 +9,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from gateway.compress import (
+from gateway.transform.compress import (
     CompressionResult,
     compress_anthropic_messages,
     compress_openai_chat,
@@ -18,8 +18,8 @@ from gateway.compress import (
     compress_text,
     resolve_level,
 )
-from gateway.compress.settings import DEFAULT_LEVELS, default_level, spec_for
-from gateway.compress.tokens import count_tokens, tokenizer_name
+from gateway.transform.compress.settings import DEFAULT_LEVELS, default_level, spec_for
+from gateway.transform.compress.tokens import count_tokens, tokenizer_name
 
 DOC = " ".join(f"Clause {i}: the supplier shall deliver goods within ten days of an order." for i in range(8))
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.compress import table
-from gateway.compress.phrases import load_engine
+from gateway.transform.compress import table
+from gateway.transform.compress.phrases import load_engine
 
 STRICT = os.environ.get("GATEWAY_STRICT_NATIVE") == "1"
 
@@ -176,7 +176,7 @@ def test_auto_choice(env: dict[str, str], expected: str) -> None:
     if expected == "native":
         both()  # fails under strict, skips otherwise, when the extension is not built
     clean = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    code = "from gateway.compress.phrases import IMPLEMENTATION as I; print(I)"
+    code = "from gateway.transform.compress.phrases import IMPLEMENTATION as I; print(I)"
     out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == expected
@@ -186,8 +186,8 @@ def test_auto_choice(env: dict[str, str], expected: str) -> None:
 def test_missing_extension(strict: str, expected: str) -> None:
     # sys.modules[name] = None makes importing the extension fail as if it were not built.
     code = (
-        "import sys; sys.modules['gateway.compress._phrases_c'] = None\n"
-        "try:\n    from gateway.compress.phrases import IMPLEMENTATION as I; print(I)\n"
+        "import sys; sys.modules['gateway.transform.compress._phrases_c'] = None\n"
+        "try:\n    from gateway.transform.compress.phrases import IMPLEMENTATION as I; print(I)\n"
         "except ImportError as e:\n    print('ImportError', e)\n"
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.compress import table
-from gateway.compress.phrases import load_engine
-from gateway.compress.protect import compress_prose, protected_spans, protected_texts, segments
+from gateway.transform.compress import table
+from gateway.transform.compress.phrases import load_engine
+from gateway.transform.compress.protect import compress_prose, protected_spans, protected_texts, segments
 
 STRICT = os.environ.get("GATEWAY_STRICT_NATIVE") == "1"
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.auth import Authenticator, hash_key
 from gateway.config import AuthConfig, ConfigError, KeyConfig, load_config
 from gateway.errors import PermissionDenied, Unauthorized, UnknownModel, UnsupportedRoute
+from gateway.governance.auth import Authenticator, hash_key
+from gateway.providers.routing import Router
 from gateway.providers.upstream import Provider
-from gateway.routing import Router
 
 GOOD = """
 providers:

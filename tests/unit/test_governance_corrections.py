@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.cache.store import StoreUnavailable
 from gateway.governance.corrections import Corrections
+from gateway.store import StoreUnavailable
 
 
 class Recorder:

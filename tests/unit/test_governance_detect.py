@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from gateway.governance.detect import Deny, Detector, Injection, MaxPrompt, Pii, luhn_ok
+from gateway.governance.detect import Deny, Injection, MaxPrompt, Pii, luhn_ok
 
 VISA = "4111 1111 1111 1111"
 NOT_LUHN = "4111 1111 1111 1112"
@@ -86,29 +84,12 @@ def test_injection_leaves_ordinary_questions(text: str) -> None:
     assert Injection(1.0).find(text) is None
 
 
+@pytest.mark.timeout(10)  # a hang guard, not a speed assertion: a quadratic scan of this never ends in time
 def test_scans_stay_linear_on_hostile_input() -> None:
     pii = Pii(["email", "phone", "card", "secret"])
-    blob = "a" * 200_000  # a long run that an unanchored email pattern would rescan from every position
-    t = time.perf_counter()
+    blob = "a" * 2_000_000  # a long run that an unanchored email pattern would rescan from every position
     assert pii.find(blob) is None
     assert Injection(1.0).find(blob) is None
-    assert time.perf_counter() - t < 0.5
-
-
-def test_input_policy_cost_on_a_typical_prompt() -> None:
-    """The budget is 2 ms p99 for input policies. The median is asserted (far below it) because a shared
-    CI machine's scheduler, not the regexes, decides the tail; `make bench` reports the p99."""
-    prompt = ("Summarise the quarterly report for the board, keeping the numbers exact. " * 55)[:4096]
-    detectors: list[Detector] = [Pii(["email", "phone", "card", "secret"]), Deny(["project falcon"], True),
-                                 Injection(1.0), MaxPrompt(100_000, None)]
-    samples = []
-    for _ in range(300):
-        t = time.perf_counter()
-        for d in detectors:
-            d.find(prompt)
-        samples.append(time.perf_counter() - t)
-    samples.sort()
-    assert samples[len(samples) // 2] < 0.0005
 
 
 def test_email_edges_and_overlaps() -> None:

@@ -9,17 +9,17 @@ from typing import Any
 import msgspec
 import pytest
 
-from gateway.auth import KeyRecord
-from gateway.cache.store import StoreUnavailable
-from gateway.context import EndpointSpec, RequestContext
 from gateway.errors import RateLimited, ServiceUnavailable
+from gateway.governance.auth import KeyRecord
 from gateway.governance.corrections import Corrections
 from gateway.governance.counters import Cap, Verdict, Window, WindowState
 from gateway.governance.keys import KeyStore
 from gateway.governance.limits import BudgetExceeded, Limiter, Reservation, fmt_duration, micro_usd, period_of
 from gateway.governance.prices import PriceTable, split_usage
 from gateway.governance.settings import Budget, GovernanceSettings, Price, Quota
+from gateway.pipeline.context import EndpointSpec, RequestContext
 from gateway.protocol.views import decode_view
+from gateway.store import StoreUnavailable
 
 
 class FakeCounters:
@@ -216,8 +216,8 @@ async def test_no_quota_means_no_store_call() -> None:
 
 
 def test_price_table_override_then_the_gateways_table() -> None:
-    from gateway.pricing import ModelPrice, PricingConfig
-    from gateway.pricing import PriceTable as GatewayPrices
+    from gateway.costs.prices import ModelPrice, PricingConfig
+    from gateway.costs.prices import PriceTable as GatewayPrices
 
     table = PriceTable({"house": Price(1, 2)})
     assert table.cost("house-v2", 1_000_000, 1_000_000) == pytest.approx(3.0)  # longest prefix

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.context import EndpointSpec, RequestContext
 from gateway.governance.outfilter import OutputGuard
 from gateway.governance.policies import Policy, PolicyViolation
 from gateway.governance.settings import PolicySpec
+from gateway.pipeline.context import EndpointSpec, RequestContext
 
 CHAT = EndpointSpec("chat", "openai")
 MESSAGES = EndpointSpec("messages", "anthropic")

@@ -12,11 +12,11 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from gateway.context import EndpointSpec, RequestContext
 from gateway.errors import ServiceUnavailable
 from gateway.governance.content import input_texts, output_texts
 from gateway.governance.policies import PolicySet, PolicyViolation, compile_policies
 from gateway.governance.settings import PolicySpec, SettingsError, parse_settings
+from gateway.pipeline.context import EndpointSpec, RequestContext
 
 
 def ctx_for(body: dict[str, Any], endpoint: str = "chat") -> RequestContext:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gateway.loadmon import LoopMonitor
+from gateway.worker.loadmon import LoopMonitor
 
 
 async def test_blocked_loop_reads_busy_then_recovers() -> None:

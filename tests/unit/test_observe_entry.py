@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from gateway.auth import KeyRecord
 from gateway.config import Deployment, ModelConfig, ProviderConfig
-from gateway.context import EndpointSpec, RequestContext
+from gateway.governance.auth import KeyRecord
 from gateway.observe.entry import AuditEntry, decoder, encoder, entry_from_ctx, tokens
+from gateway.pipeline.context import EndpointSpec, RequestContext
+from gateway.providers.routing import Target
 from gateway.providers.upstream import Provider
-from gateway.routing import Target
 
 CHAT = EndpointSpec("chat", "openai")
 

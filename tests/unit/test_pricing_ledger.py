@@ -9,17 +9,17 @@ from typing import Any
 import msgspec
 import pytest
 
-from gateway.auth import Authenticator
-from gateway.cache.store import StoreUnavailable
-from gateway.cache.store_embedded import EmbeddedStore
 from gateway.config import AuthConfig, load_config
-from gateway.context import EndpointSpec, RequestContext
-from gateway.ledger import Ledger, RequestCost, account
-from gateway.ledger_install import LedgerHook
-from gateway.pricing import BUILTIN, ModelPrice, PriceTable, PricingConfig, cost_usd, load_pricing, price_tokens
-from gateway.promptcache import TokenUsage
+from gateway.costs.ledger import Ledger, RequestCost, account
+from gateway.costs.part import LedgerHook
+from gateway.costs.prices import BUILTIN, ModelPrice, PriceTable, PricingConfig, cost_usd, load_pricing, price_tokens
+from gateway.governance.auth import Authenticator
+from gateway.pipeline.context import EndpointSpec, RequestContext
+from gateway.providers.routing import Router
 from gateway.providers.upstream import Provider
-from gateway.routing import Router
+from gateway.store import StoreUnavailable
+from gateway.store.embedded import EmbeddedStore
+from gateway.transform.promptcache import TokenUsage
 
 SONNET = ("claude-sonnet-4-5", BUILTIN["claude-sonnet-4-5"])
 MINI = ("gpt-4o-mini", BUILTIN["gpt-4o-mini"])

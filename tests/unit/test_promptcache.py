@@ -9,17 +9,17 @@ from typing import Any
 import msgspec
 import pytest
 
-from gateway import promptcache as pc
-from gateway.cache.store import StoreUnavailable
 from gateway.config import load_config
-from gateway.context import EndpointSpec, RequestContext
 from gateway.mock import anthropic as mock_anth
 from gateway.mock import responses as mock_oai
-from gateway.promptcache import TokenUsage, parse_usage, usage_of_body
+from gateway.pipeline.context import EndpointSpec, RequestContext
+from gateway.pipeline.respond import StreamTap
+from gateway.providers.routing import Router
 from gateway.providers.upstream import Provider
-from gateway.respond import StreamTap
-from gateway.routing import Router
-from gateway.transform_install import THREAD_BYTES, TransformStage, count_compressed_tokens
+from gateway.store import StoreUnavailable
+from gateway.transform import promptcache as pc
+from gateway.transform.part import THREAD_BYTES, TransformStage, count_compressed_tokens
+from gateway.transform.promptcache import TokenUsage, parse_usage, usage_of_body
 
 MARK = {"type": "ephemeral"}
 

@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from .promptcache import TokenUsage, parse_usage
+from gateway.transform.promptcache import TokenUsage, parse_usage
 
 PER_TOKEN = 1e-6  # prices are per million tokens
 

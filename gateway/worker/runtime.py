@@ -11,15 +11,15 @@ from typing import Any
 
 import structlog
 
-from .auth import Authenticator
-from .config import Config
-from .loadmon import LoopMonitor
-from .pipeline import AfterHook, Pipeline, Stage
-from .pricing import PriceTable, load_pricing
-from .providers.upstream import Provider, open_providers
-from .routing import Router
+from gateway.config import Config
+from gateway.costs.prices import PriceTable, load_pricing
+from gateway.governance.auth import Authenticator
+from gateway.pipeline.stages import AfterHook, Pipeline, Stage
+from gateway.providers.routing import Router
+from gateway.providers.upstream import Provider, open_providers
+from gateway.worker.loadmon import LoopMonitor
 
-log = structlog.get_logger("gateway.runtime")
+log = structlog.get_logger("gateway.worker.runtime")
 
 
 class Runtime:
@@ -29,7 +29,7 @@ class Runtime:
         self.router: Router = None  # type: ignore[assignment]  # set by start(), before any request
         self.auth = Authenticator(cfg.auth)
         self.prices: PriceTable | None = None
-        self.store: Any = None  # the shared store (gateway.cache.store.Store), opened by store_install
+        self.store: Any = None  # the shared store (gateway.store.redis.Store), opened by store_install
         self.cache: Any = None  # the MetaCache (gateway.cache.metacache), when enabled
         self.before_stages: list[Stage] = []
         self.after_hooks: list[AfterHook] = []

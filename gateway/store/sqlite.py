@@ -1,7 +1,7 @@
 """One SQLite file used from a single worker thread, behind a circuit breaker (audit log, archive).
 
 Each call runs `fn(connection)` on that thread, so the event loop never blocks on disk; sqlite3
-releases the GIL while it works. Errors become StoreUnavailable at the breaker (gateway.cache.store).
+releases the GIL while it works. Errors become StoreUnavailable at the breaker (gateway.store.redis).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from gateway.cache.store import _Breaker
+from gateway.store.base import Breaker
 
 T = TypeVar("T")
 
@@ -62,7 +62,7 @@ class SqliteThread:
         create_schema(path, schema, busy_timeout_s)  # start-up may block: create the schema now
         self._conn: sqlite3.Connection | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self._b = _Breaker(f"sqlite-{name}", (sqlite3.Error, OSError))
+        self._b = Breaker(f"sqlite-{name}", (sqlite3.Error, OSError))
 
     def _connect(self) -> sqlite3.Connection:
         return connect_wal(self.path, self._busy_s)

@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import structlog
 
-from ..context import RequestContext
-from ..respond import StreamTap
-from .metacache import CacheHit, CacheRequest, CacheSettings, MetaCache
-from .replay import assemble_anthropic_stream, assemble_openai_stream, replay_anthropic, replay_openai
-from .shared_flight import SharedFlight
-from .singleflight import SingleFlight
+from gateway.cache.metacache import CacheHit, CacheRequest, CacheSettings, MetaCache
+from gateway.cache.replay import assemble_anthropic_stream, assemble_openai_stream, replay_anthropic, replay_openai
+from gateway.cache.shared_flight import SharedFlight
+from gateway.cache.singleflight import SingleFlight
+from gateway.pipeline.context import RequestContext
+from gateway.pipeline.respond import StreamTap
 
 if TYPE_CHECKING:
-    from ..app import GatewayApp
-    from ..runtime import Runtime
+    from gateway.app import GatewayApp
+    from gateway.worker.runtime import Runtime
 
 log = structlog.get_logger("gateway.cache")
 _enc = msgspec.json.Encoder()
@@ -162,7 +162,7 @@ async def install(app: GatewayApp, rt: Runtime) -> None:
         return
     embedder = None
     if cfg.semantic:
-        from ..embed import Embedder
+        from gateway.embed.session import Embedder
 
         embedder = Embedder.load_or_none(thread_nice=cfg.embed_nice)
         if embedder is None:

@@ -95,7 +95,7 @@ class Embedder:
         if model_path is not None:
             path = Path(model_path)
         else:
-            from gateway.embed_prepare import prepared_model_path  # int8 weights kept int8 (docs/embedding.md)
+            from gateway.embed.prepare import prepared_model_path  # int8 weights kept int8 (docs/embedding.md)
 
             path = prepared_model_path()
         self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

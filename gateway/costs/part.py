@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .errors import GatewayError
-from .ledger import Ledger, account
-from .pricing import PriceTable, load_pricing
-from .promptcache import TokenUsage, parse_usage, usage_of_body
+from gateway.costs.ledger import Ledger, account
+from gateway.costs.prices import PriceTable, load_pricing
+from gateway.errors import GatewayError
+from gateway.transform.promptcache import TokenUsage, parse_usage, usage_of_body
 
 if TYPE_CHECKING:
-    from .app import GatewayApp
-    from .context import RequestContext
-    from .respond import StreamTap
-    from .runtime import Runtime
+    from gateway.app import GatewayApp
+    from gateway.pipeline.context import RequestContext
+    from gateway.pipeline.respond import StreamTap
+    from gateway.worker.runtime import Runtime
 
 FLUSH_INTERVAL_S = 1.0
 _enc = msgspec.json.Encoder()

@@ -4,7 +4,7 @@ WAL lets readers run beside the one writer, and `busy_timeout` makes a writer wa
 process's write instead of failing. Every call runs in a small thread pool (one connection per
 thread) so the event loop never blocks on disk; sqlite3 releases the GIL while it works. Expiry is
 a column checked on read; expired rows are purged now and then by whoever writes. Errors go through
-the same `_Breaker` as Redis (see store.py).
+the same `Breaker` as Redis (see base.py).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from gateway.cache.store import CLEAR, VLOG_MAX, EntryWrite, StoreUnavailable, VecChange, _Breaker
-from gateway.sqlite_thread import connect_wal, create_schema
+from gateway.store.base import CLEAR, VLOG_MAX, Breaker, EntryWrite, StoreUnavailable, VecChange
+from gateway.store.sqlite import connect_wal, create_schema
 
 T = TypeVar("T")
 
@@ -53,7 +53,7 @@ class EmbeddedStore:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="store")
-        self._b = _Breaker("embedded", (sqlite3.Error, OSError))
+        self._b = Breaker("embedded", (sqlite3.Error, OSError))
         self._next_purge = time.monotonic() + _PURGE_EVERY_S
 
     @property

@@ -18,7 +18,7 @@ from typing import Any
 
 import xxhash
 
-from gateway.compress.protect import protected_spans
+from gateway.transform.compress.protect import protected_spans
 
 __all__ = ["Embedder", "dedup_units"]
 

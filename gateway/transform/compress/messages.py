@@ -13,11 +13,11 @@ from typing import Any
 
 import msgspec
 
-from gateway.compress.dedup import Embedder, dedup_units
-from gateway.compress.phrases import replace_phrases
-from gateway.compress.protect import compress_prose
-from gateway.compress.settings import spec_for
-from gateway.compress.tokens import count_tokens
+from gateway.transform.compress.dedup import Embedder, dedup_units
+from gateway.transform.compress.phrases import replace_phrases
+from gateway.transform.compress.protect import compress_prose
+from gateway.transform.compress.settings import spec_for
+from gateway.transform.compress.tokens import count_tokens
 
 __all__ = ["CompressionResult", "compress_anthropic_messages", "compress_openai_chat",
            "compress_openai_completion", "compress_openai_responses", "compress_text"]

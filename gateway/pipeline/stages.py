@@ -15,19 +15,19 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import aiohttp
 import structlog
 
-from .context import RequestContext
-from .errors import GatewayError, PayloadTooLarge, UpstreamError, UpstreamStatus, render
-from .promptcache import mark_system
-from .protocol.views import decode_view, encode, require_model
-from .providers.translate import chat_to_anthropic
-from .providers.upstream import map_client_errors, passback_headers
-from .respond import StreamTap, send_plain, send_stream
-from .routing import Target
+from gateway.errors import GatewayError, PayloadTooLarge, UpstreamError, UpstreamStatus, render
+from gateway.pipeline.context import RequestContext
+from gateway.pipeline.respond import StreamTap, send_plain, send_stream
+from gateway.protocol.views import decode_view, encode, require_model
+from gateway.providers.routing import Target
+from gateway.providers.translate import chat_to_anthropic
+from gateway.providers.upstream import map_client_errors, passback_headers
+from gateway.transform.promptcache import mark_system
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from gateway.worker.runtime import Runtime
 
-log = structlog.get_logger("gateway.pipeline")
+log = structlog.get_logger("gateway.pipeline.stages")
 
 
 class Stage(Protocol):

@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 
-from .config import AuthConfig
-from .errors import PermissionDenied, Unauthorized
+from gateway.config import AuthConfig
+from gateway.errors import PermissionDenied, Unauthorized
 
 
 class KeyRecord(msgspec.Struct, frozen=True):

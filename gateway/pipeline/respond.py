@@ -16,13 +16,13 @@ import aiohttp
 import msgspec
 import structlog
 
-from .context import RequestContext
-from .errors import UpstreamError
-from .protocol.sse import DONE, SSEParser, encode_event
-from .providers.translate import AnthropicToChatStream, anthropic_to_chat, usage_to_openai
-from .providers.upstream import map_client_errors, passback_headers
+from gateway.errors import UpstreamError
+from gateway.pipeline.context import RequestContext
+from gateway.protocol.sse import DONE, SSEParser, encode_event
+from gateway.providers.translate import AnthropicToChatStream, anthropic_to_chat, usage_to_openai
+from gateway.providers.upstream import map_client_errors, passback_headers
 
-log = structlog.get_logger("gateway.respond")
+log = structlog.get_logger("gateway.pipeline.respond")
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
 

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from . import promptcache as pc
-from .cache.store import StoreUnavailable
-from .compress import (
+from gateway.errors import GatewayError
+from gateway.store import StoreUnavailable
+from gateway.transform import promptcache as pc
+from gateway.transform.compress import (
     CompressionResult,
     compress_anthropic_messages,
     compress_openai_chat,
@@ -31,14 +32,13 @@ from .compress import (
     compress_openai_responses,
     resolve_level,
 )
-from .compress.tokens import count_tokens
-from .errors import GatewayError
+from gateway.transform.compress.tokens import count_tokens
 
 if TYPE_CHECKING:
-    from .app import GatewayApp
-    from .config import ModelConfig
-    from .context import RequestContext
-    from .runtime import Runtime
+    from gateway.app import GatewayApp
+    from gateway.config import ModelConfig
+    from gateway.pipeline.context import RequestContext
+    from gateway.worker.runtime import Runtime
 
 log = structlog.get_logger("gateway.transform")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
-from gateway.compress.table import LEVELS
+from gateway.transform.compress.table import LEVELS
 
 __all__ = [
     "DEFAULT_LEVELS",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from typing import NamedTuple
 
-from .config import Config, ModelConfig
-from .errors import UnknownModel, UnsupportedRoute
-from .providers.upstream import Provider
+from gateway.config import Config, ModelConfig
+from gateway.errors import UnknownModel, UnsupportedRoute
+from gateway.providers.upstream import Provider
 
 
 class Target(NamedTuple):

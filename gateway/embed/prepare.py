@@ -15,7 +15,7 @@ session is small but recomputes every weight on every run (slow, and the arena k
 
 The session then adds about 43 MB instead of 155 MB; embeddings keep a cosine > 0.999 to the
 original's (docs/embedding.md has the measurements). The prepared file is cached under the source's
-sha256, so it is built once per model (at image build time: `python -m gateway.embed_prepare`),
+sha256, so it is built once per model (at image build time: `python -m gateway.embed.prepare`),
 and every worker that starts later only reads it. Without `onnx`, or if anything fails, the
 original model is used: bigger, but it works.
 """
@@ -54,7 +54,7 @@ def default_cache_dir() -> Path:
 def prepared_model_path(cache_dir: Path | None = None, *, src: Path | None = None) -> Path:
     """The prepared model for `src` (default: the packaged MiniLM), built on first use; `src` on failure."""
     if src is None:
-        from gateway.embed import default_model_path
+        from gateway.embed.session import default_model_path
 
         src = default_model_path()
     try:
@@ -295,13 +295,13 @@ PROBES = [
 
 def main(argv: list[str] | None = None) -> int:
     """Prepare ahead of time (the Dockerfile runs this) and check it against the original model."""
-    parser = argparse.ArgumentParser(prog="python -m gateway.embed_prepare", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m gateway.embed.prepare", description=main.__doc__)
     parser.add_argument("--cache-dir", type=Path, help=f"default: ${CACHE_ENV} or ~/.cache/gateway/models")
     parser.add_argument("--no-verify", action="store_true", help="skip the comparison with the original model")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from gateway.embed import Embedder, default_model_path
+    from gateway.embed.session import Embedder, default_model_path
 
     src = default_model_path()
     path = prepared_model_path(args.cache_dir, src=src)

@@ -1,27 +1,10 @@
-"""The shared store: one async interface, a Redis backend (pods) and an embedded SQLite one (one machine).
-
-Errors: every Redis, SQLite or socket exception is translated in exactly one place, `_Breaker.run`,
-into `StoreUnavailable`. Callers on the request path (the MetaCache, limits) catch that one type and
-carry on without the store. The breaker also makes an outage cheap: after a failure, calls fail fast
-(no connect attempt) until a back-off elapses, then one call probes; the first success closes it.
-An outage is logged once when it starts and once when it ends; `degraded` feeds /readyz.
-
-    StoreUnavailable
-      <- redis.RedisError (ConnectionError, TimeoutError, ResponseError, ...), OSError, TimeoutError
-      <- sqlite3.Error, OSError
-
-Vectors: plain Redis has no vector search, so each partition's vectors live in a hash
-(member -> float32 bytes) and every add/remove/clear is appended to a change log (a stream on Redis,
-a table on SQLite). Workers keep an in-memory index (`semantic.VectorIndex`): load a partition once,
-then follow the log from a cursor. `vec_changes` returns None when the cursor fell off the log
-(trimmed): the caller must drop its mirror and reload.
-"""
+"""The Redis store (standalone, Sentinel): what pods share. Every call goes through `Breaker`."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
@@ -30,116 +13,10 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-if TYPE_CHECKING:
-    from gateway.config import StoreConfig
+from gateway.store.base import CLEAR, VLOG_MAX, Breaker, EntryWrite, StoreUnavailable, VecChange
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-
-# (partition, member, float32 bytes | None for a removal); partition "*" means "everything cleared".
-VecChange = tuple[str, str, bytes | None]
-VLOG_MAX = 100_000  # log entries kept; a worker further behind than this reloads its mirror
-CLEAR = "*"
-
-
-class EntryWrite(NamedTuple):
-    entry: tuple[str, bytes]  # key, value
-    pointer: tuple[str, bytes] | None  # intent pointer key -> exact key
-    recent: tuple[str, bytes, int] | None  # recent-list key, item, cap
-    lru: tuple[str, str]  # group, member
-    ttl_s: float
-
-
-class StoreUnavailable(Exception):
-    """The store can't be reached or failed; the caller proceeds without it."""
-
-
-class Store(Protocol):
-    @property
-    def degraded(self) -> bool: ...  # True during an outage: /readyz reports it
-
-    async def get(self, key: str) -> bytes | None: ...
-    async def get_many(self, keys: list[str]) -> list[bytes | None]: ...
-    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None: ...
-    async def delete(self, *keys: str) -> None: ...
-    async def claim(self, key: str, ttl_s: float) -> bool:
-        """Set `key` only if it is absent (or expired): True for the one caller that got it."""
-        ...
-    async def hit_count(self, key: str, ttl_s: float) -> int: ...
-    async def incr_window(self, key: str, amount: int, window_s: float) -> int: ...
-    async def list_push(self, key: str, item: bytes, cap: int, ttl_s: float) -> None: ...
-    async def put_entries(self, items: list[EntryWrite]) -> None:
-        """Cache entries with their intent pointers, recent-list items and LRU marks, in one round
-        trip (one transaction on the embedded store)."""
-        ...
-    async def list_range(self, key: str, count: int) -> list[bytes]: ...
-    async def lru_touch(self, group: str, member: str) -> None: ...
-    async def lru_trim(self, group: str, max_members: int) -> list[str]: ...
-    async def vec_add(self, partition: str, member: str, vec: bytes, ttl_s: float) -> None: ...
-    async def vec_remove(self, partition: str, members: list[str]) -> None: ...
-    async def vec_load(self, partition: str) -> dict[str, bytes]: ...
-    async def vec_cursor(self) -> str: ...
-    async def vec_changes(self, cursor: str, limit: int = 1000) -> tuple[str, list[VecChange]] | None: ...
-    async def clear(self, prefix: str) -> None: ...
-    async def ping(self) -> bool: ...
-    async def close(self) -> None: ...
-
-
-class _Breaker:
-    """The one error boundary: foreign exceptions in, StoreUnavailable out; fail fast during an outage."""
-
-    def __init__(self, backend: str, errors: tuple[type[BaseException], ...]) -> None:
-        self.backend = backend
-        self.errors = errors
-        self.degraded = False
-        self.outages = 0
-        self._backoff = 0.0
-        self._retry_at = 0.0
-
-    async def run(self, fn: Callable[[], Awaitable[T]]) -> T:
-        if self.degraded and time.monotonic() < self._retry_at:
-            raise StoreUnavailable(f"{self.backend} store unavailable (backing off)")
-        try:
-            result = await fn()
-        except self.errors as exc:
-            self._trip(exc)
-            raise StoreUnavailable(f"{self.backend}: {exc!r}") from exc
-        if self.degraded:
-            self.degraded = False
-            self._backoff = 0.0
-            log.info("store recovered", backend=self.backend)
-        return result
-
-    def _trip(self, exc: BaseException) -> None:
-        if not self.degraded:
-            self.degraded = True
-            self.outages += 1
-            log.warning("store unavailable, bypassing it", backend=self.backend, error=repr(exc))
-        # 0.25 s, 0.5 s, 1 s, 2 s: short enough that a restarted Redis is back in use within seconds.
-        self._backoff = min(2.0, self._backoff * 2 or 0.25)
-        self._retry_at = time.monotonic() + self._backoff
-
-
-def open_store(redis_url: str | None, embedded_path: str = ".gateway/store.db", *,
-               connect_timeout_s: float = 0.25, op_timeout_s: float = 0.5) -> Store:
-    """Chosen once at start-up: Redis when a URL is configured, else the embedded file.
-
-    The timeouts bound what a slow Redis can add to a request before the breaker bypasses it.
-    """
-    if redis_url:
-        return RedisStore(redis_url, connect_timeout_s=connect_timeout_s, op_timeout_s=op_timeout_s)
-    from gateway.cache.store_embedded import EmbeddedStore  # its own module: no import cycle
-
-    return EmbeddedStore(embedded_path)
-
-
-def open_configured(cfg: StoreConfig) -> Store:
-    """The store the `store:` section describes."""
-    return open_store(cfg.redis_url or None, cfg.embedded_path, connect_timeout_s=cfg.connect_timeout_ms / 1000,
-                      op_timeout_s=cfg.op_timeout_ms / 1000)
-
-
-# ------------------------------------------------------------------------------------------- Redis
 
 
 def _redis_client(url: str, max_connections: int, connect_s: float, op_s: float) -> tuple[Any, Any, list[Any]]:
@@ -189,7 +66,7 @@ class RedisStore:
         # the breaker decides when to try again. hiredis is picked up automatically when installed.
         self._pool, self._r, self._sentinels = _redis_client(url, max_connections, connect_timeout_s,
                                                              op_timeout_s)
-        self._b = _Breaker("redis", (RedisError, OSError, TimeoutError))
+        self._b = Breaker("redis", (RedisError, OSError, TimeoutError))
 
     @property
     def degraded(self) -> bool:

@@ -14,19 +14,19 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import structlog
 
-from .admin import Admin
-from .counters import Counters, open_counters
-from .keys import KeyStore, activate
-from .limits import Limiter
-from .outfilter import OutputGuard
-from .policies import PolicySet, compile_policies
-from .prices import PriceTable
-from .settings import GovernanceSettings, load_settings
+from gateway.governance.admin import Admin
+from gateway.governance.counters import Counters, open_counters
+from gateway.governance.keys import KeyStore, activate
+from gateway.governance.limits import Limiter
+from gateway.governance.outfilter import OutputGuard
+from gateway.governance.policies import PolicySet, compile_policies
+from gateway.governance.prices import PriceTable
+from gateway.governance.settings import GovernanceSettings, load_settings
 
 if TYPE_CHECKING:
     from gateway.app import GatewayApp
-    from gateway.context import RequestContext
-    from gateway.runtime import Runtime
+    from gateway.pipeline.context import RequestContext
+    from gateway.worker.runtime import Runtime
 
 log = structlog.get_logger("gateway.governance")
 
@@ -65,7 +65,7 @@ async def install(app: GatewayApp, rt: Runtime) -> None:
         return
     store = rt.store
     if store is None:  # no store plug-in in this build: open our own over the same settings
-        from gateway.cache.store import open_configured
+        from gateway.store import open_configured
 
         store = open_configured(rt.cfg.store)
         rt.on_close(store.close)

@@ -7,16 +7,16 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from .api import ObserveAPI
-from .archive import ArchiveSink, open_archive
-from .audit_store import AuditSink, open_audit_sink
-from .metrics import prune_stale
-from .observer import Observer
-from .settings import audit_path, metrics_dir, resolve
+from gateway.observe.api import ObserveAPI
+from gateway.observe.archive import ArchiveSink, open_archive
+from gateway.observe.audit_store import AuditSink, open_audit_sink
+from gateway.observe.metrics import prune_stale
+from gateway.observe.observer import Observer
+from gateway.observe.settings import audit_path, metrics_dir, resolve
 
 if TYPE_CHECKING:
     from gateway.app import GatewayApp
-    from gateway.runtime import Runtime
+    from gateway.worker.runtime import Runtime
 
 log = structlog.get_logger("gateway.observe")
 

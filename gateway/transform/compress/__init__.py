@@ -12,7 +12,7 @@ touched), `dedup` (repeated paragraphs), `tokens` (offline token counts), `setti
 `messages` (the body walkers behind this API).
 """
 
-from gateway.compress.messages import (
+from gateway.transform.compress.messages import (
     CompressionResult,
     compress_anthropic_messages,
     compress_openai_chat,
@@ -20,8 +20,8 @@ from gateway.compress.messages import (
     compress_openai_responses,
     compress_text,
 )
-from gateway.compress.phrases import IMPLEMENTATION
-from gateway.compress.settings import resolve_level
+from gateway.transform.compress.phrases import IMPLEMENTATION
+from gateway.transform.compress.settings import resolve_level
 
 __all__ = [
     "IMPLEMENTATION",

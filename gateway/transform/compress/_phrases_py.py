@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.compress import table
+from gateway.transform.compress import table
 
 __all__ = ["PhraseReplacer", "replace_phrases"]
 

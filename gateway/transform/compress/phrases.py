@@ -16,12 +16,12 @@ __all__ = ["IMPLEMENTATION", "PhraseReplacer", "load_engine", "replace_phrases"]
 IMPLEMENTATION: str
 
 if os.environ.get("GATEWAY_NO_EXTENSIONS") == "1":
-    from gateway.compress._phrases_py import PhraseReplacer, replace_phrases
+    from gateway.transform.compress._phrases_py import PhraseReplacer, replace_phrases
 
     IMPLEMENTATION = "python"
 else:
     try:
-        from gateway.compress._phrases_c import (  # type: ignore[assignment]
+        from gateway.transform.compress._phrases_c import (  # type: ignore[assignment]
             PhraseReplacer,
             replace_phrases,
         )
@@ -30,11 +30,11 @@ else:
     except ImportError as exc:
         if os.environ.get("GATEWAY_STRICT_NATIVE") == "1":
             raise ImportError(
-                "gateway.compress._phrases_c (built from native/phrases.pyx) is not importable and "
+                "gateway.transform.compress._phrases_c (built from native/phrases.pyx) is not importable and "
                 "GATEWAY_STRICT_NATIVE=1 forbids the pure-Python fallback; build it with "
                 "`python setup.py build_ext --inplace` (needs Cython and a C compiler)"
             ) from exc
-        from gateway.compress._phrases_py import PhraseReplacer, replace_phrases
+        from gateway.transform.compress._phrases_py import PhraseReplacer, replace_phrases
 
         IMPLEMENTATION = "python"
 
@@ -45,13 +45,13 @@ def load_engine(name: str) -> ModuleType:
     For tests and benchmarks that compare the two; ImportError if the native one is not built.
     """
     if name == "python":
-        return importlib.import_module("gateway.compress._phrases_py")
+        return importlib.import_module("gateway.transform.compress._phrases_py")
     if name == "native":
         try:
-            return importlib.import_module("gateway.compress._phrases_c")
+            return importlib.import_module("gateway.transform.compress._phrases_c")
         except ImportError as exc:
             raise ImportError(
-                "the native phrase engine gateway.compress._phrases_c is not built; run "
+                "the native phrase engine gateway.transform.compress._phrases_c is not built; run "
                 "`python setup.py build_ext --inplace`"
             ) from exc
     raise ValueError(f"unknown phrase engine {name!r}; expected 'native' or 'python'")

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from .auth import KeyRecord
-from .protocol.views import RequestView, decode_any
+from gateway.governance.auth import KeyRecord
+from gateway.protocol.views import RequestView, decode_any
 
 if TYPE_CHECKING:
-    from .routing import Target
+    from gateway.providers.routing import Target
 
 Protocol = Literal["openai", "anthropic"]
 

@@ -23,11 +23,11 @@ from urllib.parse import quote, unquote
 import msgspec
 import structlog
 
-from .cache.store import Store, StoreUnavailable
-from .pricing import ModelPrice, price_tokens, provider_cache_saving_usd
-from .promptcache import TokenUsage
+from gateway.costs.prices import ModelPrice, price_tokens, provider_cache_saving_usd
+from gateway.store import Store, StoreUnavailable
+from gateway.transform.promptcache import TokenUsage
 
-log = structlog.get_logger("gateway.ledger")
+log = structlog.get_logger("gateway.costs.ledger")
 
 COUNT_FIELDS = ("requests", "cache_hits", "input_tokens", "cached_tokens", "cache_write_tokens",
                 "output_tokens", "compression_tokens_saved")
