@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 DIM = 384
 MAX_TOKENS = 256
 PROBE_INTERVAL_S = 1.0
-DEFAULT_TOKENIZER = Path(__file__).parent / "models" / "tokenizer.json"
+DEFAULT_TOKENIZER = Path(__file__).parent.parent / "models" / "tokenizer.json"
 
 
 def default_model_path() -> Path:

@@ -17,7 +17,7 @@ import pytest
 
 from gateway.embed.prepare import CACHE_ENV, prepared_model_path
 from gateway.embed.session import Embedder, default_model_path
-from gateway.embed.session import prepare as embed_prepare
+from gateway.embed import prepare as embed_prepare
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "benchmarks" / "quality" / "data"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 __all__ = ["count_tokens", "tokenizer_name"]
 
-_MINILM = Path(__file__).resolve().parent.parent / "models" / "tokenizer.json"
+_MINILM = Path(__file__).resolve().parents[2] / "models" / "tokenizer.json"
 
 _lock = threading.Lock()
 _counter: Callable[[str], int] | None = None
