@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -20,8 +20,10 @@ from gateway.errors import GatewayError, NotFound, Protocol, render
 from gateway.mock.app import MockApp
 from gateway.observe import logging as gw_logging
 from gateway.pipeline.context import EndpointSpec, RequestContext
-from gateway.plugins import install_plugins
+from gateway.pipeline.stages import Pipeline
+from gateway.providers.upstream import Transport
 from gateway.worker.memtrim import lower_trim_threshold
+from gateway.worker.routes import Routes
 from gateway.worker.runtime import Runtime
 
 log = structlog.get_logger("gateway.app")
@@ -47,16 +49,15 @@ PROXY_ROUTES: dict[str, EndpointSpec] = {
     "/messages": _MESSAGES,
 }
 
-Handler = Callable[[Any, Any, dict[str, str]], Awaitable[None] | None]
-
-
 class GatewayApp:
-    def __init__(self, config: Config | None = None) -> None:
+    def __init__(self, config: Config | None = None, transports: Mapping[str, Transport] | None = None) -> None:
         self._config = config
+        self._transports = transports  # in-memory providers, in tests
         self.rt: Runtime | None = None
+        self.pipeline: Pipeline | None = None
         self.mock: MockApp | None = None
-        # Extra GET/POST routes added by plug-ins (admin, metrics, dashboards): path -> handler.
-        self.routes: dict[tuple[str, str], Handler] = {
+        # Our own routes, then those the parts serve (admin, metrics, dashboards): path -> handler.
+        self.routes: Routes = {
             ("GET", "/healthz"): self.healthz,
             ("GET", "/readyz"): self.readyz,
             ("GET", "/v1/models"): self.models,
@@ -84,16 +85,17 @@ class GatewayApp:
         gw_logging.flush()
 
     async def startup(self, cfg: Config) -> None:
-        rt = Runtime(cfg)
-        rt.start()
+        rt = Runtime(cfg, self._transports)
         if cfg.server.mount_mock:
             self.mock = MockApp(prefix="/_mock")
-        await install_plugins(self, rt)
+        self.pipeline = await rt.start()
+        self.routes.update(rt.routes)
         self.rt = rt
         rt.start_warmup()
 
     async def shutdown(self) -> None:
         if self.rt is not None:
+            self.pipeline = None
             await self.rt.close()
             self.rt = None
 
@@ -102,10 +104,9 @@ class GatewayApp:
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         path = scope.path
         spec = PROXY_ROUTES.get(path)
-        rt = self.rt
-        if spec is not None and scope.method == "POST" and rt is not None and rt.pipeline is not None:
-            ctx = RequestContext(spec, dict(scope.headers.items()))
-            await rt.pipeline.handle(ctx, proto)
+        pipeline = self.pipeline
+        if spec is not None and scope.method == "POST" and pipeline is not None:
+            await pipeline.handle(RequestContext(spec, dict(scope.headers.items())), proto)
             return
         if self.mock is not None and path.startswith("/_mock/"):
             await self.mock.__rsgi__(scope, proto)
@@ -144,12 +145,12 @@ class GatewayApp:
         proto.response_bytes(200 if ready else 503, JSON, _enc.encode(body))
 
     async def models(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
-        rt = self.rt
-        if rt is None or rt.router is None:
+        pipeline = self.pipeline
+        if pipeline is None:
             raise GatewayError("The gateway is not ready.")
-        await rt.auth.resolve(headers)
+        await pipeline.auth.resolve(headers)
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "gateway"}
-                for name in rt.router.model_names()]
+                for name in pipeline.router.model_names()]
         proto.response_bytes(200, JSON, _enc.encode({"object": "list", "data": data}))
 
 

@@ -120,6 +120,14 @@ class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     busy_lag_ms: float = 3.0  # skip phase 4 while the worker's event loop lags more (0 = never skip)
     flight_wait_s: float = 30.0  # identical misses in other workers/pods wait this long for one answer (0: off)
     embed_nice: int = 10  # the embedding threads' nice value above the event loop's (0 = same priority)
+    # Advanced tunables (rarely changed; documented in docs/embedding.md).
+    verifier: bool = True  # off only for the quality benchmark: phases 2 and 4 then trust the score
+    near_miss_window: int = 128  # recent intents per partition compared by phase 2
+    knn_k: int = 4  # phase-4 candidates tried (best first) before giving up
+    l1_entries: int = 2048  # entries each worker keeps in memory in front of the store
+    # When the lookup could not embed, the write-back tries within this budget: it must never queue
+    # ahead of lookups, which can turn into hits (the vector is otherwise reused, never redone).
+    write_embed_budget_ms: float = 15.0
 
 
 class LogConfig(msgspec.Struct, forbid_unknown_fields=True):

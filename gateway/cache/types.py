@@ -10,26 +10,13 @@ from typing import Any, Literal, Protocol
 import msgspec
 import numpy as np
 
+from gateway.config import CacheConfig
+
 TIERS = {1: "intent", 2: "near_miss", 3: "exact", 4: "semantic"}
 
 
-class CacheSettings(msgspec.Struct, kw_only=True):
-    enabled: bool = True
-    semantic_threshold: float = 0.90
-    near_miss_threshold: float = 0.85  # Jaccard of normalised token sets, see intent.py for why
-    ttl_s: float = 3600.0
-    max_entries: int = 10_000
-    only_temperature_zero: bool = True
-    scope: Literal["key", "shared"] = "key"
-    semantic: bool = True  # phase 4 on (also needs an embedder)
-    embed_budget_ms: float = 50.0
-    verifier: bool = True  # off only for the quality benchmark: phases 2 and 4 then trust the score
-    near_miss_window: int = 128  # recent intents per partition compared by phase 2
-    knn_k: int = 4  # phase-4 candidates tried (best first) before giving up
-    l1_entries: int = 2048
-    # When the lookup could not embed, the write-back tries within the same budget: it must never
-    # queue ahead of lookups, which can turn into hits (the vector is otherwise reused, never redone).
-    write_embed_budget_ms: float = 15.0
+# One settings struct for the cache: the `cache:` section of the configuration itself.
+CacheSettings = CacheConfig
 
 
 class CacheRequest(msgspec.Struct, kw_only=True):

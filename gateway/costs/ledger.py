@@ -24,8 +24,8 @@ import msgspec
 import structlog
 
 from gateway.costs.prices import ModelPrice, price_tokens, provider_cache_saving_usd
+from gateway.protocol.usage import Usage
 from gateway.store import Store, StoreUnavailable
-from gateway.transform.promptcache import TokenUsage
 
 log = structlog.get_logger("gateway.costs.ledger")
 
@@ -45,27 +45,27 @@ class RequestCost(msgspec.Struct):
     saved_cache_usd: float = 0.0
     saved_compression_usd: float = 0.0
     saved_provider_cache_usd: float = 0.0
-    usage: TokenUsage | None = None
+    usage: Usage | None = None
     cache_hit: bool = False
     compression_tokens_saved: int = 0
     price_model: str | None = None  # the table entry used; None = unpriced
 
     def summary(self) -> dict[str, Any]:
-        """What goes to ctx.extra["cost"] (read by the audit log and the metrics)."""
+        """The figures as a dict (the CLI and the savings API show them)."""
         return {"cost_usd": self.cost_usd, "saved_cache_usd": self.saved_cache_usd,
                 "saved_compression_usd": self.saved_compression_usd,
                 "saved_provider_cache_usd": self.saved_provider_cache_usd, "price_model": self.price_model}
 
     def counters(self) -> list[int]:
-        u = self.usage or TokenUsage()
-        served = u if not self.cache_hit else TokenUsage()  # a hit sent nothing to the provider
+        u = self.usage or Usage()
+        served = u if not self.cache_hit else Usage()  # a hit sent nothing to the provider
         return [1, int(self.cache_hit), served.input, served.cache_read,
                 served.cache_write + served.cache_write_1h, served.output, self.compression_tokens_saved,
                 *(round(v * NANO) for v in (self.cost_usd, self.saved_cache_usd, self.saved_compression_usd,
                                             self.saved_provider_cache_usd))]
 
 
-def account(usage: TokenUsage | None, price: tuple[str, ModelPrice] | None, *, cache_hit: bool = False,
+def account(usage: Usage | None, price: tuple[str, ModelPrice] | None, *, cache_hit: bool = False,
             hit_tokens: int = 0, compression_tokens_saved: int = 0) -> RequestCost:
     """One request's figures. On a hit `usage` is the stored answer's; `hit_tokens` is the fallback
     when it has none (priced as input tokens: a lower bound)."""
@@ -74,12 +74,12 @@ def account(usage: TokenUsage | None, price: tuple[str, ModelPrice] | None, *, c
                            compression_tokens_saved=compression_tokens_saved)
     name, p = price
     if cache_hit:
-        u = usage or TokenUsage(input=hit_tokens)
+        u = usage or Usage(input=hit_tokens)
         # A repeat of the call would not write the provider cache again: writes count as input.
-        fresh = TokenUsage(input=u.input + u.cache_write + u.cache_write_1h, cache_read=u.cache_read,
+        fresh = Usage(input=u.input + u.cache_write + u.cache_write_1h, cache_read=u.cache_read,
                            output=u.output)
         return RequestCost(saved_cache_usd=price_tokens(fresh, p), usage=usage, cache_hit=True, price_model=name)
-    u = usage or TokenUsage()
+    u = usage or Usage()
     return RequestCost(
         cost_usd=price_tokens(u, p),
         saved_compression_usd=compression_tokens_saved * p.input * 1e-6,

@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from gateway.transform.promptcache import TokenUsage, parse_usage
+from gateway.protocol.usage import Usage, parse_usage
 
 PER_TOKEN = 1e-6  # prices are per million tokens
 
@@ -165,7 +165,7 @@ def _rates(price: ModelPrice) -> _Rates:
     return _Rates(p.input, p.cached_input, p.cache_write, p.cache_write_1h, p.output)
 
 
-def price_tokens(usage: TokenUsage, price: ModelPrice) -> float:
+def price_tokens(usage: Usage, price: ModelPrice) -> float:
     """What the provider bills for these tokens, in USD."""
     p = _rates(price)
     return PER_TOKEN * (usage.input * p.input + usage.cache_read * p.cached_input
@@ -173,7 +173,7 @@ def price_tokens(usage: TokenUsage, price: ModelPrice) -> float:
                         + usage.output * p.output)
 
 
-def provider_cache_saving_usd(usage: TokenUsage, price: ModelPrice) -> float:
+def provider_cache_saving_usd(usage: Usage, price: ModelPrice) -> float:
     """Reads at the discount, minus what writes cost above the input price (negative when priming)."""
     p = _rates(price)
     return PER_TOKEN * (usage.cache_read * (p.input - p.cached_input)

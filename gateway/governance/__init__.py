@@ -1,7 +1,8 @@
 """Governance: virtual keys, limits and budgets shared by every replica, and request/answer policies.
 
-    install.py   wiring into a worker (before-stage, after-hook, admin routes)
+    part.py      the pipeline parts (Limits, Policies, their null twins) and what builds them
     settings.py  the `governance:` configuration (msgspec structs)
+    auth.py      the one key resolver: configured keys, the master key, virtual keys
     keys.py      virtual keys in the shared store (hashed, TTL-cached lookups)
     counters.py  atomic window and budget counters (a Lua script on Redis, one SQLite transaction embedded)
     limits.py    RPM/TPM per key and team, token reservation and correction, 429s with x-ratelimit-*

@@ -16,25 +16,21 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
 from gateway.errors import BadRequest, NotFound, ServiceUnavailable
-from gateway.governance.auth import KeyRecord
+from gateway.governance.auth import Authenticator, KeyRecord
 from gateway.governance.keys import KeyStore, VirtualKey
 from gateway.governance.limits import Limiter
 from gateway.governance.settings import Budget
 from gateway.store import StoreUnavailable
-
-if TYPE_CHECKING:
-    from gateway.app import GatewayApp
-    from gateway.worker.runtime import Runtime
+from gateway.worker.routes import Handler, Routes
 
 JSON = [("content-type", "application/json")]
-Handler = Callable[[Any, Any, dict[str, str]], Awaitable[None]]
 _enc = msgspec.json.Encoder()
 
 
@@ -92,14 +88,15 @@ def public(vk: VirtualKey) -> dict[str, Any]:
 
 
 class Admin:
-    def __init__(self, rt: Runtime, keystore: KeyStore, limiter: Limiter, stats: Counter[str]) -> None:
-        self.rt = rt
+    def __init__(self, auth: Authenticator, config_teams: dict[str, str | None], keystore: KeyStore,
+                 limiter: Limiter, stats: Counter[str]) -> None:
+        self.auth = auth
         self.keys = keystore
         self.limiter = limiter
         self.stats = stats
-        self.config_teams = {k.id: k.team for k in rt.cfg.auth.keys}
+        self.config_teams = config_teams
 
-    def install(self, app: GatewayApp) -> None:
+    def routes(self) -> Routes:
         routes: dict[tuple[str, str], Callable[..., Awaitable[None]]] = {
             ("POST", "/admin/keys"): self.create,
             ("GET", "/admin/keys"): self.list,
@@ -109,12 +106,11 @@ class Admin:
             ("GET", "/admin/spend"): self.spend,
             ("GET", "/admin/governance"): self.status,
         }
-        for route, handler in routes.items():
-            app.routes[route] = self._guarded(handler)
+        return {route: self._guarded(handler) for route, handler in routes.items()}
 
     def _guarded(self, handler: Callable[..., Awaitable[None]]) -> Handler:
         async def run(scope: Any, proto: Any, headers: dict[str, str]) -> None:
-            self.rt.auth.require_admin(headers)
+            self.auth.require_admin(headers)
             try:
                 await handler(scope, proto)
             except StoreUnavailable:

@@ -1,4 +1,5 @@
-"""API keys: configured keys stored as SHA-256 digests, the master key, constant-time checks.
+"""The one key resolver: configured keys (SHA-256 digests), the master key, and virtual keys issued
+by the gateway (looked up in the key store), with constant-time checks.
 
 The table never holds a key, only its digest; the presented key's digest is compared with every
 configured digest by `hmac.compare_digest`, without stopping at the first match, so the time taken
@@ -10,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
+from typing import Protocol
 
 import msgspec
 
@@ -43,12 +45,18 @@ def bearer_of(headers: Mapping[str, str]) -> str | None:
     return key.strip() if key else None
 
 
+class VirtualKeys(Protocol):
+    """Keys the gateway issued (gateway.governance.keys.KeyStore)."""
+
+    async def lookup(self, key: str) -> KeyRecord | None: ...
+
+
 class Authenticator:
-    def __init__(self, cfg: AuthConfig, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, cfg: AuthConfig, environ: Mapping[str, str] | None = None,
+                 virtual: VirtualKeys | None = None) -> None:
         env = os.environ if environ is None else environ
         self.enabled = cfg.enabled
-        # Virtual keys (gateway.governance.keys.lookup), set by the governance plug-in.
-        self.virtual: Callable[[str], Awaitable[KeyRecord | None]] | None = None
+        self.virtual = virtual
         self._keys: list[tuple[bytes, KeyRecord]] = []
         for k in cfg.keys:
             digest = k.key_sha256 or (hash_key(env[k.key_env]) if k.key_env and env.get(k.key_env) else None)
@@ -75,16 +83,19 @@ class Authenticator:
             raise Unauthorized("Incorrect API key provided.")
         return found
 
-    async def resolve(self, headers: Mapping[str, str]) -> KeyRecord:
-        """Configured keys first, then virtual keys issued by the gateway (governance)."""
+    async def resolve(self, headers: Mapping[str, str], model: str | None = None) -> KeyRecord:
+        """Configured keys first, then virtual keys; with `model`, the key must be allowed to use it."""
         try:
-            return self.authenticate(headers)
+            record = self.authenticate(headers)
         except Unauthorized:
             key = bearer_of(headers)
-            record = await self.virtual(key) if (self.virtual is not None and key) else None
-            if record is None:
+            found = await self.virtual.lookup(key) if (self.virtual is not None and key) else None
+            if found is None:
                 raise
-            return record
+            record = found
+        if model is not None:
+            self.check_model(record, model)
+        return record
 
     def require_admin(self, headers: Mapping[str, str]) -> None:
         if not self._master:

@@ -219,21 +219,3 @@ class KeyStore:
             self._cache.pop(d, None)
         self._by_id.pop(vk.id, None)
         return vk
-
-
-class _Active:
-    """The worker's KeyStore, set once by install(): the spine's Authenticator calls `lookup`."""
-
-    keystore: KeyStore | None = None
-
-
-def activate(keystore: KeyStore | None) -> None:
-    _Active.keystore = keystore
-
-
-async def lookup(raw_key: str) -> KeyRecord | None:
-    """The virtual key behind `raw_key`, or None (not a virtual key, unknown, or revoked)."""
-    ks = _Active.keystore
-    if ks is None:
-        return None
-    return await ks.lookup(raw_key)

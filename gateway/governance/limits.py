@@ -19,7 +19,7 @@ from gateway.errors import BudgetExceeded, RateLimited, ServiceUnavailable
 from gateway.governance.auth import KeyRecord
 from gateway.governance.corrections import Corrections
 from gateway.governance.counters import Cap, Counters, Verdict, Window
-from gateway.governance.prices import PriceTable, split_usage
+from gateway.governance.prices import PriceTable
 from gateway.governance.settings import Budget, GovernanceSettings, Quota
 from gateway.store import StoreUnavailable
 
@@ -164,9 +164,9 @@ class Limiter:
         if not verdict.ok:
             raise self._refusal(verdict, windows, names, caps, cap_meta, key, tokens, now)
         if windows:  # like OpenAI: every answer says where the caller stands
-            ctx.extra["response_headers"] = list(_rate_headers(verdict, windows, names).items())
+            ctx.own_headers = list(_rate_headers(verdict, windows, names).items())
         token_keys = [w.key for w in windows if w.key.endswith(":t")]
-        ctx.extra["gov_reservation"] = Reservation(
+        ctx.reservation = Reservation(
             verdict.now, token_keys, tokens, prompt, [(c.key, c.ttl_s) for c in caps], cost, ctx.model,
             urgent=_near_limit(verdict, windows, caps))
 
@@ -213,25 +213,25 @@ class Limiter:
                     f"{budget.period}; this request needs up to ${cap.amount / 1e6:.4f}.", headers=headers)
         return RateLimited("Rate limit reached.", headers=headers)
 
-    def settle(self, ctx: RequestContext, tap: Any) -> None:
+    def settle(self, ctx: RequestContext) -> None:
         """Correct the reservation from the real usage (after the answer went out; written with the
         other corrections of the next few milliseconds)."""
-        res: Reservation | None = ctx.extra.get("gov_reservation")
+        res = ctx.reservation
         if res is None or self.corrections is None:
             return
-        usage = ctx.usage or (tap.usage if tap is not None else None)
-        if ctx.cache_hit or (not usage and not ctx.t_first_byte):
+        usage = ctx.usage
+        if ctx.cache_hit or (usage is None and not ctx.t_first_byte):
             tin, tout = 0, 0  # answered without the provider, or never answered: nothing was spent
-        elif usage:
-            tin, tout = split_usage(usage)
-        elif tap is not None and tap.events:
+        elif usage is not None:
+            tin, tout = usage.prompt, usage.output
+        elif ctx.events:
             from gateway.governance.content import stream_text
 
-            tin, tout = res.prompt, len(stream_text(tap.events)) // 4 + 1
+            tin, tout = res.prompt, len(stream_text(ctx.events)) // 4 + 1
         else:
             return  # no way to know: the reservation stands
         delta = tin + tout - res.tokens
-        real = usage if usage and not ctx.cache_hit else None
+        real = usage if usage is not None and not ctx.cache_hit else None
         cost_delta = micro_usd(self.prices.cost(res.model, tin, tout, real)) - res.cost if res.caps else 0
         if not delta and not cost_delta:
             return

@@ -1,92 +1,133 @@
-"""Wires governance into a worker: the before-stage (virtual keys, limits, input policies), the
-after-hook (usage corrections), the output filter and the admin routes. Built once per worker.
+"""Governance as two pipeline parts, built once per worker: `Limits` (RPM/TPM and budgets, admitted
+before the call and settled after it) and `Policies` (input policies before or beside the call, the
+output filter for the answer). Each has a null twin for when governance is off.
 
-Stage order inside governance: resolve a virtual key -> limits and budgets (one atomic store call)
--> redacting input policies and "before" checks -> "beside" checks as `ctx.guards` -> the output
-filter. A rate-limited request never costs policy work; a blocked one gets its tokens and cost back.
+Order inside a request: the key is resolved (governance.auth) -> `Limits.admit` (one atomic store
+call) -> `Policies.start` (redaction and local checks inline, remote checks beside the call as
+`ctx.guards`, the output filter on `ctx.output_filter`). A rate-limited request never costs policy
+work; a blocked one gets its tokens and cost back when it is settled.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
 
+from gateway.config import Config
+from gateway.costs import prices as pricing
 from gateway.governance.admin import Admin
-from gateway.governance.counters import Counters, open_counters
-from gateway.governance.keys import KeyStore, activate
+from gateway.governance.auth import Authenticator
+from gateway.governance.counters import open_counters
+from gateway.governance.keys import KeyStore
 from gateway.governance.limits import Limiter
 from gateway.governance.outfilter import OutputGuard
 from gateway.governance.policies import PolicySet, compile_policies
 from gateway.governance.prices import PriceTable
 from gateway.governance.settings import GovernanceSettings, load_settings
-
-if TYPE_CHECKING:
-    from gateway.app import GatewayApp
-    from gateway.pipeline.context import RequestContext
-    from gateway.worker.runtime import Runtime
+from gateway.pipeline.context import RequestContext
+from gateway.store import Store
+from gateway.worker.routes import Routes
 
 log = structlog.get_logger("gateway.governance")
 
-class Governance:
-    def __init__(self, settings: GovernanceSettings, keystore: KeyStore, limiter: Limiter,
-                 policies: dict[str, PolicySet]) -> None:
-        self.settings = settings
-        self.keys = keystore
+
+class Limits:
+    def __init__(self, limiter: Limiter) -> None:
         self.limiter = limiter
-        self.policies = policies
-        self.default = policies.get("*")
-        self.outputs = {id(ps): OutputGuard(ps.output) for ps in policies.values() if ps.output}
 
-    async def stage(self, ctx: RequestContext, proto: Any) -> bool:
-        if self.limiter.active:
-            await self.limiter.check(ctx)
-            if ctx.stream and not ctx.include_usage and "gov_reservation" in ctx.extra:
-                ctx.extra["collect_stream"] = True  # no usage will come: estimate it from the text
-        ps = self.policies.get(ctx.model, self.default)
-        if ps is not None:
-            await ps.run_input(ctx)
-            if ps.output:
-                ctx.extra["output_filter"] = self.outputs[id(ps)]
-        return False
+    async def admit(self, ctx: RequestContext) -> None:
+        await self.limiter.check(ctx)
+        if ctx.reservation is not None and ctx.stream and not ctx.include_usage:
+            ctx.collect_stream = True  # no usage will come: estimate it from the text
 
-    async def after(self, ctx: RequestContext, response: bytes | None, tap: Any) -> None:
-        for guard in ctx.extra.get("gov_guards", ()):
+    def settle(self, ctx: RequestContext) -> None:
+        self.limiter.settle(ctx)
+
+    async def close(self) -> None:
+        if self.limiter.corrections is not None:
+            await self.limiter.corrections.flush()
+
+
+class NullLimits:
+    async def admit(self, ctx: RequestContext) -> None:
+        return None
+
+    def settle(self, ctx: RequestContext) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class Policies:
+    def __init__(self, sets: dict[str, PolicySet], http: aiohttp.ClientSession | None) -> None:
+        self.sets = sets
+        self.default = sets.get("*")
+        self.outputs = {id(ps): OutputGuard(ps.output) for ps in sets.values() if ps.output}
+        self.http = http
+
+    async def start(self, ctx: RequestContext) -> None:
+        ps = self.sets.get(ctx.model, self.default)
+        if ps is None:
+            return
+        await ps.run_input(ctx)
+        if ps.output:
+            ctx.output_filter = self.outputs[id(ps)]
+
+    def finish(self, ctx: RequestContext) -> None:
+        """After-work: a beside-the-call check nobody waited for (the request ended first) is moot."""
+        for guard in ctx.guards:
             if not guard.done():
                 guard.cancel()
-        self.limiter.settle(ctx, tap)
+
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.close()
 
 
-async def install(app: GatewayApp, rt: Runtime) -> None:
-    settings = load_settings(rt.cfg)
+class NullPolicies:
+    async def start(self, ctx: RequestContext) -> None:
+        return None
+
+    def finish(self, ctx: RequestContext) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class Governance:
+    """What the worker builds when governance is on: the two parts, the key store, the admin routes."""
+
+    def __init__(self, settings: GovernanceSettings, keystore: KeyStore, limits: Limits, policies: Policies,
+                 routes: Routes) -> None:
+        self.settings = settings
+        self.keys = keystore
+        self.limits = limits
+        self.policies = policies
+        self.routes = routes
+
+
+async def build_governance(cfg: Config, store: Store, auth: Authenticator,
+                           prices: pricing.PriceTable) -> Governance | None:
+    """None when governance is off (`governance.enabled: false`)."""
+    settings = load_settings(cfg)
     if not settings.enabled:
-        return
-    store = rt.store
-    if store is None:  # no store plug-in in this build: open our own over the same settings
-        from gateway.store import open_configured
-
-        store = open_configured(rt.cfg.store)
-        rt.on_close(store.close)
-    counters: Counters | None = await open_counters(store, settings.window_s)
+        return None
+    counters = await open_counters(store, settings.window_s)
     keystore = KeyStore(store, settings.key_cache_ttl_s)
-    activate(keystore)
-    limiter = Limiter(settings, counters, keystore, PriceTable(settings.prices, rt.prices))
-    if limiter.corrections is not None:
-        rt.on_close(limiter.corrections.flush)  # before the store closes (closers run in reverse)
+    auth.virtual = keystore
+    limiter = Limiter(settings, counters, keystore, PriceTable(settings.prices, prices))
     http = None
     if any(p.kind == "http" for specs in settings.policies.values() for p in specs):
         http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
-        rt.on_close(http.close)
     stats: Counter[str] = Counter()
-    route_names = {name: m.name for m in rt.cfg.models for name in (m.name, *m.aliases)}
-    policies = compile_policies(settings.policies, route_names, http, stats)
-    gov = Governance(settings, keystore, limiter, policies)
-    rt.auth.virtual = keystore.lookup
-    rt.before_stages.append(gov.stage)
-    rt.after_hooks.append(gov.after)
-    Admin(rt, keystore, limiter, stats).install(app)
-    rt.on_close(lambda: activate(None))
-    log.info("governance_installed", store=type(store).__name__, policy_routes=sorted(settings.policies),
+    route_names = {name: m.name for m in cfg.models for name in (m.name, *m.aliases)}
+    sets = compile_policies(settings.policies, route_names, http, stats)
+    teams = {k.id: k.team for k in cfg.auth.keys}
+    routes = Admin(auth, teams, keystore, limiter, stats).routes()
+    log.info("governance_built", store=type(store).__name__, policy_routes=sorted(settings.policies),
              limits=bool(settings.keys or settings.teams))
+    return Governance(settings, keystore, Limits(limiter), Policies(sets, http), routes)

@@ -1,10 +1,12 @@
-"""Policy sets per route, compiled at install: redaction before the call, block/flag checks before or
-beside it (as `ctx.guards` tasks), and each policy's timeout with its fail-open or fail-closed rule.
+"""Policy sets per route, compiled once per worker: redaction before the call, local block/flag
+checks inline (they take microseconds: a task would cost more than the check), remote checks (the
+`http` kind) beside the upstream call as `ctx.guards`, and each policy's timeout with its fail-open
+or fail-closed rule.
 
 An input policy that blocks raises `PolicyViolation` (400, `content_policy_violation`); a policy
 that could not answer in time follows its `fail` rule: "open" lets the request through (counted),
 "closed" refuses it with 503. Flags are logged (never the matched text) and kept on
-`ctx.extra["policy_flags"]` for the audit log.
+`ctx.policy_flags` for the audit log.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from gateway.errors import PolicyViolation, ServiceUnavailable
 from gateway.governance.content import input_texts
 from gateway.governance.detect import Deny, Detector, Injection, MaxPrompt, Pii
 from gateway.governance.settings import PolicySpec
+from gateway.pipeline.context import PolicyFlag
 
 if TYPE_CHECKING:
     from gateway.pipeline.context import RequestContext
@@ -31,7 +34,8 @@ _dec = msgspec.json.Decoder()
 
 
 class Policy:
-    __slots__ = ("action", "detector", "fail_closed", "http", "kind", "name", "stats", "timeout", "url", "when")
+    __slots__ = ("action", "detector", "fail_closed", "http", "kind", "name", "remote", "stats", "timeout", "url",
+                 "when")
 
     def __init__(self, spec: PolicySpec, http: aiohttp.ClientSession | None, stats: Counter[str]) -> None:
         self.name = spec.name
@@ -52,6 +56,7 @@ class Policy:
             self.detector = MaxPrompt(spec.max_chars, spec.max_tokens)
         elif spec.kind == "injection":
             self.detector = Injection(spec.threshold)
+        self.remote = self.detector is None  # waits on a remote service (the `http` kind)
 
     async def _ask(self, ctx: RequestContext, text: str, direction: str) -> tuple[str, str] | None:
         assert self.http is not None and self.url is not None
@@ -96,8 +101,7 @@ def apply(ctx: RequestContext, policy: Policy, found: tuple[str, str] | None, di
         what = "request" if direction == "input" else "answer"
         raise PolicyViolation(f"The {what} was blocked by the policy {policy.name!r} ({reason}).")
     policy.stats[f"{policy.name}:flagged"] += 1
-    ctx.extra.setdefault("policy_flags", []).append(
-        {"policy": policy.name, "reason": reason, "direction": direction})
+    ctx.policy_flags.append(PolicyFlag(policy=policy.name, reason=reason, direction=direction))
     log.info("policy_flagged", policy=policy.name, reason=reason, direction=direction, request_id=ctx.request_id)
 
 
@@ -123,8 +127,10 @@ class PolicySet:
     def __init__(self, policies: list[Policy], on: dict[str, str]) -> None:
         inputs = [p for p in policies if on[p.name] in ("input", "both")]
         self.redact_in = [p for p in inputs if p.action == "redact"]
-        self.before_in = [p for p in inputs if p.action != "redact" and p.when == "before"]
-        self.beside_in = [p for p in inputs if p.action != "redact" and p.when == "beside"]
+        checks = [p for p in inputs if p.action != "redact"]
+        # "beside" pays off only for a check that waits on something: local detectors run inline.
+        self.beside_in = [p for p in checks if p.when == "beside" and p.remote]
+        self.before_in = [p for p in checks if p not in self.beside_in]
         self.output = [p for p in policies if on[p.name] in ("output", "both")]
         self.has_input = bool(self.redact_in or self.before_in or self.beside_in)
 
@@ -145,13 +151,12 @@ class PolicySet:
             guard = asyncio.ensure_future(self._beside(ctx, text))
             guard.add_done_callback(_retrieve)
             ctx.guards.append(guard)
-            ctx.extra.setdefault("gov_guards", []).append(guard)
 
     async def _beside(self, ctx: RequestContext, text: str) -> None:
         t = time.perf_counter()
         for p in self.beside_in:
             apply(ctx, p, await p.evaluate(ctx, text, "input"), "input")
-        ctx.extra["policy_beside_ms"] = (time.perf_counter() - t) * 1000.0
+        ctx.policy_beside_ms = (time.perf_counter() - t) * 1000.0
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -23,8 +23,8 @@ from gateway.observe.metrics import hit_ratios, render
 from gateway.observe.stats import parse_duration, summarize
 
 if TYPE_CHECKING:
+    from gateway.governance.auth import Authenticator
     from gateway.observe.observer import Observer
-    from gateway.worker.runtime import Runtime
 
 _enc = msgspec.json.Encoder()
 JSON = [("content-type", "application/json"), ("cache-control", "no-store")]
@@ -93,13 +93,13 @@ def parse_query(qs: str) -> AuditQuery:
 
 
 class ObserveAPI:
-    def __init__(self, observer: Observer, rt: Runtime) -> None:
+    def __init__(self, observer: Observer, auth: Authenticator) -> None:
         self.obs = observer
-        self.rt = rt
+        self.auth = auth
         self._page: bytes | None = None
 
     def _admin(self, headers: dict[str, str]) -> None:
-        self.rt.auth.require_admin(headers)
+        self.auth.require_admin(headers)
 
     async def _query(self, q: AuditQuery) -> Page:
         sink = self.obs.audit_sink

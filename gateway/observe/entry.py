@@ -9,8 +9,7 @@ Field names follow the seed's VAS logs (`metacache.hit`, `metacache.query`, `met
     overhead_ms  the gateway's own share before the first byte: ttfb_ms - upstream_ms when a
                  provider answered, else latency_ms (cache hit, rejection)
 
-Values other stages leave in `ctx.extra` ("cache", "compression", "cost", "promptcache") are read
-defensively: a stage that is absent leaves zeros and nulls.
+Everything is read from the context's typed slots: a part that is off leaves zeros and nulls.
 """
 
 from __future__ import annotations
@@ -18,11 +17,12 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from gateway.cache.types import TIERS
+from gateway.pipeline.context import PolicyFlag
 
 if TYPE_CHECKING:
     from gateway.pipeline.context import RequestContext
@@ -71,6 +71,8 @@ class AuditEntry(msgspec.Struct, kw_only=True):
     saved_cache_usd: float = 0.0
     saved_compression_usd: float = 0.0
     saved_provider_cache_usd: float = 0.0
+    policy_flags: list[PolicyFlag] = []  # policies that flagged the request or answer (never the text)
+    policy_beside_ms: float | None = None  # how long the checks beside the upstream call took
     pod: str = ""
     pid: int = 0
 
@@ -80,48 +82,12 @@ decoder = msgspec.json.Decoder(AuditEntry)
 list_decoder = msgspec.json.Decoder(list[AuditEntry])
 
 
-def _int(value: Any) -> int:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
-
-
-def _num(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
-
-
-def tokens(usage: dict[str, Any] | None) -> tuple[int, int, int]:
-    """(in, out, cached) from an OpenAI or Anthropic usage object; `in` counts cached tokens too."""
-    if not usage:
-        return 0, 0, 0
-    if "input_tokens" in usage and "prompt_tokens" not in usage:
-        # Anthropic: input_tokens excludes what was read from or written to the prompt cache.
-        # (The Responses API also says input_tokens, with OpenAI's details: both shapes handled.)
-        cached = _int(usage.get("cache_read_input_tokens"))
-        details = usage.get("input_tokens_details")
-        if isinstance(details, dict):
-            cached = cached or _int(details.get("cached_tokens"))
-            total_in = _int(usage.get("input_tokens"))
-        else:
-            total_in = (_int(usage.get("input_tokens")) + cached
-                        + _int(usage.get("cache_creation_input_tokens")))
-        return total_in, _int(usage.get("output_tokens")), cached
-    details = usage.get("prompt_tokens_details")
-    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")), cached
-
-
-def _cache_info(ctx: RequestContext, extra: dict[str, Any]) -> MetaCacheInfo:
-    info = extra.get("cache")
-    if not ctx.cache_hit and not (isinstance(info, dict) and info.get("phase")):
+def _cache_info(ctx: RequestContext) -> MetaCacheInfo:
+    hit = ctx.cache
+    if hit is None:
         return MetaCacheInfo()
-    info = info if isinstance(info, dict) else {}
-    phase = _int(info.get("phase")) or ctx.cache_phase
-    similarity = info.get("similarity", ctx.cache_similarity)
-    return MetaCacheInfo(
-        hit=True, phase=phase, tier=str(info.get("tier") or TIERS.get(phase, "unknown")),
-        query=info.get("query") if isinstance(info.get("query"), str) else None,
-        tokens_saved=_int(info.get("tokens_saved")),
-        similarity=_num(similarity) if similarity is not None else None,
-    )
+    return MetaCacheInfo(hit=True, phase=hit.phase, tier=hit.tier or TIERS.get(hit.phase, "unknown"),
+                         query=hit.query, tokens_saved=hit.tokens_saved, similarity=hit.similarity)
 
 
 def _routing(ctx: RequestContext, cache: MetaCacheInfo, provider: str | None) -> tuple[str, str]:
@@ -134,13 +100,12 @@ def _routing(ctx: RequestContext, cache: MetaCacheInfo, provider: str | None) ->
     return "direct", f"provider:{provider}"
 
 
-def entry_from_ctx(ctx: RequestContext, t_end: float | None = None) -> AuditEntry:
-    """Read once, after the answer went out; `t_end` is the perf_counter when it finished."""
+def entry_from_ctx(ctx: RequestContext) -> AuditEntry:
+    """Read once, after the answer went out (`ctx.t_end` is when it finished)."""
     now = time.perf_counter()
-    end = t_end or now
-    extra = ctx.extra
+    end = ctx.t_end or now
     latency = (end - ctx.t_start) * 1000.0
-    cache = _cache_info(ctx, extra)
+    cache = _cache_info(ctx)
     target = ctx.target
     provider = target.provider.name if target is not None and not cache.hit else None
     strategy, reason = _routing(ctx, cache, provider)
@@ -151,15 +116,9 @@ def entry_from_ctx(ctx: RequestContext, t_end: float | None = None) -> AuditEntr
         overhead = (ttfb if ttfb is not None else latency) - ctx.upstream_ms
     else:
         overhead = latency
-    t_in, t_out, t_cached = tokens(ctx.usage)
-    comp = extra.get("compression")
-    removed = (max(0, _int(comp.get("tokens_before")) - _int(comp.get("tokens_after")))
-               if isinstance(comp, dict) else 0)
-    cost_raw = extra.get("cost")
-    cost: dict[str, Any] = cost_raw if isinstance(cost_raw, dict) else {}
-    s_cache, s_comp = _num(cost.get("saved_cache_usd")), _num(cost.get("saved_compression_usd"))
-    s_prov = _num(cost.get("saved_provider_cache_usd"))
-    pc = extra.get("promptcache")
+    usage = ctx.usage
+    cost = ctx.cost
+    pc = ctx.prompt_cache
     status = ctx.status or (500 if ctx.error is None else 499)
     key = ctx.key
     deployment = target.model if provider is not None and target is not None else None
@@ -184,17 +143,20 @@ def entry_from_ctx(ctx: RequestContext, t_end: float | None = None) -> AuditEntr
         ttfb_ms=round(ttfb, 3) if ttfb is not None else None,
         upstream_ms=round(upstream, 3) if upstream is not None else None,
         overhead_ms=round(max(0.0, overhead), 3),
-        tokens_in=t_in,
-        tokens_out=t_out,
-        tokens_cached=t_cached,
-        tokens_compressed=removed,
-        prompt_cache_injected=bool(pc.get("injected")) if isinstance(pc, dict) else False,
+        tokens_in=usage.prompt if usage is not None else 0,
+        tokens_out=usage.output if usage is not None else 0,
+        tokens_cached=usage.cache_read if usage is not None else 0,
+        tokens_compressed=ctx.compression.tokens_saved if ctx.compression is not None else 0,
+        prompt_cache_injected=pc.injected if pc is not None else False,
         metacache=cache,
-        cost_usd=_num(cost.get("cost_usd")),
-        saved_usd=s_cache + s_comp + s_prov,
-        saved_cache_usd=s_cache,
-        saved_compression_usd=s_comp,
-        saved_provider_cache_usd=s_prov,
+        cost_usd=cost.cost_usd if cost is not None else 0.0,
+        saved_usd=(cost.saved_cache_usd + cost.saved_compression_usd + cost.saved_provider_cache_usd)
+        if cost is not None else 0.0,
+        saved_cache_usd=cost.saved_cache_usd if cost is not None else 0.0,
+        saved_compression_usd=cost.saved_compression_usd if cost is not None else 0.0,
+        saved_provider_cache_usd=cost.saved_provider_cache_usd if cost is not None else 0.0,
+        policy_flags=list(ctx.policy_flags),
+        policy_beside_ms=round(ctx.policy_beside_ms, 3) if ctx.policy_beside_ms is not None else None,
         pod=POD,
         pid=os.getpid(),
     )

@@ -1,8 +1,8 @@
-"""One worker's observability state: the after-hook, the audit and archive batchers, metric dumps.
+"""One worker's observability state: `record` (after-work), the audit and archive batchers, metric dumps.
 
-What a request pays (in the after-hook, once the answer went out): one AuditEntry built from
-ctx attributes, a few dict increments, one or two deque appends. Encoding, redaction and every
-write happen in background tasks; gauges are read at dump and scrape time only.
+What a request pays (after the answer went out): one AuditEntry built from the context's slots, a
+few dict increments, one or two deque appends. Encoding, redaction and every write happen in
+background tasks; gauges are read at dump and scrape time only, from the `Sources` they watch.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, NamedTuple
 
 import structlog
 
@@ -22,9 +22,12 @@ from gateway.observe.metrics import Metrics, Snapshot, dump, load_others, merge
 from gateway.observe.settings import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from gateway.cache.metacache import MetaCache
     from gateway.pipeline.context import RequestContext
-    from gateway.pipeline.respond import StreamTap
-    from gateway.worker.runtime import Runtime
+    from gateway.providers.upstream import Provider
+    from gateway.store import Store
 
 log = structlog.get_logger("gateway.observe")
 
@@ -32,11 +35,20 @@ log = structlog.get_logger("gateway.observe")
 Capture = tuple[AuditEntry, dict[str, str], bytes, bytes | None, list[tuple[str | None, bytes]] | None]
 
 
+class Sources(NamedTuple):
+    """What the gauges read at scrape time (the worker's pools, store, cache and loop monitor)."""
+
+    providers: Mapping[str, Provider]
+    store: Store | None
+    cache: MetaCache | None
+    loop_lag_ms: Callable[[], float]
+
+
 class Observer:
-    def __init__(self, settings: Settings, rt: Runtime | None, audit_sink: AuditSink | None,
+    def __init__(self, settings: Settings, sources: Sources | None, audit_sink: AuditSink | None,
                  archive_sink: ArchiveSink | None, metrics_dir: str) -> None:
         self.settings = settings
-        self.rt = rt
+        self.sources = sources
         self.pid = os.getpid()
         self.metrics = Metrics()
         self.metrics_dir = metrics_dir
@@ -55,19 +67,18 @@ class Observer:
 
     # ------------------------------------------------------------------ request path (after the answer)
 
-    def after(self, ctx: RequestContext, response: bytes | None, tap: StreamTap | None) -> None:
-        entry = entry_from_ctx(ctx, ctx.extra.get("t_end"))
+    @property
+    def wants_events(self) -> bool:
+        """The archive keeps streamed answers: their events must be collected as they pass."""
+        return self.archive is not None
+
+    def record(self, ctx: RequestContext) -> None:
+        entry = entry_from_ctx(ctx)
         self.metrics.observe(entry)
         if self.audit is not None:
             self.audit.put(entry)
         if self.archive is not None:
-            events = tap.events if tap is not None and tap.collect else None
-            self.archive.put((entry, ctx.headers, ctx.body, response, events))
-
-    async def collect_streams(self, ctx: RequestContext, proto: Any) -> bool:
-        """A before-stage when the archive is on: ask the stream tap to keep the events."""
-        ctx.extra["collect_stream"] = True
-        return False
+            self.archive.put((entry, ctx.headers, ctx.body, ctx.response, ctx.events))
 
     # ------------------------------------------------------------------ background
 
@@ -120,13 +131,12 @@ class Observer:
                 dropped.values[(b.name,)] = float(b.dropped)
                 written.values[(b.name,)] = float(b.written)
                 depth.set((b.name,), float(len(b.queue)))
-        if self.rt is not None:
-            lag = getattr(getattr(self.rt, "loop_monitor", None), "lag_ms", None)
-            if isinstance(lag, float):
-                m.gauge("gateway_event_loop_lag_seconds", "How late each worker's event loop wakes (EWMA).",
-                        ()).set((), lag / 1000.0)
-            _pool_gauges(m, self.rt)
-            _cache_gauges(m, self.rt)
+        src = self.sources
+        if src is not None:
+            m.gauge("gateway_event_loop_lag_seconds", "How late each worker's event loop wakes (EWMA).",
+                    ()).set((), src.loop_lag_ms() / 1000.0)
+            _pool_gauges(m, src)
+            _cache_gauges(m, src)
 
     async def close(self) -> None:
         if self._dumper is not None:
@@ -145,30 +155,26 @@ class Observer:
             self.dump()
 
 
-def _pool_gauges(m: Metrics, rt: Runtime) -> None:
+def _pool_gauges(m: Metrics, src: Sources) -> None:
     g = m.gauge("gateway_pool_connections", "Upstream keep-alive connections per provider.",
                 ("provider", "state"))
-    for name, provider in rt.providers.items():
-        session = getattr(provider, "session", None)
-        connector = getattr(session, "connector", None) if session is not None else None
-        if connector is None:
+    for name, provider in src.providers.items():
+        if provider.transport is None:
             continue
-        # aiohttp keeps these private; read defensively, an upgrade that renames them shows zeros.
-        in_use = len(getattr(connector, "_acquired", ()) or ())
-        idle = sum(len(v) for v in (getattr(connector, "_conns", {}) or {}).values())
+        in_use, idle = provider.transport.pool_state()
         g.set((name, "in_use"), float(in_use))
         g.set((name, "idle"), float(idle))
 
 
-def _cache_gauges(m: Metrics, rt: Runtime) -> None:
-    store = getattr(rt, "store", None)
+def _cache_gauges(m: Metrics, src: Sources) -> None:
+    store = src.store
     if store is not None:
         m.gauge("gateway_store_degraded", "1 while the shared store is unreachable.", ()).set(
-            (), float(bool(getattr(store, "degraded", False))))
-    cache = getattr(rt, "metacache", None) or getattr(rt, "cache", None)
-    stats = getattr(cache, "stats", None)
-    if stats is None:
+            (), float(bool(store.degraded)))
+    cache = src.cache
+    if cache is None:
         return
+    stats = cache.stats
     lookups = m.counter("gateway_cache_lookups_total", "MetaCache lookups per phase.", ("phase",))
     hits = m.counter("gateway_cache_hits_total", "MetaCache hits per phase.", ("phase",))
     vetoes = m.counter("gateway_cache_vetoes_total", "Candidates the verifier refused, per phase.", ("phase",))

@@ -18,6 +18,11 @@ class SSEParser:
     def __init__(self) -> None:
         self._buf = b""
 
+    @property
+    def pending(self) -> bool:
+        """Part of an event is waiting for the next chunk."""
+        return bool(self._buf)
+
     def feed(self, chunk: bytes) -> list[Event]:
         buf = self._buf + chunk if self._buf else chunk
         if b"\r" in buf:

@@ -1,20 +1,42 @@
-"""Model names and aliases to an ordered plan of deployments: weighted choice, then fallbacks."""
+"""Model names and aliases to a `Plan`, decided once per request before limits and cache: the
+route, and every target to try in order (weighted choice, then fallbacks), each with its translator."""
 
 from __future__ import annotations
 
 import random
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
-from gateway.config import Config, ModelConfig
+from gateway.config import Config, Deployment, ModelConfig
 from gateway.errors import UnknownModel, UnsupportedRoute
+from gateway.providers.translate import CHAT_TO_ANTHROPIC, PASSTHROUGH, Translator
 from gateway.providers.upstream import Provider
+
+Family = Literal["openai", "anthropic"]
 
 
 class Target(NamedTuple):
     provider: Provider
     model: str  # the name the provider knows
     route: ModelConfig  # the configured model (for per-route settings)
-    translate: bool  # OpenAI chat sent to an Anthropic-only provider
+    translator: Translator
+
+    @property
+    def translate(self) -> bool:
+        return self.translator.translates
+
+
+class RouteFacts(NamedTuple):
+    """What the cost layers need to know about a route on one endpoint, computed once per worker."""
+
+    family: Family  # whose compression defaults apply: Anthropic only when every deployment is
+    translates: bool  # a chat request goes out as an Anthropic message on some deployment
+    billing_model: str  # the first deployment's model ("" = the name the client asked for)
+
+
+class Plan(NamedTuple):
+    route: ModelConfig
+    targets: list[Target]
+    facts: RouteFacts
 
 
 class Router:
@@ -27,6 +49,7 @@ class Router:
         self.wildcard = self.by_name.pop("*", None)
         self.rng = rng or random.Random()
         self.public_names = sorted(self.by_name)
+        self._facts: dict[tuple[int, str], RouteFacts] = {}
 
     def resolve(self, model: str) -> ModelConfig:
         route = self.by_name.get(model) or self.wildcard
@@ -35,7 +58,21 @@ class Router:
                                param="model")
         return route
 
-    def _ordered(self, route: ModelConfig) -> list:
+    def facts(self, route: ModelConfig, endpoint: str) -> RouteFacts:
+        found = self._facts.get((id(route), endpoint))
+        if found is None:
+            providers = [self.providers[d.provider] for d in route.deployments]
+            if endpoint == "messages":
+                found = RouteFacts("anthropic", False, route.deployments[0].model or "")
+            else:
+                translated = [not p.speaks("openai") and p.speaks("anthropic") for p in providers]
+                found = RouteFacts("anthropic" if all(translated) else "openai",
+                                   endpoint == "chat" and any(translated),  # only chat is translated
+                                   route.deployments[0].model or "")
+            self._facts[(id(route), endpoint)] = found
+        return found
+
+    def _ordered(self, route: ModelConfig) -> list[Deployment]:
         deps = route.deployments
         if len(deps) == 1:
             return list(deps)
@@ -48,7 +85,7 @@ class Router:
             pool.remove(pick)
         return out
 
-    def plan(self, model: str, protocol: str, endpoint: str) -> list[Target]:
+    def plan(self, model: str, protocol: str, endpoint: str) -> Plan:
         """Every target to try, in order: this model's deployments, then each fallback model's."""
         route = self.resolve(model)
         routes = [route]
@@ -62,14 +99,14 @@ class Router:
                 provider = self.providers[dep.provider]
                 upstream_model = dep.model or (model if r is route else r.name)
                 if provider.speaks(protocol):
-                    targets.append(Target(provider, upstream_model, r, False))
+                    targets.append(Target(provider, upstream_model, r, PASSTHROUGH))
                 elif endpoint == "chat" and provider.speaks("anthropic"):
-                    targets.append(Target(provider, upstream_model, r, True))
+                    targets.append(Target(provider, upstream_model, r, CHAT_TO_ANTHROPIC))
         if not targets:
             raise UnsupportedRoute(
                 f"The model {model!r} has no deployment that serves this endpoint ({endpoint}).", param="model"
             )
-        return targets
+        return Plan(route, targets, self.facts(route, endpoint))
 
     def model_names(self) -> list[str]:
         return self.public_names

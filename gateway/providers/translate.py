@@ -2,13 +2,29 @@
 
 Used when an OpenAI-SDK client asks for a model whose deployment speaks Anthropic: the request
 goes out as an Anthropic message, the answer (plain or streamed) comes back as a chat completion.
+The functions below are the wire mapping; at the end, one `Translator` object per kind of target
+(the router picks it once per target) wraps them for the pipeline.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
+
+from gateway.protocol.sse import DONE, SSEParser, encode_event
+from gateway.protocol.usage import Usage, parse_usage, usage_of_body
+from gateway.protocol.views import decode_any, encode
+from gateway.transform.promptcache import mark_system
+
+if TYPE_CHECKING:
+    from gateway.pipeline.context import Events
+    from gateway.providers.upstream import Endpoint
+
+_enc = msgspec.json.Encoder()
+_dec = msgspec.json.Decoder()
 
 DEFAULT_MAX_TOKENS = 4096
 
@@ -237,3 +253,116 @@ class AnthropicToChatStream:
                 "choices": [], "usage": usage_to_openai(self.usage),
             }]
         return []
+
+
+# ----------------------------------------------------------------------------- translators per target
+#
+# A `Translator` is chosen once per target by the router: what the client's request becomes on the
+# provider's wire, and how the provider's answer (plain or streamed) comes back. Pure: no I/O.
+
+
+class StreamTranslator(Protocol):
+    """Turns a provider's SSE chunks into the client's, keeping the events the tap needs."""
+
+    usage: Usage | None
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+class Translator(Protocol):
+    translates: bool  # the provider speaks another protocol than the client
+
+    def endpoint(self, client_endpoint: Endpoint) -> Endpoint: ...
+
+    def request(self, body: bytes, data: dict[str, Any] | None, model: str, client_model: str, *,
+                changed: bool, mark_cache: bool) -> bytes: ...
+
+    def response(self, body: bytes, model: str) -> tuple[bytes, Usage | None]: ...
+
+    def stream(self, model: str, include_usage: bool, keep: Events | None) -> StreamTranslator | None: ...
+
+
+class Passthrough:
+    """The provider speaks the client's protocol: the client's own bytes whenever nothing changed."""
+
+    translates = False
+
+    def endpoint(self, client_endpoint: Endpoint) -> Endpoint:
+        return client_endpoint
+
+    def request(self, body: bytes, data: dict[str, Any] | None, model: str, client_model: str, *,
+                changed: bool, mark_cache: bool) -> bytes:
+        if model != client_model:
+            out = dict(data if data is not None else decode_any(body))
+            out["model"] = model
+            return encode(out)
+        if changed and data is not None:
+            return encode(data)
+        return body
+
+    def response(self, body: bytes, model: str) -> tuple[bytes, Usage | None]:
+        return body, usage_of_body(body)
+
+    def stream(self, model: str, include_usage: bool, keep: Events | None) -> StreamTranslator | None:
+        return None  # chunks pass through as they are
+
+
+class _AnthropicToChatSSE:
+    def __init__(self, model: str, include_usage: bool, keep: Events | None) -> None:
+        self._translator = AnthropicToChatStream(model, include_usage)
+        self._parser = SSEParser()
+        self._keep = keep
+        self.usage: Usage | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = []
+        for name, data in self._parser.feed(chunk):
+            try:
+                event = _dec.decode(data)
+            except msgspec.DecodeError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            if event.get("type") == "error":
+                out.append(encode_event(_enc.encode({"error": event.get("error")})))
+                continue
+            for obj in self._translator.feed(name, event):
+                encoded = _enc.encode(obj)
+                out.append(encode_event(encoded))
+                if self._keep is not None:
+                    self._keep.append((None, encoded))
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        # The provider's own usage: a translated answer's OpenAI usage folds cache writes into prompt.
+        self.usage = parse_usage(self._translator.usage)
+        return DONE
+
+
+class ChatToAnthropic:
+    """An OpenAI chat request to an Anthropic-only deployment, and its answer back as chat."""
+
+    translates = True
+
+    def endpoint(self, client_endpoint: Endpoint) -> Endpoint:
+        return "messages"
+
+    def request(self, body: bytes, data: dict[str, Any] | None, model: str, client_model: str, *,
+                changed: bool, mark_cache: bool) -> bytes:
+        out = chat_to_anthropic(data if data is not None else decode_any(body), model)
+        if mark_cache:
+            out = mark_system(out) or out
+        return encode(out)
+
+    def response(self, body: bytes, model: str) -> tuple[bytes, Usage | None]:
+        data = _dec.decode(body)
+        return _enc.encode(anthropic_to_chat(data, model)), parse_usage(data.get("usage"))
+
+    def stream(self, model: str, include_usage: bool, keep: Events | None) -> StreamTranslator:
+        return _AnthropicToChatSSE(model, include_usage, keep)
+
+
+PASSTHROUGH = Passthrough()
+CHAT_TO_ANTHROPIC = ChatToAnthropic()

@@ -1,6 +1,9 @@
-"""Provider connection pools (one aiohttp session per provider per worker) and the aiohttp boundary.
+"""Providers and their transport: pooled keep-alive connections, and the gateway's own response type.
 
-`map_client_errors` is the only place aiohttp exceptions become gateway errors.
+No HTTP-client type leaves this module: a provider answers with an `UpstreamResponse` (status,
+headers, body or chunks), and `map_client_errors` is the only place aiohttp exceptions become
+gateway errors. The transport is replaceable: `Transport` is the interface, `AiohttpTransport` the
+pooled default, and tests pass an in-memory one (see `gateway.providers.mock_transport`).
 """
 
 from __future__ import annotations
@@ -8,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import aiohttp
 import structlog
 
 from gateway.config import BUILTIN_MOCK, ProviderConfig
-from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from gateway.errors import GatewayError, UpstreamError, UpstreamStatus, UpstreamTimeout, UpstreamUnreachable
 
 log = structlog.get_logger("gateway.upstream")
 
@@ -53,6 +56,95 @@ def map_client_errors(provider: str) -> Iterator[None]:
         raise UpstreamError(f"The upstream provider {provider!r} failed: {type(exc).__name__}.") from None
 
 
+class UpstreamResponse(Protocol):
+    """A provider's answer once its headers arrived: read it whole, or chunk by chunk."""
+
+    status: int
+    headers: Mapping[str, str]
+
+    async def read(self) -> bytes: ...
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    def release(self) -> None:
+        """Done with it: the connection goes back to the pool."""
+        ...
+
+    def close(self) -> None:
+        """Abandon it: the connection is closed (this cancels the provider's work)."""
+        ...
+
+
+class Transport(Protocol):
+    """Sends one request to a provider; built once per provider per worker."""
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> UpstreamResponse: ...
+
+    async def get(self, url: str, headers: dict[str, str], timeout_s: float) -> UpstreamResponse: ...
+
+    def pool_state(self) -> tuple[int, int]:
+        """(connections in use, idle) for the metrics."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class _AiohttpResponse:
+    __slots__ = ("_resp", "_who", "headers", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse, who: str) -> None:
+        self._resp = resp
+        self._who = who
+        self.status = resp.status
+        self.headers: Mapping[str, str] = resp.headers
+
+    async def read(self) -> bytes:
+        with map_client_errors(self._who):
+            return await self._resp.read()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        with map_client_errors(self._who):
+            async for chunk in self._resp.content.iter_any():
+                yield chunk
+
+    def release(self) -> None:
+        self._resp.release()
+
+    def close(self) -> None:
+        self._resp.close()
+
+
+class AiohttpTransport:
+    """One aiohttp session (keep-alive pool) per provider per worker."""
+
+    def __init__(self, who: str, max_connections: int, total_s: float | None, connect_s: float) -> None:
+        self.who = who
+        connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=75, ttl_dns_cache=300,
+                                         enable_cleanup_closed=False)
+        timeout = aiohttp.ClientTimeout(total=total_s, connect=connect_s, sock_connect=connect_s)
+        self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True,
+                                             skip_auto_headers=("User-Agent",), trust_env=False)
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> UpstreamResponse:
+        with map_client_errors(self.who):
+            return _AiohttpResponse(await self.session.post(url, data=body, headers=headers), self.who)
+
+    async def get(self, url: str, headers: dict[str, str], timeout_s: float) -> UpstreamResponse:
+        with map_client_errors(self.who):
+            resp = await self.session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s))
+            return _AiohttpResponse(resp, self.who)
+
+    def pool_state(self) -> tuple[int, int]:
+        connector = self.session.connector
+        # aiohttp keeps these private; read defensively, an upgrade that renames them shows zeros.
+        in_use = len(getattr(connector, "_acquired", ()) or ())
+        idle = sum(len(v) for v in (getattr(connector, "_conns", {}) or {}).values())
+        return in_use, idle
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
 def _read_secret(cfg: ProviderConfig, name: str) -> str:
     if cfg.api_key_file:
         try:
@@ -66,9 +158,9 @@ def _read_secret(cfg: ProviderConfig, name: str) -> str:
 
 
 class Provider:
-    """One configured provider: its URLs, its credentials, its pool."""
+    """One configured provider: its URLs, its credentials, its transport."""
 
-    def __init__(self, name: str, cfg: ProviderConfig, self_port: int) -> None:
+    def __init__(self, name: str, cfg: ProviderConfig, self_port: int, transport: Transport | None = None) -> None:
         self.name = name
         self.cfg = cfg
         self.kind = cfg.kind
@@ -82,41 +174,39 @@ class Provider:
         self.protocols = {"openai": cfg.kind in ("openai", "azure", "compatible"),
                           "anthropic": cfg.kind in ("anthropic", "compatible")}
         self._key = _read_secret(cfg, name)  # read once; never logged
-        self.timeout = aiohttp.ClientTimeout(total=cfg.timeouts.total_s, connect=cfg.timeouts.connect_s,
-                                             sock_connect=cfg.timeouts.connect_s)
         self.first_byte_s = cfg.timeouts.first_byte_s
-        self.session: aiohttp.ClientSession | None = None
+        self._auth = self._auth_headers()
+        self.transport: Transport | None = transport
 
     def speaks(self, protocol: str) -> bool:
         return self.protocols.get(protocol, False)
 
     def open(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.cfg.max_connections, keepalive_timeout=75,
-                                         ttl_dns_cache=300, enable_cleanup_closed=False)
-        self.session = aiohttp.ClientSession(connector=connector, timeout=self.timeout, auto_decompress=True,
-                                             skip_auto_headers=("User-Agent",), trust_env=False)
+        if self.transport is None:
+            t = self.cfg.timeouts
+            self.transport = AiohttpTransport(self.name, self.cfg.max_connections, t.total_s, t.connect_s)
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        if self.transport is not None:
+            await self.transport.close()
+            self.transport = None
 
     async def warm_up(self) -> None:
         """Open a few keep-alive connections now so the first requests don't pay the handshake."""
-        session = self.session
-        if session is None or self.cfg.warmup_connections <= 0:
+        transport = self.transport
+        if transport is None or self.cfg.warmup_connections <= 0:
             return
         url = self.openai_base + "/models" if self.speaks("openai") else self.anthropic_root + "/v1/models"
 
         async def one() -> None:
             with contextlib.suppress(Exception):
-                async with session.get(url, headers=self.auth_headers(),
-                                       timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                    await resp.read()
+                resp = await transport.get(url, dict(self._auth), 5.0)
+                await resp.read()
+                resp.release()
 
         await asyncio.gather(*(one() for _ in range(self.cfg.warmup_connections)))
 
-    def auth_headers(self) -> dict[str, str]:
+    def _auth_headers(self) -> dict[str, str]:
         headers = dict(self.cfg.headers)
         if not self._key:
             return headers
@@ -137,8 +227,8 @@ class Provider:
                     f"?api-version={self.cfg.api_version}")
         return self.openai_base + _OPENAI_PATHS[endpoint]
 
-    def request_headers(self, endpoint: Endpoint, client_headers: dict[str, str]) -> dict[str, str]:
-        headers = self.auth_headers()
+    def request_headers(self, endpoint: Endpoint, client_headers: Mapping[str, str]) -> dict[str, str]:
+        headers = dict(self._auth)
         headers["content-type"] = "application/json"
         for name in FORWARDED_HEADERS:
             value = client_headers.get(name)
@@ -148,27 +238,40 @@ class Provider:
             headers.setdefault("anthropic-version", self.cfg.anthropic_version)
         return headers
 
-    async def post(self, endpoint: Endpoint, model: str, body: bytes,
-                   client_headers: dict[str, str]) -> aiohttp.ClientResponse:
-        """Send the request; return once the response headers arrived (the first-byte timeout)."""
-        assert self.session is not None, "provider pool not opened"
+    async def send(self, endpoint: Endpoint, model: str, body: bytes,
+                   client_headers: Mapping[str, str]) -> UpstreamResponse:
+        """Send the request; return once the response headers arrived (the first-byte timeout).
+        An error status is read and raised as `UpstreamStatus` in the provider's own wire shape."""
+        assert self.transport is not None, "provider pool not opened"
         with map_client_errors(self.name):
             async with asyncio.timeout(self.first_byte_s):
-                return await self.session.post(self.url(endpoint, model), data=body,
-                                               headers=self.request_headers(endpoint, client_headers))
+                resp = await self.transport.post(self.url(endpoint, model), body,
+                                                 self.request_headers(endpoint, client_headers))
+        if resp.status >= 400:
+            try:
+                error_body = await resp.read()
+            finally:
+                resp.release()
+            wire: Literal["openai", "anthropic"] = "anthropic" if endpoint == "messages" else "openai"
+            raise UpstreamStatus(resp.status, error_body, protocol=wire, provider=self.name,
+                                 headers=dict(passback_headers(resp.headers)))
+        return resp
 
 
-def passback_headers(headers: aiohttp.typedefs.LooseHeaders) -> list[tuple[str, str]]:
+def passback_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
     out = []
-    for name, value in headers.items():  # type: ignore[union-attr]
+    for name, value in headers.items():
         low = name.lower()
         if low.startswith(PASSBACK_PREFIXES):
             out.append((low, value))
     return out
 
 
-def open_providers(configs: dict[str, ProviderConfig], self_port: int) -> dict[str, Provider]:
-    providers = {name: Provider(name, cfg, self_port) for name, cfg in configs.items()}
+def open_providers(configs: dict[str, ProviderConfig], self_port: int,
+                   transports: Mapping[str, Transport] | None = None) -> dict[str, Provider]:
+    """Every configured provider, its pool opened (`transports` replaces the network, in tests)."""
+    transports = transports or {}
+    providers = {name: Provider(name, cfg, self_port, transports.get(name)) for name, cfg in configs.items()}
     for p in providers.values():
         p.open()
     return providers

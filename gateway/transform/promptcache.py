@@ -1,4 +1,4 @@
-"""Provider-side prompt caching (cost layer 3): `cache_control` markers and cached-token parsing.
+"""Provider-side prompt caching (cost layer 3): `cache_control` markers.
 
 Markers (Anthropic only; OpenAI caches prompts over 1,024 tokens by itself):
 - system content of at least `LARGE_CHARS` characters is marked on every request ("large");
@@ -8,17 +8,13 @@ The marker goes on the last system block, so the cached prefix is tools + system
 gets more than `MAX_BREAKPOINTS` markers in all (Anthropic rejects a fifth), and markers the client
 set are never moved or duplicated: a system prompt the client marked itself is left alone.
 
-Usage parsing turns any provider's usage object, plain or assembled from a stream, into one
-`TokenUsage`: uncached input, cache reads, cache writes (5-minute and 1-hour), output.
-Pure functions, no I/O.
+Pure functions, no I/O. (Cached-token parsing lives in gateway.protocol.usage.)
 """
 
 from __future__ import annotations
 
 import hashlib
 from typing import Any, Literal
-
-import msgspec
 
 LARGE_CHARS = 4000
 REPEAT_CHARS = 2000
@@ -142,73 +138,3 @@ def mark_system(body: dict[str, Any]) -> dict[str, Any] | None:
     else:
         return None
     return {**body, "system": blocks}
-
-
-# ------------------------------------------------------------------------------------- usage
-
-
-class TokenUsage(msgspec.Struct, frozen=True):
-    """One answer's tokens by how they are billed. `input` excludes cache reads and writes."""
-
-    input: int = 0
-    cache_read: int = 0
-    cache_write: int = 0  # 5-minute writes (Anthropic's default TTL)
-    cache_write_1h: int = 0
-    output: int = 0
-
-    @property
-    def prompt(self) -> int:
-        return self.input + self.cache_read + self.cache_write + self.cache_write_1h
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-def parse_usage(usage: dict[str, Any] | None) -> TokenUsage | None:
-    """Any usage object the gateway sees, by its own keys (no endpoint hint needed).
-
-    - OpenAI chat/completions: prompt_tokens (cached included), prompt_tokens_details.cached_tokens;
-    - OpenAI Responses: input_tokens (cached included), input_tokens_details.cached_tokens;
-    - Anthropic: input_tokens (uncached only), cache_creation_input_tokens (split by TTL in
-      cache_creation when given), cache_read_input_tokens.
-    """
-    if not isinstance(usage, dict) or not usage:
-        return None
-    if "prompt_tokens" in usage:
-        details = usage.get("prompt_tokens_details") or {}
-        cached = min(_int(details.get("cached_tokens")), _int(usage["prompt_tokens"]))
-        return TokenUsage(input=_int(usage["prompt_tokens"]) - cached, cache_read=cached,
-                          output=_int(usage.get("completion_tokens")))
-    if "input_tokens_details" in usage or "total_tokens" in usage:
-        details = usage.get("input_tokens_details") or {}
-        cached = min(_int(details.get("cached_tokens")), _int(usage.get("input_tokens")))
-        return TokenUsage(input=_int(usage.get("input_tokens")) - cached, cache_read=cached,
-                          output=_int(usage.get("output_tokens")))
-    if "input_tokens" in usage or "output_tokens" in usage:
-        write = _int(usage.get("cache_creation_input_tokens"))
-        split = usage.get("cache_creation")
-        write_1h = _int(split.get("ephemeral_1h_input_tokens")) if isinstance(split, dict) else 0
-        write_1h = min(write_1h, write)
-        return TokenUsage(input=_int(usage.get("input_tokens")),
-                          cache_read=_int(usage.get("cache_read_input_tokens")),
-                          cache_write=write - write_1h, cache_write_1h=write_1h,
-                          output=_int(usage.get("output_tokens")))
-    return None
-
-
-class _UsageOnly(msgspec.Struct):
-    usage: dict[str, Any] | None = None
-
-
-_usage_dec = msgspec.json.Decoder(_UsageOnly)
-
-
-def usage_of_body(body: bytes | None) -> TokenUsage | None:
-    """The usage in a plain JSON answer (a chat completion, a response, an Anthropic message)."""
-    if not body:
-        return None
-    try:
-        return parse_usage(_usage_dec.decode(body).usage)
-    except msgspec.DecodeError:
-        return None

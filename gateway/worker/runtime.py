@@ -1,52 +1,191 @@
 """Per-worker state, built once in `__rsgi_init__` and closed in `__rsgi_del__`.
 
-Everything the request path needs (configuration, pools, router, authenticator, optional stages)
-is resolved here, so no request ever parses configuration or builds a client.
+`Runtime.start` builds every part of the pipeline exactly once, in the order they depend on each
+other (store -> auth and governance -> cache -> transform -> costs -> observe -> pipeline), with a
+null part for each capability that is off, so no request ever parses configuration, builds a
+client or checks whether a capability exists. `GATEWAY_DISABLE=cache,governance,...` switches
+capabilities off (the benchmarks measure each one's cost). A capability that fails to start is
+listed in `degraded` (shown by /readyz) and the worker serves with its null part.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
 
+from gateway.cache.metacache import MetaCache
+from gateway.cache.part import CachePart, NullCache
+from gateway.cache.shared_flight import SharedFlight
+from gateway.cache.singleflight import SingleFlight
 from gateway.config import Config
+from gateway.costs.part import Costs, NullCosts
 from gateway.costs.prices import PriceTable, load_pricing
 from gateway.governance.auth import Authenticator
-from gateway.pipeline.stages import AfterHook, Pipeline, Stage
+from gateway.governance.part import Governance, NullLimits, NullPolicies, build_governance
+from gateway.observe.observer import Observer, Sources
+from gateway.observe.part import NullObserver, build_observer
+from gateway.pipeline.after import AfterWork
+from gateway.pipeline.parts import Cache, Limits, Observe, Policies
+from gateway.pipeline.parts import Costs as CostsPart
+from gateway.pipeline.parts import Transform as TransformPart
+from gateway.pipeline.respond import Responder
+from gateway.pipeline.stages import Pipeline
 from gateway.providers.routing import Router
-from gateway.providers.upstream import Provider, open_providers
+from gateway.providers.upstream import Provider, Transport, open_providers
+from gateway.store import Store, open_configured
+from gateway.transform.part import NullTransform, Transform
 from gateway.worker.loadmon import LoopMonitor
+from gateway.worker.routes import Routes
 
-log = structlog.get_logger("gateway.worker.runtime")
+log = structlog.get_logger("gateway.runtime")
+CAPABILITIES = ("governance", "cache", "transform", "ledger", "observe")
+
+
+def disabled_capabilities(environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    env = os.environ if environ is None else environ
+    names = {p.strip() for p in env.get("GATEWAY_DISABLE", "").split(",") if p.strip()}
+    unknown = names - set(CAPABILITIES)
+    if unknown:
+        log.warning("gateway_disable_unknown", names=sorted(unknown), known=list(CAPABILITIES))
+    return frozenset(names)
 
 
 class Runtime:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, transports: Mapping[str, Transport] | None = None,
+                 disabled: frozenset[str] | None = None) -> None:
         self.cfg = cfg
+        self.transports = transports  # tests replace the network here
+        self.disabled = disabled_capabilities() if disabled is None else disabled
         self.providers: dict[str, Provider] = {}
-        self.router: Router = None  # type: ignore[assignment]  # set by start(), before any request
         self.auth = Authenticator(cfg.auth)
-        self.prices: PriceTable | None = None
-        self.store: Any = None  # the shared store (gateway.store.redis.Store), opened by store_install
-        self.cache: Any = None  # the MetaCache (gateway.cache.metacache), when enabled
-        self.before_stages: list[Stage] = []
-        self.after_hooks: list[AfterHook] = []
-        # Optional parts that are degraded, with the reason (shown by /readyz).
-        self.degraded: dict[str, str] = {}
-        self.ready = False
         self.loop_monitor = LoopMonitor()
+        self.degraded: dict[str, str] = {}  # optional parts that are degraded, with the reason (/readyz)
+        self.routes: Routes = {}  # extra HTTP routes the parts serve (admin, metrics, dashboard)
+        self.ready = False
+        self.store: Store | None = None
+        self.metacache: MetaCache | None = None
+        self.governance: Governance | None = None
+        self.observer: Observer | NullObserver = NullObserver()
         self.pipeline: Pipeline | None = None
-        self._closers: list[Any] = []
+        self._closers: list[Callable[[], Awaitable[None] | None]] = []
         self._warmup: asyncio.Future[Any] | None = None
 
-    def start(self) -> None:
-        self.providers = open_providers(self.cfg.providers, self.cfg.server.port)
-        self.router = Router(self.cfg, self.providers)
-        self.pipeline = Pipeline(self)
-        self.prices = load_pricing(self.cfg.pricing)  # one price table for the ledger and budgets
+    async def start(self) -> Pipeline:
+        cfg = self.cfg
+        self.providers = open_providers(cfg.providers, cfg.server.port, self.transports)
+        router = Router(cfg, self.providers)
+        prices = load_pricing(cfg.pricing)  # one price table for the ledger and budgets
+        store = self.store = open_configured(cfg.store)
+        self._closers.append(store.close)
+        if not await store.ping():
+            # Not fatal: the store reconnects by itself; until then its users degrade (see /readyz).
+            log.warning("store_unreachable_at_start", backend="redis" if cfg.store.redis_url else "embedded")
+
+        limits, policies = await self._governance(store, prices)
+        cache = await self._cache(store)
+        transform = await self._transform(store)
+        costs = self._costs(store, prices)
+        observer = self._observe()
+        self.pipeline = Pipeline(
+            max_body=cfg.server.max_body_bytes, retries=cfg.retries, auth=self.auth, router=router,
+            limits=limits, policies=policies, cache=cache, transform=transform, respond=Responder(),
+            after=AfterWork(limits, policies, transform, costs, observer),
+            collect_streams=observer.wants_events,
+        )
         self.ready = True
+        return self.pipeline
+
+    # ------------------------------------------------------------------ one builder per capability
+
+    def _on(self, name: str) -> bool:
+        return name not in self.disabled
+
+    def _failed(self, name: str, exc: BaseException) -> None:
+        self.degraded[name] = f"{type(exc).__name__}: {exc}"
+        log.exception("capability_failed", capability=name)
+
+    async def _governance(self, store: Store, prices: PriceTable) -> tuple[Limits, Policies]:
+        if not self._on("governance"):
+            return NullLimits(), NullPolicies()
+        try:
+            gov = await build_governance(self.cfg, store, self.auth, prices)
+        except Exception as exc:
+            self._failed("governance", exc)
+            return NullLimits(), NullPolicies()
+        if gov is None:
+            return NullLimits(), NullPolicies()
+        self.governance = gov
+        self.routes.update(gov.routes)
+        self._closers.append(gov.policies.close)
+        self._closers.append(gov.limits.close)  # corrections flushed before the store closes
+        return gov.limits, gov.policies
+
+    async def _cache(self, store: Store) -> Cache:
+        cfg = self.cfg.cache
+        if not cfg.enabled or not self._on("cache"):
+            return NullCache()
+        try:
+            embedder = None
+            if cfg.semantic:
+                from gateway.embed.session import Embedder
+
+                embedder = Embedder.load_or_none(thread_nice=cfg.embed_nice)
+                if embedder is None:
+                    self.degraded["embedding"] = "model unavailable: semantic cache (phase 4) off"
+                else:
+                    self._closers.append(embedder.close)
+            self.loop_monitor.busy_ms = cfg.busy_lag_ms
+            overloaded = self.loop_monitor.busy if cfg.busy_lag_ms > 0 else None
+            metacache = MetaCache(store, cfg, embedder, overloaded=overloaded)
+        except Exception as exc:
+            self._failed("cache", exc)
+            return NullCache()
+        self.metacache = metacache
+        self._closers.append(metacache.drain)
+        shared = SharedFlight(store, metacache, wait_s=cfg.flight_wait_s) if cfg.flight_wait_s > 0 else None
+        return CachePart(metacache, SingleFlight(), shared)
+
+    async def _transform(self, store: Store) -> TransformPart:
+        if not self._on("transform"):
+            return NullTransform()
+        part = Transform(store)
+        try:
+            await part.warm()
+        except Exception as exc:
+            self._failed("transform", exc)
+            return NullTransform()
+        return part
+
+    def _costs(self, store: Store, prices: PriceTable) -> CostsPart:
+        if not self._on("ledger"):
+            return NullCosts()
+        part = Costs(prices, store, self.auth)
+        part.start()
+        self.routes.update(part.routes())
+        self._closers.append(part.close)  # flushed before the store closes: closers run in reverse
+        return part
+
+    def _observe(self) -> Observe:
+        if not self._on("observe"):
+            return self.observer
+        sources = Sources(self.providers, self.store, self.metacache, lambda: self.loop_monitor.lag_ms)
+        try:
+            observer, routes = build_observer(self.cfg, sources, self.auth)
+        except Exception as exc:
+            self._failed("observe", exc)
+            return self.observer
+        observer.start()
+        self.observer = observer
+        self.routes.update(routes)
+        self._closers.append(observer.close)
+        return observer
+
+    # ------------------------------------------------------------------ lifecycle
 
     def start_warmup(self) -> None:
         self.loop_monitor.start()
@@ -55,16 +194,14 @@ class Runtime:
             asyncio.gather(*(p.warm_up() for p in self.providers.values()), return_exceptions=True)
         )
 
-    def on_close(self, closer: Any) -> None:
-        """Register an async or sync callable run at shutdown (stores, audit sinks, thread pools)."""
-        self._closers.append(closer)
-
     async def close(self) -> None:
         self.ready = False
         if self.pipeline is not None:
-            await self.pipeline.drain(self.cfg.server.drain_timeout_s)
-        if self._warmup is not None and not self._warmup.done():
+            await self.pipeline.after.drain(self.cfg.server.drain_timeout_s)
+        if self._warmup is not None:
             self._warmup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warmup  # retrieved: a cancelled warm-up must not be reported at GC time
         await self.loop_monitor.stop()
         for closer in reversed(self._closers):
             try:
@@ -75,3 +212,4 @@ class Runtime:
                 log.exception("close_failed", closer=repr(closer))
         for p in self.providers.values():
             await p.close()
+

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gateway.embed import prepare as embed_prepare
 from gateway.embed.prepare import CACHE_ENV, prepared_model_path
 from gateway.embed.session import Embedder, default_model_path
-from gateway.embed import prepare as embed_prepare
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "benchmarks" / "quality" / "data"

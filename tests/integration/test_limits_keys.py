@@ -13,7 +13,6 @@ import yaml
 
 from gateway.cli import main
 from gateway.errors import ServiceUnavailable
-from gateway.governance import keys as keys_module
 from gateway.governance.keys import PREFIX, KeyStore, digest_of
 from gateway.governance.settings import Budget
 from gateway.store import open_store
@@ -140,18 +139,6 @@ async def test_outage_serves_cached_keys_and_refuses_unknown_ones(redis_server: 
     finally:
         redis_server.start()
         await store.close()
-
-
-async def test_module_lookup_uses_the_active_keystore(store: Any) -> None:
-    ks = KeyStore(store)
-    secret, vk = await ks.create()
-    assert await keys_module.lookup(secret) is None  # nothing installed in this process
-    keys_module.activate(ks)
-    try:
-        found = await keys_module.lookup(secret)
-        assert found is not None and found.id == vk.id
-    finally:
-        keys_module.activate(None)
 
 
 def test_cli_create_list_rotate_revoke(redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

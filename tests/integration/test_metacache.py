@@ -55,6 +55,10 @@ async def make_cache(stores: list[Store], embedder: Embedder) -> AsyncIterator[A
     made: list[MetaCache] = []
 
     def make(which: int = 0, **settings: Any) -> MetaCache:
+        # A generous embedding budget unless a test sets one: these tests check which phase answers,
+        # and a loaded machine must not turn phase 4 into a budget skip (that has its own tests).
+        settings.setdefault("embed_budget_ms", 10_000)
+        settings.setdefault("write_embed_budget_ms", 10_000)
         cache = MetaCache(stores[which], CacheSettings(**settings), embedder=embedder)
         made.append(cache)
         return cache

@@ -72,16 +72,16 @@ def test_errors_name_the_key(tmp_path: Path, text: str, fragment: str) -> None:
 def test_routing_weights_aliases_fallbacks_translation(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, GOOD), environ={})
     router = Router(cfg, {n: Provider(n, p, 0) for n, p in cfg.providers.items()}, rng=random.Random(7))
-    firsts = [router.plan("default", "openai", "chat")[0].provider.name for _ in range(400)]
+    firsts = [router.plan("default", "openai", "chat").targets[0].provider.name for _ in range(400)]
     assert 0.65 < firsts.count("oa") / 400 < 0.85  # weight 3:1
-    plan = router.plan("gpt-4o", "openai", "chat")
+    plan = router.plan("gpt-4o", "openai", "chat").targets
     assert [t.provider.name for t in plan][-1] == "an" and plan[-1].translate
     assert plan[-1].model == "claude-sonnet-4-5"
     az = next(t for t in plan if t.provider.name == "az")
     assert az.provider.url("chat", az.model) == \
         "https://x.openai.azure.com/openai/deployments/gpt4o-deploy/chat/completions?api-version=2024-10-21"
     # Embeddings can't be translated to Anthropic: the fallback is skipped, not mistranslated.
-    assert all(not t.translate for t in router.plan("gpt-4o", "openai", "embeddings"))
+    assert all(not t.translate for t in router.plan("gpt-4o", "openai", "embeddings").targets)
     with pytest.raises(UnsupportedRoute):
         router.plan("claude", "openai", "embeddings")
     with pytest.raises(UnknownModel):

@@ -14,10 +14,11 @@ from gateway.governance.auth import KeyRecord
 from gateway.governance.corrections import Corrections
 from gateway.governance.counters import Cap, Verdict, Window, WindowState
 from gateway.governance.keys import KeyStore
-from gateway.governance.limits import BudgetExceeded, Limiter, Reservation, fmt_duration, micro_usd, period_of
-from gateway.governance.prices import PriceTable, split_usage
+from gateway.governance.limits import BudgetExceeded, Limiter, fmt_duration, micro_usd, period_of
+from gateway.governance.prices import PriceTable
 from gateway.governance.settings import Budget, GovernanceSettings, Price, Quota
 from gateway.pipeline.context import EndpointSpec, RequestContext
+from gateway.protocol.usage import Usage, parse_usage
 from gateway.protocol.views import decode_view
 from gateway.store import StoreUnavailable
 
@@ -56,9 +57,9 @@ class FakeCounters:
         return [self.values.get(k, 0) for k in keys]
 
 
-async def settled(limiter: Limiter, ctx: RequestContext, tap: Any) -> None:
+async def settled(limiter: Limiter, ctx: RequestContext) -> None:
     """Settle and write the correction now (it would otherwise wait for its batch)."""
-    limiter.settle(ctx, tap)
+    limiter.settle(ctx)
     assert limiter.corrections is not None
     await limiter.corrections.flush()
 
@@ -119,11 +120,12 @@ async def test_tokens_reserved_from_the_estimate_and_corrected() -> None:
     limiter, counters = make(keys={"k1": {"tpm": 1000}})
     ctx = request(BODY, KEY)
     await limiter.check(ctx)
-    res: Reservation = ctx.extra["gov_reservation"]
+    res = ctx.reservation
+    assert res is not None
     assert res.tokens == len(ctx.body) // 4 + 1 + 10
-    ctx.usage = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    ctx.usage = Usage(input=5, output=3)
     ctx.t_first_byte = 1.0
-    await settled(limiter, ctx, None)
+    await settled(limiter, ctx)
     assert counters.values[res.token_keys[0]] == 8
 
 
@@ -133,11 +135,12 @@ async def test_a_correction_waits_for_its_batch_unless_the_limit_is_near(tpm: in
     limiter.corrections = Corrections(counters, interval_s=60)  # no timer can fire during the test
     ctx = request(BODY, KEY)
     await limiter.check(ctx)
-    res: Reservation = ctx.extra["gov_reservation"]
+    res = ctx.reservation
+    assert res is not None
     assert res.urgent is urgent
-    ctx.usage = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    ctx.usage = Usage(input=5, output=3)
     ctx.t_first_byte = 1.0
-    limiter.settle(ctx, None)
+    limiter.settle(ctx)
     await asyncio.sleep(0.001)
     assert counters.values[res.token_keys[0]] == (8 if urgent else res.tokens)
     assert limiter.corrections is not None
@@ -156,24 +159,25 @@ async def test_unanswered_and_cached_requests_give_their_reservation_back() -> N
     limiter, counters = make(keys={"*": {"tpm": 1000}})
     ctx = request(BODY, KEY)
     await limiter.check(ctx)
-    await settled(limiter, ctx, None)  # blocked by a policy: never reached the provider
-    assert counters.values[ctx.extra["gov_reservation"].token_keys[0]] == 0
+    await settled(limiter, ctx)  # blocked by a policy: never reached the provider
+    assert ctx.reservation is not None
+    assert counters.values[ctx.reservation.token_keys[0]] == 0
 
 
 async def test_anthropic_usage_and_stream_estimate() -> None:
-    assert split_usage({"input_tokens": 10, "output_tokens": 4, "cache_read_input_tokens": 90}) == (100, 4)
-    assert split_usage({"prompt_tokens": 7, "completion_tokens": 2}) == (7, 2)
+    anthropic = parse_usage({"input_tokens": 10, "output_tokens": 4, "cache_read_input_tokens": 90})
+    assert anthropic is not None and (anthropic.prompt, anthropic.output) == (100, 4)
+    openai = parse_usage({"prompt_tokens": 7, "completion_tokens": 2})
+    assert openai is not None and (openai.prompt, openai.output) == (7, 2)
     limiter, counters = make(keys={"*": {"tpm": 10_000}})
     ctx = request({**BODY, "stream": True}, KEY)
     await limiter.check(ctx)
     ctx.t_first_byte = 1.0
 
-    class Tap:
-        usage: dict[str, int] = {}
-        events = [(None, b'{"choices":[{"index":0,"delta":{"content":"' + b"w" * 40 + b'"}}]}')]
-
-    await settled(limiter, ctx, Tap())
-    res = ctx.extra["gov_reservation"]
+    ctx.events = [(None, b'{"choices":[{"index":0,"delta":{"content":"' + b"w" * 40 + b'"}}]}')]
+    await settled(limiter, ctx)
+    res = ctx.reservation
+    assert res is not None
     assert counters.values[res.token_keys[0]] == res.prompt + 11
 
 
@@ -182,7 +186,8 @@ async def test_budget_refusal_and_spend() -> None:
                       prices={"m": {"input_per_mtok": 100, "output_per_mtok": 100}})
     first = request(BODY, KEY)
     await limiter.check(first)
-    cost = first.extra["gov_reservation"].cost
+    assert first.reservation is not None
+    cost = first.reservation.cost
     admitted = 1
     with pytest.raises(BudgetExceeded) as info:
         for _ in range(100):

@@ -13,7 +13,7 @@ import pytest
 from gateway.governance.outfilter import OutputGuard
 from gateway.governance.policies import Policy, PolicyViolation
 from gateway.governance.settings import PolicySpec
-from gateway.pipeline.context import EndpointSpec, RequestContext
+from gateway.pipeline.context import EndpointSpec, PolicyFlag, RequestContext
 
 CHAT = EndpointSpec("chat", "openai")
 MESSAGES = EndpointSpec("messages", "anthropic")
@@ -135,4 +135,4 @@ async def test_flag_records_without_changing() -> None:
     flag = guard(PolicySpec(name="f", kind="pii", action="flag", on="output"))
     body = json.dumps({"choices": [{"message": {"content": "call 415-555-0134"}}]}).encode()
     assert await flag.check_plain(ctx, body) == body
-    assert ctx.extra["policy_flags"] == [{"policy": "f", "reason": "phone", "direction": "output"}]
+    assert ctx.policy_flags == [PolicyFlag(policy="f", reason="phone", direction="output")]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -11,15 +10,15 @@ import pytest
 
 from gateway.config import AuthConfig, load_config
 from gateway.costs.ledger import Ledger, RequestCost, account
-from gateway.costs.part import LedgerHook
+from gateway.costs.part import Costs
 from gateway.costs.prices import BUILTIN, ModelPrice, PriceTable, PricingConfig, cost_usd, load_pricing, price_tokens
 from gateway.governance.auth import Authenticator
-from gateway.pipeline.context import EndpointSpec, RequestContext
+from gateway.pipeline.context import CacheOutcome, CompressionRecord, EndpointSpec, RequestContext
+from gateway.protocol.usage import Usage, parse_usage
 from gateway.providers.routing import Router
 from gateway.providers.upstream import Provider
 from gateway.store import StoreUnavailable
 from gateway.store.embedded import EmbeddedStore
-from gateway.transform.promptcache import TokenUsage
 
 SONNET = ("claude-sonnet-4-5", BUILTIN["claude-sonnet-4-5"])
 MINI = ("gpt-4o-mini", BUILTIN["gpt-4o-mini"])
@@ -84,47 +83,47 @@ def close(a: float, b: float) -> bool:
 
 
 def test_anthropic_priming_then_reading() -> None:
-    write = account(TokenUsage(input=1200, cache_write=4000, output=300), SONNET, compression_tokens_saved=500)
+    write = account(Usage(input=1200, cache_write=4000, output=300), SONNET, compression_tokens_saved=500)
     # 1200 x $3 + 4000 x $3.75 + 300 x $15 per million; writes cost 4000 x $0.75 more than input.
     assert close(write.cost_usd, (1200 * 3 + 4000 * 3.75 + 300 * 15) / 1e6)
     assert close(write.saved_provider_cache_usd, -(4000 * 0.75) / 1e6)
     assert close(write.saved_compression_usd, 500 * 3 / 1e6)
-    read = account(TokenUsage(input=1200, cache_read=4000, output=300), SONNET)
+    read = account(Usage(input=1200, cache_read=4000, output=300), SONNET)
     assert close(read.cost_usd, (1200 * 3 + 4000 * 0.30 + 300 * 15) / 1e6)
     assert close(read.saved_provider_cache_usd, 4000 * 2.70 / 1e6)
     assert read.saved_cache_usd == 0 and read.price_model == "claude-sonnet-4-5"
 
 
 def test_one_hour_writes_cost_twice_the_input() -> None:
-    cost = account(TokenUsage(cache_write_1h=1000), SONNET)
+    cost = account(Usage(cache_write_1h=1000), SONNET)
     assert close(cost.cost_usd, 1000 * 6 / 1e6) and close(cost.saved_provider_cache_usd, -1000 * 3 / 1e6)
 
 
 def test_openai_cached_tokens() -> None:
-    cost = account(TokenUsage(input=36, cache_read=64, output=7), MINI)
+    cost = account(Usage(input=36, cache_read=64, output=7), MINI)
     assert close(cost.cost_usd, (36 * 0.15 + 64 * 0.075 + 7 * 0.60) / 1e6)
     assert close(cost.saved_provider_cache_usd, 64 * 0.075 / 1e6)
 
 
 def test_cache_hit_saves_the_whole_call() -> None:
-    hit = account(TokenUsage(input=80, cache_read=20, output=20), ("gpt-4o", BUILTIN["gpt-4o"]), cache_hit=True)
+    hit = account(Usage(input=80, cache_read=20, output=20), ("gpt-4o", BUILTIN["gpt-4o"]), cache_hit=True)
     assert hit.cost_usd == 0 and hit.saved_provider_cache_usd == 0 and hit.saved_compression_usd == 0
     assert close(hit.saved_cache_usd, (80 * 2.5 + 20 * 1.25 + 20 * 10) / 1e6)
-    primed = account(TokenUsage(input=10, cache_write=1000, output=5), SONNET, cache_hit=True)
+    primed = account(Usage(input=10, cache_write=1000, output=5), SONNET, cache_hit=True)
     assert close(primed.saved_cache_usd, (1010 * 3 + 5 * 15) / 1e6)  # a repeat would not write again
     fallback = account(None, ("gpt-4o", BUILTIN["gpt-4o"]), cache_hit=True, hit_tokens=120)
     assert close(fallback.saved_cache_usd, 120 * 2.5 / 1e6)
 
 
 def test_unpriced_model_costs_nothing_but_keeps_tokens() -> None:
-    cost = account(TokenUsage(input=5, output=5), None, compression_tokens_saved=3)
+    cost = account(Usage(input=5, output=5), None, compression_tokens_saved=3)
     assert cost.summary() == {"cost_usd": 0.0, "saved_cache_usd": 0.0, "saved_compression_usd": 0.0,
                               "saved_provider_cache_usd": 0.0, "price_model": None}
     assert cost.counters()[:7] == [1, 0, 5, 0, 0, 5, 3]
 
 
 def test_cost_of_nothing_is_zero() -> None:
-    assert price_tokens(TokenUsage(), BUILTIN["o1"]) == 0.0
+    assert price_tokens(Usage(), BUILTIN["o1"]) == 0.0
 
 
 def test_cost_usd_for_other_subsystems() -> None:
@@ -167,11 +166,11 @@ class MemoryStore:
 
 def costs() -> list[tuple[str, str, RequestCost]]:
     return [
-        ("claude", "team-a", account(TokenUsage(input=1200, cache_write=4000, output=300), SONNET)),
-        ("claude", "team-a", account(TokenUsage(input=1200, cache_read=4000, output=300), SONNET,
+        ("claude", "team-a", account(Usage(input=1200, cache_write=4000, output=300), SONNET)),
+        ("claude", "team-a", account(Usage(input=1200, cache_read=4000, output=300), SONNET,
                                      compression_tokens_saved=100)),
-        ("claude", "team-b", account(TokenUsage(input=10, output=5), SONNET, cache_hit=True)),
-        ("gpt-4o-mini", "team-b", account(TokenUsage(input=36, cache_read=64, output=7), MINI)),
+        ("claude", "team-b", account(Usage(input=10, output=5), SONNET, cache_hit=True)),
+        ("gpt-4o-mini", "team-b", account(Usage(input=36, cache_read=64, output=7), MINI)),
     ]
 
 
@@ -247,35 +246,39 @@ class Proto:
         self.sent.append((status, headers, body))
 
 
-async def test_hook_prices_a_request_and_serves_admin_totals(tmp_path: Path) -> None:
+async def test_costs_part_prices_a_request_and_serves_admin_totals(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(CONFIG)
     cfg = load_config(path, environ={})
     providers = {name: Provider(name, p, 0) for name, p in cfg.providers.items()}
     auth = Authenticator(AuthConfig(enabled=True), environ={"GATEWAY_MASTER_KEY": "sk-master"})
-    rt = SimpleNamespace(router=Router(cfg, providers), auth=auth)
-    hook = LedgerHook(rt, PriceTable(), Ledger(lambda: None))  # type: ignore[arg-type]
+    router = Router(cfg, providers)
+    costs = Costs(PriceTable(), None, auth)
 
     ctx = RequestContext(EndpointSpec("messages", "anthropic"), {})
     ctx.model, ctx.key = "claude", auth.authenticate({"x-api-key": "sk-master"})
-    ctx.usage = {"input_tokens": 100, "output_tokens": 10, "cache_creation_input_tokens": 0,
-                 "cache_read_input_tokens": 2000}
-    ctx.extra["compression"] = {"tokens_before": 900, "tokens_after": 700}
-    hook(ctx, None, None)
-    assert ctx.extra["cost"]["price_model"] == "claude-sonnet-4-5"  # from the route, as no target was set
-    assert ctx.extra["cost"]["cost_usd"] == pytest.approx((100 * 3 + 2000 * 0.3 + 10 * 15) / 1e6)
-    assert ctx.extra["cost"]["saved_compression_usd"] == pytest.approx(200 * 3 / 1e6)
+    ctx.plan = router.plan("claude", "anthropic", "messages")
+    ctx.usage = parse_usage({"input_tokens": 100, "output_tokens": 10, "cache_creation_input_tokens": 0,
+                             "cache_read_input_tokens": 2000})
+    ctx.compression = CompressionRecord(tokens_before=900, tokens_after=700)
+    costs.account(ctx)
+    assert ctx.cost is not None
+    assert ctx.cost.price_model == "claude-sonnet-4-5"  # from the route, as no target was set
+    assert ctx.cost.cost_usd == pytest.approx((100 * 3 + 2000 * 0.3 + 10 * 15) / 1e6)
+    assert ctx.cost.saved_compression_usd == pytest.approx(200 * 3 / 1e6)
 
     hit = RequestContext(EndpointSpec("messages", "anthropic"), {})
-    hit.model, hit.key, hit.cache_hit = "claude", ctx.key, True
-    hit.extra["cache"] = {"tokens_saved": 999, "response": b'{"usage": {"input_tokens": 50, "output_tokens": 5}}'}
-    hook(hit, None, None)
-    assert hit.extra["cost"]["saved_cache_usd"] == pytest.approx((50 * 3 + 5 * 15) / 1e6)
+    hit.model, hit.key, hit.plan = "claude", ctx.key, ctx.plan
+    hit.cache = CacheOutcome(phase=3, tier="exact", similarity=1.0, query="q", tokens_saved=999,
+                             response=b'{"usage": {"input_tokens": 50, "output_tokens": 5}}')
+    costs.account(hit)
+    assert hit.cost is not None
+    assert hit.cost.saved_cache_usd == pytest.approx((50 * 3 + 5 * 15) / 1e6)
 
     proto = Proto()
-    await hook.savings(None, proto, {"authorization": "Bearer sk-master"})
+    await costs.savings(None, proto, {"authorization": "Bearer sk-master"})
     doc = msgspec.json.decode(proto.sent[0][2])
     assert doc["totals"]["requests"] == 2 and doc["totals"]["cached_tokens"] == 2000
     assert doc["by_key"]["master"]["cache_hits"] == 1
     with pytest.raises(Exception, match="master key"):
-        await hook.savings(None, proto, {"authorization": "Bearer wrong"})
+        await costs.savings(None, proto, {"authorization": "Bearer wrong"})

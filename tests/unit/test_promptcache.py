@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -12,14 +11,14 @@ import pytest
 from gateway.config import load_config
 from gateway.mock import anthropic as mock_anth
 from gateway.mock import responses as mock_oai
-from gateway.pipeline.context import EndpointSpec, RequestContext
+from gateway.pipeline.context import EndpointSpec, PromptCacheRecord, RequestContext
 from gateway.pipeline.respond import StreamTap
+from gateway.protocol.usage import Usage, parse_usage, usage_of_body
 from gateway.providers.routing import Router
 from gateway.providers.upstream import Provider
 from gateway.store import StoreUnavailable
 from gateway.transform import promptcache as pc
-from gateway.transform.part import THREAD_BYTES, TransformStage, count_compressed_tokens
-from gateway.transform.promptcache import TokenUsage, parse_usage, usage_of_body
+from gateway.transform.part import THREAD_BYTES, Transform
 
 MARK = {"type": "ephemeral"}
 
@@ -124,28 +123,28 @@ def test_chat_system_text_matches_translation() -> None:
 
 @pytest.mark.parametrize(("usage", "expected"), [
     ({"prompt_tokens": 100, "completion_tokens": 7, "total_tokens": 107,
-      "prompt_tokens_details": {"cached_tokens": 64}}, TokenUsage(input=36, cache_read=64, output=7)),
-    ({"prompt_tokens": 10, "completion_tokens": 2}, TokenUsage(input=10, output=2)),
-    ({"prompt_tokens": 10, "completion_tokens": 2, "prompt_tokens_details": None}, TokenUsage(input=10, output=2)),
+      "prompt_tokens_details": {"cached_tokens": 64}}, Usage(input=36, cache_read=64, output=7)),
+    ({"prompt_tokens": 10, "completion_tokens": 2}, Usage(input=10, output=2)),
+    ({"prompt_tokens": 10, "completion_tokens": 2, "prompt_tokens_details": None}, Usage(input=10, output=2)),
     ({"input_tokens": 50, "output_tokens": 5, "total_tokens": 55, "input_tokens_details": {"cached_tokens": 20},
-      "output_tokens_details": {"reasoning_tokens": 0}}, TokenUsage(input=30, cache_read=20, output=5)),
+      "output_tokens_details": {"reasoning_tokens": 0}}, Usage(input=30, cache_read=20, output=5)),
     ({"input_tokens": 12, "output_tokens": 9, "cache_creation_input_tokens": 1000, "cache_read_input_tokens": 0},
-     TokenUsage(input=12, cache_write=1000, output=9)),
+     Usage(input=12, cache_write=1000, output=9)),
     ({"input_tokens": 12, "output_tokens": 9, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 1000},
-     TokenUsage(input=12, cache_read=1000, output=9)),
+     Usage(input=12, cache_read=1000, output=9)),
     ({"input_tokens": 3, "output_tokens": 1, "cache_creation_input_tokens": 300,
       "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 200}},
-     TokenUsage(input=3, cache_write=100, cache_write_1h=200, output=1)),
-    ({"input_tokens": 4, "output_tokens": 2}, TokenUsage(input=4, output=2)),
+     Usage(input=3, cache_write=100, cache_write_1h=200, output=1)),
+    ({"input_tokens": 4, "output_tokens": 2}, Usage(input=4, output=2)),
 ])
-def test_parse_every_usage_shape(usage: dict[str, Any], expected: TokenUsage) -> None:
+def test_parse_every_usage_shape(usage: dict[str, Any], expected: Usage) -> None:
     assert parse_usage(usage) == expected
 
 
 def test_unusable_usage() -> None:
     assert parse_usage(None) is None and parse_usage({}) is None and parse_usage({"foo": 1}) is None
     assert usage_of_body(b"not json") is None and usage_of_body(None) is None
-    assert usage_of_body(b'{"usage": {"prompt_tokens": 3, "completion_tokens": 1}}') == TokenUsage(input=3, output=1)
+    assert usage_of_body(b'{"usage": {"prompt_tokens": 3, "completion_tokens": 1}}') == Usage(input=3, output=1)
 
 
 def sse(events: list[tuple[str | None, Any]], done: bool) -> list[bytes]:
@@ -155,9 +154,9 @@ def sse(events: list[tuple[str | None, Any]], done: bool) -> list[bytes]:
     return out + ([b"data: [DONE]\n\n"] if done else [])
 
 
-def tapped(frames: list[bytes]) -> TokenUsage | None:
+def tapped(frames: list[bytes]) -> Usage | None:
     """The usage a StreamTap collects from a stream, as parsed by the ledger."""
-    tap = StreamTap(collect=False)
+    tap = StreamTap(None)
     for frame in frames:
         tap.feed(frame)
     return parse_usage(tap.usage)
@@ -165,11 +164,11 @@ def tapped(frames: list[bytes]) -> TokenUsage | None:
 
 def test_streamed_anthropic_usage_with_cache_fields() -> None:
     b = body("s" * 4000, stream=True)
-    for cache, expected in (((1000, 0), TokenUsage(cache_write=1000)), ((0, 1000), TokenUsage(cache_read=1000))):
+    for cache, expected in (((1000, 0), Usage(cache_write=1000)), ((0, 1000), Usage(cache_read=1000))):
         full = mock_anth.message(b, 1, cache)["usage"]
         stream = sse(list(mock_anth.events(b, 1, 4, cache)), done=False)
         got = tapped(stream)
-        assert got == TokenUsage(input=full["input_tokens"], output=full["output_tokens"],
+        assert got == Usage(input=full["input_tokens"], output=full["output_tokens"],
                                  cache_read=expected.cache_read, cache_write=expected.cache_write)
 
 
@@ -178,7 +177,7 @@ def test_streamed_openai_chat_usage_with_cached_tokens() -> None:
          "messages": [{"role": "user", "content": "q" * 800}]}
     full = mock_oai.chat_completion(b, 1, 64)["usage"]
     got = tapped(sse([(None, c) for c in mock_oai.chat_chunks(b, 1, 5, 64)], done=True))
-    assert got == TokenUsage(input=full["prompt_tokens"] - 64, cache_read=64, output=full["completion_tokens"])
+    assert got == Usage(input=full["prompt_tokens"] - 64, cache_read=64, output=full["completion_tokens"])
 
 
 def test_streamed_responses_usage_with_cached_tokens() -> None:
@@ -186,7 +185,7 @@ def test_streamed_responses_usage_with_cached_tokens() -> None:
     events = mock_oai.responses_events(b, 1, 5)
     events[-1][1]["response"]["usage"]["input_tokens_details"] = {"cached_tokens": 40}
     got = tapped(sse(list(events), done=False))
-    assert got == TokenUsage(input=60, cache_read=40, output=events[-1][1]["response"]["usage"]["output_tokens"])
+    assert got == Usage(input=60, cache_read=40, output=events[-1][1]["response"]["usage"]["output_tokens"])
 
 
 # ------------------------------------------------------------------------------ the stage
@@ -216,116 +215,135 @@ models:
 """
 
 
+class Rig:
+    """The transform part over a FakeStore, and the router that plans each request."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.store: FakeStore | None = FakeStore()
+
+    def part(self) -> Transform:
+        return Transform(self.store)  # type: ignore[arg-type]
+
+
 @pytest.fixture
-def rt(tmp_path: Any) -> SimpleNamespace:
+def rt(tmp_path: Any) -> Rig:
     path = tmp_path / "c.yaml"
     path.write_text(CONFIG)
     cfg = load_config(path, environ={})
     providers = {name: Provider(name, p, 0) for name, p in cfg.providers.items()}
-    return SimpleNamespace(cfg=cfg, providers=providers, router=Router(cfg, providers), store=FakeStore())
+    return Rig(Router(cfg, providers))
 
 
-def context(endpoint: str, data: dict[str, Any], headers: dict[str, str] | None = None) -> RequestContext:
+def context(rt: Rig, endpoint: str, data: dict[str, Any], headers: dict[str, str] | None = None) -> RequestContext:
     spec = EndpointSpec("messages", "anthropic") if endpoint == "messages" else EndpointSpec("chat", "openai")
     ctx = RequestContext(spec, headers or {})
     ctx.body = msgspec.json.encode(data)
     ctx.model = data["model"]
+    ctx.plan = rt.router.plan(ctx.model, spec.protocol, spec.name)
     return ctx
 
 
-async def run(rt: SimpleNamespace, endpoint: str, data: dict[str, Any],
+async def run(rt: Rig, endpoint: str, data: dict[str, Any],
               headers: dict[str, str] | None = None) -> RequestContext:
-    ctx = context(endpoint, data, headers)
-    assert await TransformStage(rt)(ctx, None) is False  # type: ignore[arg-type]
+    ctx = context(rt, endpoint, data, headers)
+    await rt.part().apply(ctx)
     return ctx
+
+
+def pcr(ctx: RequestContext) -> PromptCacheRecord:
+    assert ctx.prompt_cache is not None
+    return ctx.prompt_cache
 
 
 def sent_system(ctx: RequestContext) -> Any:
     return (ctx.data if ctx.changed else ctx.json())["system"]  # type: ignore[index]
 
 
-async def test_large_system_is_marked_at_once(rt: SimpleNamespace) -> None:
+async def test_large_system_is_marked_at_once(rt: Rig) -> None:
     ctx = await run(rt, "messages", body(text_of(4200)))
     assert ctx.changed and sent_system(ctx)[-1]["cache_control"] == MARK
-    assert ctx.extra["promptcache"] == {"injected": True, "rule": "large",
-                                        "system_hash": pc.system_hash(text_of(4200))}
-    assert rt.store.counts == {}  # large prompts need no counting
+    assert pcr(ctx) == PromptCacheRecord(injected=True, rule="large", system_hash=pc.system_hash(text_of(4200)))
+    assert rt.store is not None and rt.store.counts == {}  # large prompts need no counting
 
 
-async def test_medium_system_is_marked_from_the_third_sighting(rt: SimpleNamespace) -> None:
+async def test_medium_system_is_marked_from_the_third_sighting(rt: Rig) -> None:
     marks = []
     for _ in range(5):
         ctx = await run(rt, "messages", body(text_of(2500)))
-        marks.append(ctx.extra["promptcache"]["rule"])
+        marks.append(pcr(ctx).rule)
         assert isinstance(sent_system(ctx), list) == (marks[-1] == "repeat")
     assert marks == [None, None, "repeat", "repeat", "repeat"]
+    assert rt.store is not None
     assert list(rt.store.counts) == [pc.seen_key("claude-sonnet-4-5", pc.system_hash(text_of(2500)))]
 
 
-async def test_small_system_is_never_marked_nor_counted(rt: SimpleNamespace) -> None:
+async def test_small_system_is_never_marked_nor_counted(rt: Rig) -> None:
     for _ in range(4):
         ctx = await run(rt, "messages", body(text_of(1999)))
-        assert not ctx.changed and ctx.extra["promptcache"]["injected"] is False
-    assert rt.store.counts == {}
+        assert not ctx.changed and pcr(ctx).injected is False
+    assert rt.store is not None and rt.store.counts == {}
 
 
-async def test_store_down_degrades_to_the_large_rule(rt: SimpleNamespace) -> None:
+async def test_store_down_degrades_to_the_large_rule(rt: Rig) -> None:
     rt.store = FakeStore(fail=True)
     for _ in range(3):
-        assert (await run(rt, "messages", body(text_of(3000)))).extra["promptcache"]["injected"] is False
-    assert (await run(rt, "messages", body(text_of(4000)))).extra["promptcache"]["rule"] == "large"
+        assert pcr(await run(rt, "messages", body(text_of(3000)))).injected is False
+    assert pcr(await run(rt, "messages", body(text_of(4000)))).rule == "large"
     rt.store = None
-    assert (await run(rt, "messages", body(text_of(4000)))).extra["promptcache"]["rule"] == "large"
+    assert pcr(await run(rt, "messages", body(text_of(4000)))).rule == "large"
 
 
-async def test_client_markers_are_respected_by_the_stage(rt: SimpleNamespace) -> None:
+async def test_client_markers_are_respected_by_the_stage(rt: Rig) -> None:
     data = breakpoint_body(4)
     ctx = await run(rt, "messages", data)
-    assert ctx.extra["promptcache"]["injected"] is False
+    assert pcr(ctx).injected is False
     sent = ctx.data if ctx.changed else ctx.json()
     assert sent is not None and pc.count_breakpoints(sent) == 4
 
 
-async def test_prompt_cache_opt_out_header(rt: SimpleNamespace) -> None:
+async def test_prompt_cache_opt_out_header(rt: Rig) -> None:
     ctx = await run(rt, "messages", body(text_of(5000)), {"x-gateway-prompt-cache": "off"})
-    assert ctx.extra["promptcache"]["injected"] is False and isinstance(sent_system(ctx), str)
+    assert pcr(ctx).injected is False and isinstance(sent_system(ctx), str)
 
 
-async def test_translated_chat_asks_for_the_marker_at_translation(rt: SimpleNamespace) -> None:
+async def test_translated_chat_asks_for_the_marker_at_translation(rt: Rig) -> None:
     chat = {"model": "claude", "messages": [{"role": "system", "content": text_of(4100)},
                                             {"role": "user", "content": "q"}]}
     ctx = await run(rt, "chat", chat)
-    assert ctx.extra["inject_cache_control"] is True and ctx.extra["promptcache"]["rule"] == "large"
+    assert pcr(ctx).mark_translated is True and pcr(ctx).rule == "large"
     plain = await run(rt, "chat", {**chat, "model": "gpt"})  # OpenAI caches by itself
-    assert "inject_cache_control" not in plain.extra and "promptcache" not in plain.extra
+    assert plain.prompt_cache is None
 
 
 PROSE = ("In order to help the user, you should answer prior to asking questions. Due to the fact that "
          "users are busy, in the event that a request is unclear, ask once. ")
 
 
-async def test_compression_is_recorded_and_the_client_dict_untouched(rt: SimpleNamespace) -> None:
+async def test_compression_is_recorded_and_the_client_dict_untouched(rt: Rig) -> None:
     data = body(PROSE * 5 + "See https://example.com/in-order-to and `in order to`.")
-    ctx = context("messages", data)
+    ctx = context(rt, "messages", data)
     client = copy.deepcopy(ctx.json())
-    await TransformStage(rt)(ctx, None)  # type: ignore[arg-type]
-    figures = ctx.extra["compression"]
-    assert figures["tokens_before"] == figures["tokens_after"] == 0  # counted after the answer went out
-    await count_compressed_tokens(ctx, None, None)
-    assert figures["phrases_replaced"] >= 10 and 0 < figures["tokens_after"] < figures["tokens_before"]
+    part = rt.part()
+    await part.apply(ctx)
+    figures = ctx.compression
+    assert figures is not None
+    assert figures.tokens_before == figures.tokens_after == 0  # counted after the answer went out
+    await part.count_tokens_saved(ctx)
+    assert figures.phrases_replaced >= 10 and 0 < figures.tokens_after < figures.tokens_before
     assert ctx.changed and ctx.data is not None and ctx.data["system"] != client["system"]
     assert "https://example.com/in-order-to" in ctx.data["system"] and "`in order to`" in ctx.data["system"]
     assert msgspec.json.decode(ctx.body) == client  # the raw bytes are what the client sent
 
 
-async def test_compression_off_by_route_and_by_header(rt: SimpleNamespace) -> None:
+async def test_compression_off_by_route_and_by_header(rt: Rig) -> None:
     off_route = await run(rt, "messages", {**body(PROSE), "model": "claude-off"})
     off_header = await run(rt, "messages", body(PROSE), {"x-gateway-compression": "OFF"})
     for ctx in (off_route, off_header):
-        assert not ctx.changed and "compression" not in ctx.extra
+        assert not ctx.changed and ctx.compression is None
 
 
-async def test_large_bodies_are_compressed_in_a_thread(rt: SimpleNamespace, monkeypatch: Any) -> None:
+async def test_large_bodies_are_compressed_in_a_thread(rt: Rig, monkeypatch: Any) -> None:
     import asyncio
 
     calls = []
@@ -340,11 +358,14 @@ async def test_large_bodies_are_compressed_in_a_thread(rt: SimpleNamespace, monk
     small = await run(rt, "messages", body(PROSE))
     large = await run(rt, "messages", big)
     assert calls == ["compress_anthropic_messages"]
-    await count_compressed_tokens(large, None, None)
-    assert small.extra["compression"]["phrases_replaced"] > 0 and large.extra["compression"]["tokens_after"] > 0
-    assert large.extra["promptcache"]["rule"] == "large"  # marked after compression
+    await rt.part().count_tokens_saved(large)
+    assert small.compression is not None and small.compression.phrases_replaced > 0
+    assert large.compression is not None and large.compression.tokens_after > 0
+    assert pcr(large).rule == "large"  # marked after compression
 
 
-async def test_other_endpoints_and_unknown_models_pass(rt: SimpleNamespace) -> None:
-    ctx = await run(rt, "messages", {**body(text_of(5000)), "model": "nope"})
-    assert not ctx.changed and ctx.extra == {}
+async def test_unplanned_requests_pass(rt: Rig) -> None:
+    ctx = context(rt, "messages", body(text_of(5000)))
+    ctx.plan = None  # refused before routing: nothing to transform
+    await rt.part().apply(ctx)
+    assert not ctx.changed and ctx.compression is None and ctx.prompt_cache is None
