@@ -21,6 +21,7 @@ serve: install
 	$(VENV)/bin/gateway serve $(ARGS)
 
 test: install
+	bash tests/system_deps.sh
 	$(PY) -m pytest -W error $(PYTEST_ARGS)
 
 # The same suite with the native extension disabled (the pure-Python twins).
@@ -30,6 +31,8 @@ test-pure: install
 lint: install
 	$(VENV)/bin/ruff check gateway tests benchmarks setup.py
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict --follow-imports=silent gateway/pipeline  # the spine: no untyped value
+	$(PY) tests/import_cycles.py gateway
 
 clean:
 	rm -rf build dist *.egg-info gateway/**/*.so native/*.c .pytest_cache .mypy_cache

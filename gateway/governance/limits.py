@@ -1,8 +1,9 @@
 """Requests and tokens per minute and USD budgets, per key and per team, shared by every replica.
 
-One `admit` per request checks every applicable window and budget atomically in the store (see
-counters.py). Tokens are reserved from an estimate of the request (prompt + the answer's
-max_tokens) and corrected from the real usage after the answer (`settle`); budgets reserve the
+Every applicable window and budget is checked atomically in the store (see counters.py): far from
+its limits a worker does so once per lease, for a slice of the limits it then admits requests from
+locally (leases.py); near a limit, once per request. Tokens are reserved from an estimate of the
+request (prompt + the answer's max_tokens) and corrected from the real usage after the answer (`settle`); budgets reserve the
 estimated cost the same way. Refusals are 429s with Retry-After and OpenAI's x-ratelimit-* headers.
 A store outage admits requests (counted, logged once per outage) unless `store_failure: closed`.
 """
@@ -19,6 +20,7 @@ from gateway.errors import BudgetExceeded, RateLimited, ServiceUnavailable
 from gateway.governance.auth import KeyRecord
 from gateway.governance.corrections import Corrections
 from gateway.governance.counters import Cap, Counters, Verdict, Window
+from gateway.governance.leases import Leases
 from gateway.governance.prices import PriceTable
 from gateway.governance.settings import Budget, GovernanceSettings, Quota
 from gateway.store import StoreUnavailable
@@ -99,6 +101,9 @@ class Limiter:
         self._team_default = settings.teams.get("*", _NONE)
         self.active = counters is not None
         self.corrections = Corrections(counters) if counters is not None else None
+        # Far from their limits, requests are admitted from per-worker leases (leases.py).
+        self.leases = Leases(counters, self.corrections) if counters is not None and self.corrections is not None \
+            and settings.leases else None
 
     def quotas(self, key: KeyRecord) -> tuple[Quota, Quota]:
         kq = self.s.keys.get(key.id, self._key_default)
@@ -155,12 +160,32 @@ class Limiter:
                 if b is not None:
                     caps.append(Cap(ckey, int(b.usd * 1e6), cost, period_of(b, now)[1]))
                     cap_meta.append((scope, b))
+        leases = self.leases
+        if leases is not None and leases.eligible(windows, caps):
+            try:
+                lease = leases.take(windows, caps)
+                if lease is None and leases.leasing(windows, caps):
+                    lease = await leases.acquire(windows, caps)
+            except StoreUnavailable as exc:
+                self._store_down(exc)
+                return
+            if lease is not None:  # admitted from this worker's slice: no store call
+                self._store_up()
+                if windows:
+                    states = [st._replace(reset_s=self.window) for st in lease.states()]
+                    ctx.own_headers = list(_rate_headers(Verdict(True, lease.sec, states, []), windows,
+                                                         names).items())
+                ctx.reservation = Reservation(lease.sec, [w.key for w in windows if w.key.endswith(":t")], tokens,
+                                              prompt, [(c.key, c.ttl_s) for c in caps], cost, ctx.model)
+                return
         try:
             verdict = await self.counters.admit(windows, caps)
         except StoreUnavailable as exc:
             self._store_down(exc)
             return
         self._store_up()
+        if leases is not None:
+            leases.observe(windows, caps, verdict)
         if not verdict.ok:
             raise self._refusal(verdict, windows, names, caps, cap_meta, key, tokens, now)
         if windows:  # like OpenAI: every answer says where the caller stands

@@ -46,6 +46,8 @@ class Limits:
         self.limiter.settle(ctx)
 
     async def close(self) -> None:
+        if self.limiter.leases is not None:
+            self.limiter.leases.release_all()  # unused slices go back to the store
         if self.limiter.corrections is not None:
             await self.limiter.corrections.flush()
 

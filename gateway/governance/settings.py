@@ -66,6 +66,7 @@ class GovernanceSettings(msgspec.Struct, forbid_unknown_fields=True):
     store_failure: FailRule = "open"
     key_cache_ttl_s: float = 0.5  # virtual-key lookups cached per worker: revocation within this
     window_s: int = 60  # the sliding window of rpm/tpm (1-second buckets)
+    leases: bool = True  # far from a limit, admit from per-worker slices of it (one store call per slice)
     token_estimate: Literal["bytes", "tokenizer"] = "bytes"  # bytes: len(body) / 4
     default_output_tokens: int = 256  # reserved for the answer when the request sets no max_tokens
     keys: dict[str, Quota] = {}  # by key id; "*" = every key without its own entry

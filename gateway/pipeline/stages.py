@@ -136,7 +136,7 @@ class Pipeline:
         return opener.result()
 
     def _backoff(self, attempt: int) -> float:
-        return min(self.retries.backoff_ms * (2**attempt), self.retries.max_backoff_ms) / 1000.0
+        return float(min(self.retries.backoff_ms * (2**attempt), self.retries.max_backoff_ms)) / 1000.0
 
 
 async def receive(ctx: RequestContext, proto: Any, limit: int) -> None:

@@ -30,8 +30,10 @@ class FakeCounters:
         self.values: dict[str, int] = {}
         self.down = False
         self.adjusted: list[Any] = []
+        self.admits = 0
 
     async def admit(self, windows: list[Window], caps: list[Cap]) -> Verdict:
+        self.admits += 1
         if self.down:
             raise StoreUnavailable("down")
         states = []
@@ -64,9 +66,11 @@ async def settled(limiter: Limiter, ctx: RequestContext) -> None:
     await limiter.corrections.flush()
 
 
-def make(**settings: Any) -> tuple[Limiter, FakeCounters]:
+def make(counters: FakeCounters | None = None, **settings: Any) -> tuple[Limiter, FakeCounters]:
+    """A limiter over fake counters; leases off unless asked for (these tests read exact counters)."""
+    settings.setdefault("leases", False)
     s = msgspec.convert(settings, GovernanceSettings)
-    counters = FakeCounters()
+    counters = counters or FakeCounters()
     return Limiter(s, counters, KeyStore(None), PriceTable(s.prices)), counters
 
 
@@ -241,3 +245,52 @@ def test_quota_of_a_virtual_key_overrides_the_defaults() -> None:
     limiter.keys._by_id["vk_1"] = VirtualKey(id="vk_1", digest="d", hint="h", quota=Quota(rpm=50))
     kq, tq = limiter.quotas(KeyRecord(id="vk_1"))
     assert (kq.rpm, kq.tpm, tq) == (50, 100, Quota())
+
+
+# ------------------------------------------------------------------------------ leases
+
+
+async def test_far_from_the_limit_requests_are_admitted_from_a_lease() -> None:
+    limiter, counters = make(keys={"*": {"rpm": 64_000}}, leases=True)
+    for _ in range(2500):
+        await limiter.check(request(BODY, KEY))
+    # 1/64 of the limit per lease: 1,000 requests per store call.
+    assert counters.admits == 3 and counters.values["gw:rl:{t1}:k:k1:r"] == 3000
+    assert limiter.leases is not None
+    limiter.leases.release_all()
+    assert limiter.corrections is not None
+    await limiter.corrections.flush()
+    assert counters.values["gw:rl:{t1}:k:k1:r"] == 2500  # the unused slice went back
+
+
+async def test_leases_never_admit_past_the_limit_across_workers() -> None:
+    """Two workers share the counters: N per minute admits N, less at most a slice per worker."""
+    shared = FakeCounters()
+    workers = [make(shared, keys={"*": {"rpm": 640, "tpm": 10_000_000}}, leases=True)[0] for _ in range(2)]
+    admitted = 0
+    for i in range(800):
+        try:
+            await workers[i % 2].check(request(BODY, KEY))
+            admitted += 1
+        except RateLimited:
+            pass
+    slice_ = 640 // 64
+    assert 640 - 2 * slice_ <= admitted <= 640
+    assert shared.values["gw:rl:{t1}:k:k1:r"] <= 640
+
+
+async def test_near_the_limit_each_request_goes_to_the_store() -> None:
+    limiter, counters = make(keys={"*": {"rpm": 640}}, leases=True)
+    for _ in range(610):  # the last lease (requests 601-610) leaves 3 slices: under LEASE_HEADROOM
+        await limiter.check(request(BODY, KEY))
+    before = counters.admits
+    for _ in range(20):
+        await limiter.check(request(BODY, KEY))
+    assert counters.admits - before == 20  # near the limit: one by one
+
+
+async def test_small_limits_are_never_leased() -> None:
+    limiter, counters = make(keys={"*": {"rpm": 60}}, leases=True)
+    for _ in range(10):
+        await limiter.check(request(BODY, KEY))
+    assert counters.admits == 10 and counters.values["gw:rl:{t1}:k:k1:r"] == 10

@@ -16,7 +16,7 @@ from tests.unit.spine import Proto, Rig, chat, openai_ok
 pytestmark = pytest.mark.asyncio
 
 
-async def failing(status: int, body: bytes = b'{"error": {"message": "boom", "type": "server_error"}}'):  # noqa: ANN201
+async def failing(status: int, body: bytes = b'{"error": {"message": "boom", "type": "server_error"}}'):
     async def handler(req: MockRequest) -> MockResponse:
         return MockResponse(status, body, {"retry-after": "1"})
     return handler
