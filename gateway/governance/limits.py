@@ -4,7 +4,8 @@ Every applicable window and budget is checked atomically in the store (see count
 its limits a worker does so once per lease, for a slice of the limits it then admits requests from
 locally (leases.py); near a limit, once per request. Tokens are reserved from an estimate of the
 request (prompt + the answer's max_tokens) and corrected from the real usage after the answer
-(`settle`); budgets reserve the estimated cost the same way. Refusals are 429s with Retry-After and OpenAI's x-ratelimit-* headers.
+(`settle`); budgets reserve the estimated cost the same way. Refusals are 429s with Retry-After
+and OpenAI's x-ratelimit-* headers.
 A store outage admits requests (counted, logged once per outage) unless `store_failure: closed`.
 """
 
