@@ -47,6 +47,8 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_connections: int = 256
     warmup_connections: int = 2
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
+    # The HTTP client: "lean" (asyncio + the httptools C parser, the default) or "aiohttp".
+    transport: Literal["lean", "aiohttp"] = "lean"
 
 
 class Deployment(msgspec.Struct, forbid_unknown_fields=True):

@@ -119,8 +119,16 @@ class CachePart:
             semantic_threshold=rc.semantic_threshold if rc else None, scope=rc.scope if rc else None,
         )
 
+    def flight(self, ctx: RequestContext) -> contextlib.AbstractAsyncContextManager[Flight]:
+        """Most requests are not cacheable (temperature above 0, streams of n > 1, embeddings): for
+        them a constant no-op context, without a generator per request."""
+        view = ctx.view
+        if view is None or ctx.endpoint.name not in CACHED_ENDPOINTS or (self.only_t0 and view.temperature != 0):
+            return _MISS_CM
+        return self._flight(ctx)
+
     @contextlib.asynccontextmanager
-    async def flight(self, ctx: RequestContext) -> AsyncIterator[Flight]:
+    async def _flight(self, ctx: RequestContext) -> AsyncIterator[Flight]:
         req = self._request(ctx)
         if req is None:
             yield MISS
@@ -166,11 +174,25 @@ class CachePart:
         return None, outcome(shared_hit) if shared_hit is not None else None
 
 
+class _Miss:
+    """`async with` that yields MISS and does nothing else (cheaper than a generator-based one)."""
+
+    __slots__ = ()
+
+    async def __aenter__(self) -> Flight:
+        return MISS
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+_MISS_CM = _Miss()
+
+
 class NullCache:
     """The cache is off: every request is a miss and nothing is written back."""
 
     cache = None
 
-    @contextlib.asynccontextmanager
-    async def flight(self, ctx: RequestContext) -> AsyncIterator[Flight]:
-        yield MISS
+    def flight(self, ctx: RequestContext) -> _Miss:
+        return _MISS_CM

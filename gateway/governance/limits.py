@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import structlog
 
@@ -33,6 +33,16 @@ if TYPE_CHECKING:
 log = structlog.get_logger("gateway.governance.limits")
 _DAY = 86400
 _NONE = Quota()
+
+
+class KeyPlan(NamedTuple):
+    kq: Quota
+    tq: Quota
+    specs: list[tuple[str, int, bool]]
+    names: list[tuple[str, str]]
+    token_keys: list[str]
+    team: str | None
+    expires: float
 
 
 class Reservation:
@@ -105,6 +115,7 @@ class Limiter:
         # Far from their limits, requests are admitted from per-worker leases (leases.py).
         self.leases = Leases(counters, self.corrections) if counters is not None and self.corrections is not None \
             and settings.leases else None
+        self._plans: dict[str, KeyPlan] = {}
 
     def quotas(self, key: KeyRecord) -> tuple[Quota, Quota]:
         kq = self.s.keys.get(key.id, self._key_default)
@@ -132,24 +143,42 @@ class Limiter:
         n = (view.n or 1) if view is not None else 1
         return prompt, (out or self.s.default_output_tokens) * max(1, n)
 
-    async def check(self, ctx: RequestContext) -> None:
-        key = ctx.key
-        assert key is not None and self.counters is not None
+    def _plan(self, key: KeyRecord) -> KeyPlan:
+        """What a key's requests are checked against, worked out once per key (for as long as a
+        virtual key's record is cached, so a quota change still holds within a second)."""
+        now = time.monotonic()
+        found = self._plans.get(key.id)
+        if found is not None and found.expires > now and found.team == key.team:
+            return found
         kq, tq = self.quotas(key)
-        if kq is _NONE and tq is _NONE:
-            return
         tag = tag_of(key)
-        prompt, out = self.estimate(ctx)
-        tokens = prompt + out
-        windows: list[Window] = []
+        specs: list[tuple[str, int, bool]] = []  # (counter key, limit, counts tokens) per window
         names: list[tuple[str, str]] = []  # (scope, "requests" | "tokens") per window
         for scope, q, base in (("key", kq, f"gw:rl:{{{tag}}}:k:{key.id}"), ("team", tq, f"gw:rl:{{{tag}}}:team")):
             if q.rpm is not None:
-                windows.append(Window(base + ":r", q.rpm, 1))
+                specs.append((base + ":r", q.rpm, False))
                 names.append((scope, "requests"))
             if q.tpm is not None:
-                windows.append(Window(base + ":t", q.tpm, tokens))
+                specs.append((base + ":t", q.tpm, True))
                 names.append((scope, "tokens"))
+        plan = KeyPlan(kq, tq, specs, names, [k for k, _, t in specs if t], key.team,
+                       now + self.s.key_cache_ttl_s / 2)  # with the key cache: a change holds within a second
+        if len(self._plans) > 100_000:
+            self._plans.clear()  # bounded: virtual keys come and go
+        self._plans[key.id] = plan
+        return plan
+
+    async def check(self, ctx: RequestContext) -> None:
+        key = ctx.key
+        assert key is not None and self.counters is not None
+        plan = self._plan(key)
+        kq, tq = plan.kq, plan.tq
+        if kq is _NONE and tq is _NONE:
+            return
+        prompt, out = self.estimate(ctx)
+        tokens = prompt + out
+        windows = [Window(k, limit, tokens if is_tokens else 1) for k, limit, is_tokens in plan.specs]
+        names = plan.names
         caps: list[Cap] = []
         cap_meta: list[tuple[str, Budget]] = []
         cost = 0
@@ -176,8 +205,8 @@ class Limiter:
                     states = [st._replace(reset_s=self.window) for st in lease.states()]
                     ctx.own_headers = list(_rate_headers(Verdict(True, lease.sec, states, []), windows,
                                                          names).items())
-                ctx.reservation = Reservation(lease.sec, [w.key for w in windows if w.key.endswith(":t")], tokens,
-                                              prompt, [(c.key, c.ttl_s) for c in caps], cost, ctx.model)
+                ctx.reservation = Reservation(lease.sec, plan.token_keys, tokens, prompt,
+                                              [(c.key, c.ttl_s) for c in caps], cost, ctx.model)
                 return
         try:
             verdict = await self.counters.admit(windows, caps)

@@ -64,7 +64,7 @@ class MockTransport:
         self.requests: list[MockRequest] = []
         self.responses: list[MockResponse] = []
 
-    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> MockResponse:
+    async def post(self, url: str, body: bytes, headers: dict[str, str], first_byte_s: float = 60.0) -> MockResponse:
         req = MockRequest(url, body, headers)
         self.requests.append(req)
         resp = await self.handler(req)

@@ -50,6 +50,7 @@ class Router:
         self.rng = rng or random.Random()
         self.public_names = sorted(self.by_name)
         self._facts: dict[tuple[int, str], RouteFacts] = {}
+        self._fixed: dict[tuple[str, str, str], Plan] = {}
 
     def resolve(self, model: str) -> ModelConfig:
         route = self.by_name.get(model) or self.wildcard
@@ -86,7 +87,19 @@ class Router:
         return out
 
     def plan(self, model: str, protocol: str, endpoint: str) -> Plan:
-        """Every target to try, in order: this model's deployments, then each fallback model's."""
+        """Every target to try, in order: this model's deployments, then each fallback model's.
+        A plan with no weighted choice in it is the same every time: built once, then reused."""
+        key = (model, protocol, endpoint)
+        fixed = self._fixed.get(key)
+        if fixed is not None:
+            return fixed
+        plan = self._plan(model, protocol, endpoint)
+        if all(len(r.deployments) == 1 for r in {id(t.route): t.route for t in plan.targets}.values()) \
+                and len(self._fixed) < 10_000:  # bounded: wildcard routes see any name a client sends
+            self._fixed[key] = plan
+        return plan
+
+    def _plan(self, model: str, protocol: str, endpoint: str) -> Plan:
         route = self.resolve(model)
         routes = [route]
         for name in route.fallbacks:

@@ -20,6 +20,7 @@ import structlog
 
 from gateway.config import BUILTIN_MOCK, ProviderConfig
 from gateway.errors import GatewayError, UpstreamError, UpstreamStatus, UpstreamTimeout, UpstreamUnreachable
+from gateway.providers.lean import LeanTransport
 
 log = structlog.get_logger("gateway.upstream")
 
@@ -78,7 +79,9 @@ class UpstreamResponse(Protocol):
 class Transport(Protocol):
     """Sends one request to a provider; built once per provider per worker."""
 
-    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> UpstreamResponse: ...
+    async def post(self, url: str, body: bytes, headers: dict[str, str], first_byte_s: float) -> UpstreamResponse:
+        """Send; return once the answer's headers arrived, or raise UpstreamTimeout after `first_byte_s`."""
+        ...
 
     async def get(self, url: str, headers: dict[str, str], timeout_s: float) -> UpstreamResponse: ...
 
@@ -125,9 +128,10 @@ class AiohttpTransport:
         self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True,
                                              skip_auto_headers=("User-Agent",), trust_env=False)
 
-    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> UpstreamResponse:
+    async def post(self, url: str, body: bytes, headers: dict[str, str], first_byte_s: float) -> UpstreamResponse:
         with map_client_errors(self.who):
-            return _AiohttpResponse(await self.session.post(url, data=body, headers=headers), self.who)
+            async with asyncio.timeout(first_byte_s):
+                return _AiohttpResponse(await self.session.post(url, data=body, headers=headers), self.who)
 
     async def get(self, url: str, headers: dict[str, str], timeout_s: float) -> UpstreamResponse:
         with map_client_errors(self.who):
@@ -184,7 +188,10 @@ class Provider:
     def open(self) -> None:
         if self.transport is None:
             t = self.cfg.timeouts
-            self.transport = AiohttpTransport(self.name, self.cfg.max_connections, t.total_s, t.connect_s)
+            if self.cfg.transport == "lean":
+                self.transport = LeanTransport(self.name, self.cfg.max_connections, t.connect_s, t.total_s)
+            else:
+                self.transport = AiohttpTransport(self.name, self.cfg.max_connections, t.total_s, t.connect_s)
 
     async def close(self) -> None:
         if self.transport is not None:
@@ -243,10 +250,8 @@ class Provider:
         """Send the request; return once the response headers arrived (the first-byte timeout).
         An error status is read and raised as `UpstreamStatus` in the provider's own wire shape."""
         assert self.transport is not None, "provider pool not opened"
-        with map_client_errors(self.name):
-            async with asyncio.timeout(self.first_byte_s):
-                resp = await self.transport.post(self.url(endpoint, model), body,
-                                                 self.request_headers(endpoint, client_headers))
+        resp = await self.transport.post(self.url(endpoint, model), body,
+                                         self.request_headers(endpoint, client_headers), self.first_byte_s)
         if resp.status >= 400:
             try:
                 error_body = await resp.read()

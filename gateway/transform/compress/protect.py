@@ -107,9 +107,15 @@ def protected_texts(text: str) -> list[str]:
 
 def compress_prose(text: str, rewrite: Callable[[str], tuple[str, int]]) -> tuple[str, int]:
     """Apply `rewrite` (text -> (text, count)) to the prose between protected spans only."""
+    # Most texts have nothing to rewrite: one pass of the (native) rewriter over the whole text says
+    # so before the protected spans are looked for. Every protected span starts after whitespace or
+    # at a non-word opener, so a phrase found in no prose piece is not in the whole text either.
+    whole, count = rewrite(text)
+    if count == 0:
+        return text, 0
     spans = protected_spans(text)
     if not spans:
-        return rewrite(text)
+        return whole, count
     pieces: list[str] = []
     total = 0
     last = 0
