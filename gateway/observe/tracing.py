@@ -59,6 +59,7 @@ _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f
 _MASK64 = (1 << 64) - 1
 _MAX_TRACESTATE_MEMBERS = 32
 _MAX_TRACESTATE_CHARS = 512
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 
 class GenAIResult(msgspec.Struct, kw_only=True):
@@ -98,10 +99,22 @@ def parse_traceparent(value: str | None) -> tuple[int, int, int] | None:
     return trace_id, parent_id, int(m.group(4), 16)
 
 
+def valid_traceparent(value: str) -> bool:
+    """Whether `value` is a W3C `traceparent` worth forwarding (parse_traceparent without the ints)."""
+    m = _TRACEPARENT.fullmatch(value)
+    if m is None:
+        return False
+    version = m.group(1)
+    return (version != "ff" and not (version == "00" and m.group(5) is not None)
+            and m.group(2) != _ZERO_TRACE and m.group(3) != _ZERO_SPAN)
+
+
 def clean_tracestate(value: str | None) -> str | None:
     """The client's `tracestate`, cut to 32 members and 512 characters (whole members only)."""
     if not value:
         return None
+    if len(value) <= _MAX_TRACESTATE_CHARS and value.count(",") < _MAX_TRACESTATE_MEMBERS:
+        return value.strip() or None  # the usual case: one or two members, forwarded as sent
     members = [m.strip() for m in value.split(",") if m.strip()][:_MAX_TRACESTATE_MEMBERS]
     while members and len(",".join(members)) > _MAX_TRACESTATE_CHARS:
         members.pop()
@@ -196,9 +209,9 @@ class NullTracer:
 
     def start_request(self, headers: Mapping[str, str], endpoint: str, model: str) -> ForwardSpan:
         tp = headers.get("traceparent")
-        if tp is None or parse_traceparent(tp) is None:
-            return NULL_SPAN
-        out = {"traceparent": tp.strip()}
+        if tp is None or not valid_traceparent(tp):
+            return NULL_SPAN  # the server has already trimmed header whitespace
+        out = {"traceparent": tp}
         ts = clean_tracestate(headers.get("tracestate"))
         if ts:
             out["tracestate"] = ts
@@ -318,7 +331,7 @@ class Tracer:
 
     def __init__(self, settings: TraceSettings, exporter: OtlpExporter | None = None) -> None:
         if exporter is None:
-            from gateway.observe.otlp import OtlpExporter  # protobuf is imported only when tracing is on
+            from gateway.observe.otlp import OtlpExporter  # the exporter is loaded only when tracing is on
 
             exporter = OtlpExporter(settings)
         self.settings = settings

