@@ -10,7 +10,13 @@ the configuration), never free text.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gateway.observe.metrics import Histogram
+from gateway.observe.tracing import OPERATIONS
+
+if TYPE_CHECKING:
+    from gateway.observe.entry import AuditEntry
 
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
@@ -50,3 +56,14 @@ class GenAIMetrics:
             self.ttft.observe(key, ttft_s)
             if output_tokens and output_tokens > 1 and duration_s > ttft_s:
                 self.tpot.observe(key, (duration_s - ttft_s) / (output_tokens - 1))
+
+    def observe_entry(self, e: AuditEntry) -> None:
+        """One audit entry: TTFT is the first byte of a stream; a cache hit used no provider tokens."""
+        failed = e.status >= 400
+        self.observe(
+            OPERATIONS.get(e.endpoint, e.endpoint), e.provider or "", e.requested_model, e.latency_ms / 1000.0,
+            ttft_s=e.ttfb_ms / 1000.0 if e.stream and e.ttfb_ms is not None else None,
+            input_tokens=None if e.metacache.hit else e.tokens_in,
+            output_tokens=None if e.metacache.hit else e.tokens_out,
+            error_type=(e.error or str(e.status)) if failed else None,
+        )

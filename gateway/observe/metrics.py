@@ -141,6 +141,7 @@ class Metrics:
             sv.inc(("cache",), e.saved_cache_usd)
             sv.inc(("compression",), e.saved_compression_usd)
             sv.inc(("provider_cache",), e.saved_provider_cache_usd)
+        self.genai.observe_entry(e)
 
     def gauge(self, name: str, help: str, labels: Labels) -> Gauge:
         g = self.gauges.get(name)

@@ -55,6 +55,11 @@ TRANSFORM = "gateway.transform"
 OPERATIONS = {"chat": "chat", "messages": "chat", "responses": "chat", "completions": "text_completion",
               "embeddings": "embeddings"}
 
+# gen_ai.provider.name well-known values (semconv 1.37) for the gateway's provider kinds.
+PROVIDER_NAMES = {"openai": "openai", "azure": "azure.ai.openai", "anthropic": "anthropic", "gemini": "gcp.gemini",
+                  "vertex": "gcp.vertex_ai", "bedrock": "aws.bedrock", "mistral": "mistral_ai", "groq": "groq",
+                  "deepseek": "deepseek", "cohere": "cohere", "xai": "x_ai", "perplexity": "perplexity"}
+
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _MASK64 = (1 << 64) - 1
 _MAX_TRACESTATE_MEMBERS = 32
@@ -81,6 +86,11 @@ class GenAIResult(msgspec.Struct, kw_only=True):
     cache_phase: str | None = None  # intent, near_miss, exact, semantic
     stream: bool = False
     request_id: str | None = None
+
+
+def provider_name(kind: str) -> str:
+    """The semconv name of a provider kind (others, e.g. a self-hosted vLLM, keep their own)."""
+    return PROVIDER_NAMES.get(kind, kind)
 
 
 def parse_traceparent(value: str | None) -> tuple[int, int, int] | None:
@@ -141,6 +151,7 @@ class RequestSpan(Protocol):
                  port: int | None = None) -> StageSpan: ...
     def outgoing_headers(self) -> dict[str, str]: ...
     def set(self, key: str, value: Any) -> None: ...
+    def set_model(self, model: str) -> None: ...
     def finish(self, result: GenAIResult) -> None: ...
 
 
@@ -193,6 +204,9 @@ class ForwardSpan:
         return self.headers
 
     def set(self, key: str, value: Any) -> None:
+        return None
+
+    def set_model(self, model: str) -> None:
         return None
 
     def finish(self, result: GenAIResult) -> None:
@@ -313,6 +327,10 @@ class Trace:
             self.attrs = {}
         self.attrs[key] = value
 
+    def set_model(self, model: str) -> None:
+        """For a span started before the body was parsed: the requested model names it."""
+        self.model = model
+
     def finish(self, result: GenAIResult) -> None:
         if self.end_ns:
             return  # finished once: a second call (error path after a stream) changes nothing
@@ -394,3 +412,9 @@ def build_tracer(env: Mapping[str, str] | None = None) -> Tracer | NullTracer:
     """The worker's tracer from `OTEL_*` variables: a NullTracer unless OTLP export is configured."""
     settings = from_env(os.environ if env is None else env)
     return Tracer(settings) if settings.enabled else NullTracer()
+
+
+if TYPE_CHECKING:  # mypy checks that both parts and their spans keep the one interface
+    def _conforms(t: Tracer, n: NullTracer, tr: Trace, f: ForwardSpan, s: Stage, ns: _NullStage
+                  ) -> tuple[TracerPart, TracerPart, RequestSpan, RequestSpan, StageSpan, StageSpan]:
+        return t, n, tr, f, s, ns

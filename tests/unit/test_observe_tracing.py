@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from gateway.observe.entry import AuditEntry, MetaCacheInfo
 from gateway.observe.genai_metrics import GenAIMetrics
 from gateway.observe.metrics import Metrics, render
 from gateway.observe.traceconf import from_env
@@ -18,6 +21,7 @@ from gateway.observe.tracing import (
     build_tracer,
     clean_tracestate,
     parse_traceparent,
+    provider_name,
     valid_traceparent,
 )
 
@@ -88,6 +92,21 @@ def test_sampled_parent_is_continued_and_forwarded_with_the_upstream_span_id() -
     # A retry is a second attempt span: the next request names it.
     retry = span.upstream("openai", "gpt-4o-2024-08-06")
     assert span.outgoing_headers()["traceparent"].split("-")[2] == f"{retry.span_id:016x}"
+
+
+def test_model_known_after_parse_names_the_span() -> None:
+    span = tracer().start_request({}, "completions", "")
+    assert isinstance(span, Trace)
+    span.set_model("gpt-3.5-turbo-instruct")
+    assert (span.operation, span.model) == ("text_completion", "gpt-3.5-turbo-instruct")
+    NULL_SPAN.set_model("m")  # the null span takes it and keeps nothing
+
+
+@pytest.mark.parametrize(("kind", "name"), [("openai", "openai"), ("azure", "azure.ai.openai"),
+                                            ("anthropic", "anthropic"), ("gemini", "gcp.gemini"),
+                                            ("bedrock", "aws.bedrock"), ("vllm", "vllm")])
+def test_provider_names_follow_the_conventions(kind: str, name: str) -> None:
+    assert provider_name(kind) == name
 
 
 def test_no_parent_starts_a_new_trace() -> None:
@@ -274,3 +293,22 @@ def test_genai_metrics_standalone_bucket_placement() -> None:
     counts, total = g.token_usage.series[("embeddings", "openai", "te3", "input")]
     assert counts[g.token_usage.bounds.index(16.0)] == 1 and total == 16.0
     assert g.duration.series[("embeddings", "openai", "te3", "")][0][1] == 1  # 0.01 < 0.015 <= 0.02
+
+
+def test_audit_entries_feed_the_genai_histograms() -> None:
+    reg = Metrics()
+    common: dict[str, Any] = dict(ts=1.0, request_id="r", key_id="k", endpoint="messages", model="claude-x",
+                                  requested_model="claude", provider="anthropic", routing_strategy="direct",
+                                  routing_reason="provider:anthropic", overhead_ms=1.0)
+    reg.observe(AuditEntry(**common, status=200, stream=True, latency_ms=1100.0, ttfb_ms=100.0, tokens_in=50,
+                           tokens_out=11))
+    reg.observe(AuditEntry(**common, status=200, latency_ms=5.0, ttfb_ms=4.0, tokens_in=50, tokens_out=11,
+                           metacache=MetaCacheInfo(hit=True, phase=3, tier="exact")))
+    reg.observe(AuditEntry(**common, status=502, error="upstream_error", latency_ms=30.0))
+    g = reg.genai
+    key = ("chat", "anthropic", "claude")
+    assert sum(g.duration.series[(*key, "")][0]) == 2
+    assert sum(g.duration.series[(*key, "upstream_error")][0]) == 1
+    assert g.ttft.series[key][1] == pytest.approx(0.1)  # only the stream has a first token
+    assert g.tpot.series[key][1] == pytest.approx(0.1)  # (1.1 - 0.1) s / 10 tokens
+    assert g.token_usage.series[(*key, "output")][1] == 11  # the cache hit used no provider tokens
