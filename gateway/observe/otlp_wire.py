@@ -170,6 +170,14 @@ class RequestWriter:
         self.scope = _ld(b"\x0a", _ld(b"\x0a", scope_name.encode()) + _ld(b"\x12", scope_version.encode()))
         self.schema = _ld(b"\x1a", schema_url.encode())
 
-    def encode(self, traces: Sequence[Trace]) -> bytes:
-        scope_spans = _ld(b"\x12", self.scope + b"".join(spans_of(t) for t in traces) + self.schema)
+    @staticmethod
+    def spans(traces: Iterable[Trace]) -> bytes:
+        """Part of a request: the spans of some traces (the parts of one request are concatenated)."""
+        return b"".join(spans_of(t) for t in traces)
+
+    def request(self, parts: Iterable[bytes]) -> bytes:
+        scope_spans = _ld(b"\x12", self.scope + b"".join(parts) + self.schema)
         return _ld(b"\x0a", self.resource + scope_spans + self.schema)  # ExportTraceServiceRequest.resource_spans
+
+    def encode(self, traces: Sequence[Trace]) -> bytes:
+        return self.request((self.spans(traces),))

@@ -305,3 +305,13 @@ async def test_unreachable_collector_drops_counts_and_logs_once(make_tracer: Fac
         assert [e["event"] for e in logs if e["event"].startswith("observe_sink")] == [
             "observe_sink_failed", "observe_sink_recovered"]
     await tracer.close()
+
+
+async def test_a_batch_encoded_in_slices_is_one_export(receiver: Receiver, make_tracer: Factory) -> None:
+    tracer = make_tracer(receiver.port, OTEL_BSP_MAX_EXPORT_BATCH_SIZE="100")
+    traces = [cached_request(tracer) for _ in range(130)]  # 100 + 30, over several encoding slices
+    await tracer.flush()
+    spans = await receiver.wait_spans(3 * 130)
+    assert len(receiver.exports) == 2 and len(spans) == 390
+    assert [s.trace_id.hex() for s in spans if s.kind == Span.SPAN_KIND_SERVER] == [
+        f"{t.trace_id:032x}" for t in traces]
