@@ -27,15 +27,16 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import time
 import weakref
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from gateway.observe.traceconf import TraceSettings, from_env
+from gateway.observe.tracecontext import clean_tracestate, format_traceparent, parse_traceparent, valid_traceparent
 
 if TYPE_CHECKING:
     from gateway.observe.otlp import OtlpExporter
@@ -45,6 +46,8 @@ SCHEMA_URL = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
 
 # OTLP Span.SpanKind values.
 INTERNAL, SERVER, CLIENT = 1, 2, 3
+
+_MASK64 = (1 << 64) - 1
 
 # Stage span names the pipeline uses.
 CACHE_LOOKUP = "gateway.cache.lookup"
@@ -59,13 +62,6 @@ OPERATIONS = {"chat": "chat", "messages": "chat", "responses": "chat", "completi
 PROVIDER_NAMES = {"openai": "openai", "azure": "azure.ai.openai", "anthropic": "anthropic", "gemini": "gcp.gemini",
                   "vertex": "gcp.vertex_ai", "bedrock": "aws.bedrock", "mistral": "mistral_ai", "groq": "groq",
                   "deepseek": "deepseek", "cohere": "cohere", "xai": "x_ai", "perplexity": "perplexity"}
-
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
-_MASK64 = (1 << 64) - 1
-_MAX_TRACESTATE_MEMBERS = 32
-_MAX_TRACESTATE_CHARS = 512
-_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
-
 
 class GenAIResult(msgspec.Struct, kw_only=True):
     """What the pipeline knows once a request is over; becomes the SERVER span's attributes."""
@@ -93,48 +89,6 @@ def provider_name(kind: str) -> str:
     return PROVIDER_NAMES.get(kind, kind)
 
 
-def parse_traceparent(value: str | None) -> tuple[int, int, int] | None:
-    """(trace id, parent span id, flags) from a W3C `traceparent`, or None when it is not valid."""
-    if not value:
-        return None
-    m = _TRACEPARENT.fullmatch(value.strip())
-    if m is None:
-        return None
-    version = m.group(1)
-    if version == "ff" or (version == "00" and m.group(5) is not None):
-        return None  # ff is forbidden; version 00 has exactly four fields
-    trace_id, parent_id = int(m.group(2), 16), int(m.group(3), 16)
-    if not trace_id or not parent_id:
-        return None
-    return trace_id, parent_id, int(m.group(4), 16)
-
-
-def valid_traceparent(value: str) -> bool:
-    """Whether `value` is a W3C `traceparent` worth forwarding (parse_traceparent without the ints)."""
-    m = _TRACEPARENT.fullmatch(value)
-    if m is None:
-        return False
-    version = m.group(1)
-    return (version != "ff" and not (version == "00" and m.group(5) is not None)
-            and m.group(2) != _ZERO_TRACE and m.group(3) != _ZERO_SPAN)
-
-
-def clean_tracestate(value: str | None) -> str | None:
-    """The client's `tracestate`, cut to 32 members and 512 characters (whole members only)."""
-    if not value:
-        return None
-    if len(value) <= _MAX_TRACESTATE_CHARS and value.count(",") < _MAX_TRACESTATE_MEMBERS:
-        return value.strip() or None  # the usual case: one or two members, forwarded as sent
-    members = [m.strip() for m in value.split(",") if m.strip()][:_MAX_TRACESTATE_MEMBERS]
-    while members and len(",".join(members)) > _MAX_TRACESTATE_CHARS:
-        members.pop()
-    return ",".join(members) or None
-
-
-def format_traceparent(trace_id: int, span_id: int, sampled: bool) -> str:
-    return f"00-{trace_id:032x}-{span_id:016x}-{'01' if sampled else '00'}"
-
-
 # --------------------------------------------------------------------------- the interface
 
 
@@ -149,7 +103,7 @@ class RequestSpan(Protocol):
     def child(self, name: str) -> StageSpan: ...
     def upstream(self, provider: str, model: str, address: str | None = None,
                  port: int | None = None) -> StageSpan: ...
-    def outgoing_headers(self) -> dict[str, str]: ...
+    def outgoing_headers(self) -> Mapping[str, str]: ...
     def set(self, key: str, value: Any) -> None: ...
     def set_model(self, model: str) -> None: ...
     def finish(self, result: GenAIResult) -> None: ...
@@ -191,7 +145,7 @@ class ForwardSpan:
 
     __slots__ = ("headers",)
 
-    def __init__(self, headers: dict[str, str]) -> None:
+    def __init__(self, headers: Mapping[str, str]) -> None:
         self.headers = headers
 
     def child(self, name: str) -> _NullStage:
@@ -200,8 +154,8 @@ class ForwardSpan:
     def upstream(self, provider: str, model: str, address: str | None = None, port: int | None = None) -> _NullStage:
         return NULL_STAGE
 
-    def outgoing_headers(self) -> dict[str, str]:
-        return self.headers
+    def outgoing_headers(self) -> Mapping[str, str]:
+        return self.headers  # read-only: merge it into the upstream request's own headers
 
     def set(self, key: str, value: Any) -> None:
         return None
@@ -213,7 +167,7 @@ class ForwardSpan:
         return None
 
 
-NULL_SPAN = ForwardSpan({})
+NULL_SPAN = ForwardSpan(MappingProxyType({}))  # shared: nobody may add to it
 
 
 class NullTracer:

@@ -22,6 +22,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from structlog.testing import capture_logs
 
+from gateway.observe.tracecontext import parse_traceparent
 from gateway.observe.tracing import (
     CACHE_LOOKUP,
     LIMITS,
@@ -31,7 +32,6 @@ from gateway.observe.tracing import (
     Trace,
     Tracer,
     build_tracer,
-    parse_traceparent,
 )
 from tests.conftest import free_port
 

@@ -10,6 +10,7 @@ from gateway.observe.entry import AuditEntry, MetaCacheInfo
 from gateway.observe.genai_metrics import GenAIMetrics
 from gateway.observe.metrics import Metrics, render
 from gateway.observe.traceconf import from_env
+from gateway.observe.tracecontext import clean_tracestate, parse_traceparent, valid_traceparent
 from gateway.observe.tracing import (
     CACHE_LOOKUP,
     NULL_SPAN,
@@ -19,10 +20,7 @@ from gateway.observe.tracing import (
     Trace,
     Tracer,
     build_tracer,
-    clean_tracestate,
-    parse_traceparent,
     provider_name,
-    valid_traceparent,
 )
 
 TID = "4bf92f3577b34da6a3ce929d0e0e4736"
