@@ -5,8 +5,8 @@ The pipeline holds one tracer per worker, built by `build_tracer(os.environ)`:
     span = tracer.start_request(ctx.headers, "chat", ctx.model)   # SERVER span, parent from traceparent
     with span.child(CACHE_LOOKUP):                                # INTERNAL stage spans
         ...
-    up = span.upstream("openai", target_model, "api.openai.com", 443)  # CLIENT span of one attempt
-    send(headers | span.outgoing_headers())                      # traceparent names `up` as the parent
+    up = span.upstream(provider_name("openai"), target_model, "api.openai.com", 443)  # CLIENT, one attempt
+    send({**headers, **span.outgoing_headers()})                  # traceparent names `up` as the parent
     up.end(status=200)
     span.finish(GenAIResult(...))                                 # after the stream ended; queued for export
 
@@ -14,7 +14,8 @@ Tracing off is a `NullTracer`: its spans are shared singletons whose methods ret
 forwards a valid client `traceparent`/`tracestate` unchanged, as a non-participating hop must). An
 unsampled request gets a forwarding span too, naming a fresh span id with the sampled flag clear.
 Nothing here does I/O: finished requests go to the exporter's bounded queue (gateway.observe.otlp),
-and every attribute is turned into protobuf there, off the request path.
+and their attributes are written as protobuf by its flusher (gateway.observe.otlp_wire), off the
+request path.
 
 Attribute names follow the OpenTelemetry GenAI semantic conventions v1.37.0 (still "development"):
 the SERVER span carries the whole request (usage, finish reasons, response model); the CLIENT span of
@@ -62,6 +63,7 @@ OPERATIONS = {"chat": "chat", "messages": "chat", "responses": "chat", "completi
 PROVIDER_NAMES = {"openai": "openai", "azure": "azure.ai.openai", "anthropic": "anthropic", "gemini": "gcp.gemini",
                   "vertex": "gcp.vertex_ai", "bedrock": "aws.bedrock", "mistral": "mistral_ai", "groq": "groq",
                   "deepseek": "deepseek", "cohere": "cohere", "xai": "x_ai", "perplexity": "perplexity"}
+
 
 class GenAIResult(msgspec.Struct, kw_only=True):
     """What the pipeline knows once a request is over; becomes the SERVER span's attributes."""
