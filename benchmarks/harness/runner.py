@@ -343,21 +343,27 @@ class Runner:
 
 
 def _feature_counts(name: str, base: str, server: procs.Server | None) -> dict[str, int]:
-    """A governed variant's policy counters (flags, blocks, timeouts, errors) and the checks its
-    compliance service answered: the proof that the checks ran and that none refused or timed out."""
+    """A governed variant's policy counters (flags, blocks, timeouts, errors), the checks its
+    compliance service answered and the spans a traced variant exported: the proof that the checks
+    ran and that none refused or timed out, and that tracing was really on."""
     variant = VARIANTS.get(name)
-    if server is None or variant is None or not variant.governed:
+    if server is None or variant is None or not (variant.governed or variant.traced):
         return {}
     counts: dict[str, int] = {}
-    status, body = procs.http_ok(f"{base}/admin/governance", None, {}, timeout=3.0)
-    with contextlib.suppress(ValueError, AttributeError):
-        if status == 200:
-            counts.update({f"policy {k}": int(v) for k, v in json.loads(body).get("policies", {}).items()})
+    if variant.governed:
+        status, body = procs.http_ok(f"{base}/admin/governance", None, {}, timeout=3.0)
+        with contextlib.suppress(ValueError, AttributeError):
+            if status == 200:
+                counts.update({f"policy {k}": int(v) for k, v in json.loads(body).get("policies", {}).items()})
     for companion in server.companions:
         status, body = procs.http_ok(f"http://127.0.0.1:{companion.port}/", None, {}, timeout=3.0)
         with contextlib.suppress(ValueError, AttributeError, KeyError):
             if status == 200:
-                counts["compliance checks"] = int(json.loads(body)["checks"])
+                answer = json.loads(body)
+                if "checks" in answer:
+                    counts["compliance checks"] = int(answer["checks"])
+                if "spans" in answer:
+                    counts["spans exported"] = int(answer["spans"])
     return counts
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.harness import procs
-from benchmarks.harness.variants import COMPLIANCE_LATENCY_MS, VARIANTS, Variant, governance_config
+from benchmarks.harness.variants import COMPLIANCE_LATENCY_MS, TRACED_ENV, VARIANTS, Variant, governance_config
 
 HERE = Path(__file__).resolve().parent.parent
 REPO = HERE.parent
@@ -176,6 +176,10 @@ def _start_variant(
         config = home / "gateway.yaml"  # JSON is YAML
         config.write_text(json.dumps(governance_config(url), indent=2))
         cmd = [*cmd, "--config", str(config)]
+    if variant.traced:
+        sink = start_companion(rig, "otlp-sink", "benchmarks.harness.otlp_sink:app", {})
+        companions.append(sink)
+        env.update(TRACED_ENV, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink.port}")
     server = procs.start(variant.name, procs.pinned(cmd, cores), port, rig.log_dir, env=env, cwd=str(home))
     server.companions = companions
     return server
@@ -183,10 +187,16 @@ def _start_variant(
 
 def start_compliance(rig: Rig) -> procs.Server:
     """The compliance service of the `http` policy, on the rig's core like the mock."""
+    return start_companion(rig, "compliance", "benchmarks.harness.compliance:app",
+                           {"COMPLIANCE_LATENCY_MS": str(COMPLIANCE_LATENCY_MS)})
+
+
+def start_companion(rig: Rig, name: str, app: str, env: dict[str, str]) -> procs.Server:
+    """A service one variant needs (compliance check, OTLP collector), on the rig's core like the mock."""
     port = procs.free_port()
-    env = {"COMPLIANCE_LATENCY_MS": str(COMPLIANCE_LATENCY_MS), "PYTHONPATH": str(REPO)}
-    cmd = _granian("benchmarks.harness.compliance:app", port, 1)
-    server = procs.start("compliance", procs.pinned(cmd, rig.rig_cores), port, rig.log_dir, env=env, cwd=str(REPO))
+    env = {**env, "PYTHONPATH": str(REPO)}
+    cmd = _granian(app, port, 1)
+    server = procs.start(name, procs.pinned(cmd, rig.rig_cores), port, rig.log_dir, env=env, cwd=str(REPO))
     try:
         procs.wait_for_port(port, 30, server.proc)
     except (RuntimeError, TimeoutError):

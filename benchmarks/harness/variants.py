@@ -7,6 +7,7 @@ differences between their overheads at one rate are what a feature costs:
     audit log + metrics     = gateway            - gateway-no-observe
     limits + policies       = gateway-governed   - gateway
     compliance beside call  = gateway-compliance - gateway-governed
+    tracing (OTLP export)   = gateway-traced     - gateway
 
 Every limit is far above the load and every policy passes on the benchmark's prompts, so no request
 is refused: the figures are the price of checking, not of refusing.
@@ -31,6 +32,7 @@ class Variant:
     disable: tuple[str, ...] = ()
     governed: bool = False  # limits for every key and the pass-through policy set
     compliance: bool = False  # plus an `http` policy beside the call, answered by compliance.py
+    traced: bool = False  # every request sampled, spans exported over OTLP/HTTP to otlp_sink.py
 
 
 VARIANTS = {
@@ -45,18 +47,25 @@ VARIANTS = {
             governed=True,
             compliance=True,
         ),
+        Variant("gateway-traced", "gateway, everything on + OpenTelemetry spans for every request, exported",
+                traced=True),
     )
 }
 
 # The order of the feature-cost table: each step switches more on.
-LADDER = ("gateway-bare", "gateway-no-observe", ALL_ON, "gateway-governed", "gateway-compliance")
+LADDER = ("gateway-bare", "gateway-no-observe", ALL_ON, "gateway-governed", "gateway-compliance", "gateway-traced")
 
 # (label, slower variant, faster variant, the bound on the p50 difference in ms)
 DELTAS = (
     ("audit log + metrics", ALL_ON, "gateway-no-observe", 0.1),
     ("limits + policies", "gateway-governed", ALL_ON, 0.3),
     (f"{COMPLIANCE_LATENCY_MS} ms compliance check beside the call", "gateway-compliance", "gateway-governed", 1.0),
+    ("tracing: every request sampled, OTLP export", "gateway-traced", ALL_ON, 0.1),
 )
+
+# The traced variant's environment, beside the collector's endpoint: every request is recorded.
+TRACED_ENV = {"OTEL_TRACES_SAMPLER": "always_on", "OTEL_BSP_SCHEDULE_DELAY": "1000",
+              "OTEL_SERVICE_NAME": "gateway-bench"}
 
 
 def governance_config(compliance_url: str | None) -> dict[str, Any]:

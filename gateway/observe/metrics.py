@@ -103,6 +103,9 @@ class Metrics:
         self.ttfb = h("gateway_ttfb_seconds", "Request start to the first byte sent.", ("endpoint",))
         self.gauges: dict[str, Gauge] = {}
         self.extra_counters: dict[str, Counter] = {}
+        from gateway.observe.genai_metrics import GenAIMetrics  # it imports Histogram from here
+
+        self.genai = GenAIMetrics()  # the OpenTelemetry GenAI names, fed by `genai.observe(...)`
 
     def observe(self, e: AuditEntry) -> None:
         mc = e.metacache
@@ -138,6 +141,7 @@ class Metrics:
             sv.inc(("cache",), e.saved_cache_usd)
             sv.inc(("compression",), e.saved_compression_usd)
             sv.inc(("provider_cache",), e.saved_provider_cache_usd)
+        self.genai.observe_entry(e)
 
     def gauge(self, name: str, help: str, labels: Labels) -> Gauge:
         g = self.gauges.get(name)
@@ -157,7 +161,7 @@ class Metrics:
                 self.savings, *self.extra_counters.values()]
 
     def all_histograms(self) -> list[Histogram]:
-        return [self.latency, self.upstream, self.overhead, self.ttfb]
+        return [self.latency, self.upstream, self.overhead, self.ttfb, *self.genai.histograms()]
 
     def snapshot(self) -> Snapshot:
         return Snapshot(

@@ -87,6 +87,10 @@ def test_metrics_totals_match_requests_across_two_workers(pod: Proc) -> None:
     assert metric_sum(text, "gateway_observe_dropped_total") == 0
     assert 'gateway_pool_connections{provider="primary",state="idle"}' in text
     assert re.search(r'^gateway_request_duration_seconds_bucket\{endpoint="chat",le="\+Inf"\} \d+$', text, re.M)
+    # The OpenTelemetry GenAI histograms, fed by the same entries, summed the same way.
+    assert metric_sum(text, "gen_ai_server_request_duration_seconds_count", gen_ai_request_model="gpt-4o-mini") - \
+        metric_sum(before, "gen_ai_server_request_duration_seconds_count", gen_ai_request_model="gpt-4o-mini") == n
+    assert metric_sum(text, "gen_ai_client_token_usage_sum", gen_ai_token_type="input") > 0
 
 
 def test_two_instances_sharing_redis_answer_one_query(pod_dir: Path, mock_upstream: Proc, slow_upstream: Proc,

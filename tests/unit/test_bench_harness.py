@@ -110,7 +110,7 @@ def test_quick_plan_covers_every_scenario_for_the_gateway() -> None:
 def test_full_plan_has_every_peer() -> None:
     plan = scenarios.full_plan()
     peers = {"direct", "gateway", "nginx", "litellm", "litellm-1.82.6", "portkey", "gateway-2w"}
-    variants = {"gateway-bare", "gateway-no-observe", "gateway-governed", "gateway-compliance"}
+    variants = {"gateway-bare", "gateway-no-observe", "gateway-governed", "gateway-compliance", "gateway-traced"}
     assert peers | variants == set(plan.targets)
     assert plan.overhead_rates == [100, 300, 500, 1000] and plan.connections == [50, 150, 300, 1000]
 
