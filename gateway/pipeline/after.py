@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from gateway.observe.tracing import NULL_SPAN, GenAIResult, provider_name
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.parts import Costs, Limits, Observe, Policies, Transform
 
@@ -81,6 +82,8 @@ class AfterWork:
             log.exception("ledger_failed", request_id=ctx.request_id)
         try:
             self.observe.record(ctx)
+            if ctx.span is not NULL_SPAN:
+                ctx.span.finish(genai_result(ctx))
         except Exception:
             log.exception("observe_failed", request_id=ctx.request_id)
 
@@ -111,3 +114,24 @@ class AfterWork:
             await asyncio.wait_for(self.idle(), within_s)
         except TimeoutError:
             log.warning("after_work_not_drained", pending=self.pending)
+
+
+def genai_result(ctx: RequestContext) -> GenAIResult:
+    """The request's GenAI semantic-convention attributes, for its trace's server span."""
+    target = ctx.target
+    view = ctx.view
+    usage = ctx.usage
+    hit = ctx.cache
+    provider = target.provider if target is not None and hit is None else None
+    return GenAIResult(
+        status=ctx.status, provider=provider_name(provider.kind) if provider is not None else None,
+        response_model=target.model if target is not None and hit is None else ctx.model,
+        input_tokens=usage.prompt if usage is not None else None,
+        output_tokens=usage.output if usage is not None else None,
+        max_tokens=(view.max_completion_tokens or view.max_tokens) if view is not None else None,
+        temperature=view.temperature if view is not None else None,
+        server_address=provider.host if provider is not None else None,
+        server_port=provider.port if provider is not None else None,
+        error_type=ctx.error, cache_hit=hit is not None, cache_phase=hit.tier if hit is not None else None,
+        stream=ctx.stream, request_id=ctx.request_id,
+    )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import msgspec
 
+from gateway.observe.tracing import NULL_SPAN, RequestSpan
 from gateway.protocol.usage import Usage
 from gateway.protocol.views import RequestView, decode_any
 
@@ -112,11 +113,44 @@ def new_request_id() -> str:
 
 class RequestContext:
     __slots__ = (
-        "attempts", "body", "cache", "changed", "collect_stream", "compression", "cost", "data", "endpoint",
-        "error", "events", "fallback", "guards", "headers", "include_usage", "key", "model", "output_filter",
-        "own_headers", "plan", "policy_beside_ms", "policy_flags", "prompt_cache", "request_id", "reservation",
-        "response", "status", "stream", "t_end", "t_first_byte", "t_start", "t_upstream", "target",
-        "upstream_ms", "usage", "view", "write_back",
+        "attempts",
+        "body",
+        "cache",
+        "changed",
+        "collect_stream",
+        "compression",
+        "cost",
+        "data",
+        "endpoint",
+        "error",
+        "events",
+        "fallback",
+        "guards",
+        "headers",
+        "include_usage",
+        "key",
+        "model",
+        "output_filter",
+        "own_headers",
+        "plan",
+        "policy_beside_ms",
+        "policy_flags",
+        "prompt_cache",
+        "request_id",
+        "reservation",
+        "response",
+        "span",
+        "status",
+        "stream",
+        "t_end",
+        "t_first_byte",
+        "t_start",
+        "t_upstream",
+        "target",
+        "upstream_ms",
+        "usage",
+        "view",
+        "write_back",
     )
 
     def __init__(self, endpoint: EndpointSpec, headers: dict[str, str]) -> None:
@@ -124,6 +158,7 @@ class RequestContext:
         self.headers = headers
         self.request_id = new_request_id()
         self.t_start = time.perf_counter()
+        self.span: RequestSpan = NULL_SPAN  # this request's trace (gateway.observe.tracing)
         # 1-2 receive, parse
         self.body = b""  # the raw request bytes, forwarded untouched when nothing changes
         self.view: RequestView | None = None

@@ -15,6 +15,7 @@ import structlog
 
 from gateway.config import RetryConfig
 from gateway.errors import GatewayError, PayloadTooLarge, UpstreamError, UpstreamStatus
+from gateway.observe.tracing import CACHE_LOOKUP, LIMITS, POLICIES, NullTracer, TracerPart, provider_name
 from gateway.pipeline.after import AfterWork
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.parts import Auth, Cache, Limits, Policies, Transform
@@ -29,7 +30,7 @@ log = structlog.get_logger("gateway.pipeline")
 class Pipeline:
     def __init__(self, *, max_body: int, retries: RetryConfig, auth: Auth, router: Router, limits: Limits,
                  policies: Policies, cache: Cache, transform: Transform, respond: Responder, after: AfterWork,
-                 collect_streams: bool = False) -> None:
+                 tracer: TracerPart | None = None, collect_streams: bool = False) -> None:
         self.max_body = max_body
         self.retries = retries
         self.auth = auth
@@ -40,18 +41,26 @@ class Pipeline:
         self.transform = transform
         self.respond = respond
         self.after = after
+        self.tracer: TracerPart = tracer or NullTracer()
         self.collect_streams = collect_streams  # the archive keeps every streamed answer
 
     async def handle(self, ctx: RequestContext, proto: Any) -> None:
+        span = ctx.span = self.tracer.start_request(ctx.headers, ctx.endpoint.name, "")  # a null span when off
         try:
             await receive(ctx, proto, self.max_body)                         # 1 body, size limit
             parse(ctx, self.collect_streams)                                 # 2 msgspec view, raw bytes kept
+            span.set_model(ctx.model)
             ctx.key = await self.auth.resolve(ctx.headers, ctx.model)        # 3 configured + virtual keys
             ctx.plan = self.router.plan(ctx.model, ctx.endpoint.protocol,    # 4 route once: targets, translators
                                         ctx.endpoint.name)
-            await self.limits.admit(ctx)                                     # 5 rpm/tpm/budgets across replicas
-            await self.policies.start(ctx)                                   #   input policies (remote: beside)
+            with span.child(LIMITS):
+                await self.limits.admit(ctx)                                 # 5 rpm/tpm/budgets across replicas
+            with span.child(POLICIES):
+                await self.policies.start(ctx)                               #   input policies (remote: beside)
+            lookup = span.child(CACHE_LOOKUP)
             async with self.cache.flight(ctx) as flight:                     # 6 MetaCache around the call
+                lookup.set("gateway.cache.hit", flight.hit is not None)
+                lookup.end()
                 if flight.hit is not None:
                     await self.respond.replay(ctx, proto, flight.hit)        #   same checks and headers
                     return
@@ -82,10 +91,13 @@ class Pipeline:
                                          mark_cache=mark)
             for attempt in range(1 + self.retries.attempts):
                 ctx.attempts += 1
+                provider = target.provider
+                up = ctx.span.upstream(provider_name(provider.kind), target.model, provider.host, provider.port)
                 try:
                     resp = await (self._open_guarded(ctx, target, endpoint, payload) if ctx.guards
                                   else self._open(ctx, target, endpoint, payload))
                 except UpstreamError as err:
+                    up.end(type(err).__name__, getattr(err, "upstream_status", None))
                     last = err
                     if isinstance(err, UpstreamStatus) and not err.is_retryable:
                         raise  # a 4xx from the provider: its answer, passed through
@@ -99,6 +111,7 @@ class Pipeline:
                         await self.respond.plain(ctx, proto, resp, translator)
                 finally:
                     resp.release()
+                    up.end(ctx.error, resp.status)
                 return
         assert last is not None
         raise last
@@ -106,7 +119,8 @@ class Pipeline:
     async def _open(self, ctx: RequestContext, target: Target, endpoint: Endpoint, payload: bytes) -> UpstreamResponse:
         t = time.perf_counter()
         try:
-            return await target.provider.send(endpoint, target.model, payload, ctx.headers)
+            return await target.provider.send(endpoint, target.model, payload, ctx.headers,
+                                              ctx.span.outgoing_headers())
         finally:
             ctx.upstream_ms = (time.perf_counter() - t) * 1000.0
 

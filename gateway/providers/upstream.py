@@ -14,6 +14,7 @@ import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Literal, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -172,6 +173,9 @@ class Provider:
         if base == BUILTIN_MOCK:
             base = f"http://127.0.0.1:{self_port}/_mock"
         self.root = base
+        parts = urlsplit(base)
+        self.host = parts.hostname or ""  # server.address / server.port of its spans
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
         # OpenAI-style base URLs end in /v1 (what the SDK takes); a "compatible" root serves /v1/... itself.
         self.openai_base = base if (cfg.kind != "compatible" or base.endswith("/v1")) else base + "/v1"
         self.anthropic_root = base.removesuffix("/v1")
@@ -234,8 +238,11 @@ class Provider:
                     f"?api-version={self.cfg.api_version}")
         return self.openai_base + _OPENAI_PATHS[endpoint]
 
-    def request_headers(self, endpoint: Endpoint, client_headers: Mapping[str, str]) -> dict[str, str]:
+    def request_headers(self, endpoint: Endpoint, client_headers: Mapping[str, str],
+                        extra: Mapping[str, str] | None = None) -> dict[str, str]:
         headers = dict(self._auth)
+        if extra:
+            headers.update(extra)  # trace context for this call
         headers["content-type"] = "application/json"
         for name in FORWARDED_HEADERS:
             value = client_headers.get(name)
@@ -245,13 +252,14 @@ class Provider:
             headers.setdefault("anthropic-version", self.cfg.anthropic_version)
         return headers
 
-    async def send(self, endpoint: Endpoint, model: str, body: bytes,
-                   client_headers: Mapping[str, str]) -> UpstreamResponse:
+    async def send(self, endpoint: Endpoint, model: str, body: bytes, client_headers: Mapping[str, str],
+                   extra_headers: Mapping[str, str] | None = None) -> UpstreamResponse:
         """Send the request; return once the response headers arrived (the first-byte timeout).
         An error status is read and raised as `UpstreamStatus` in the provider's own wire shape."""
         assert self.transport is not None, "provider pool not opened"
         resp = await self.transport.post(self.url(endpoint, model), body,
-                                         self.request_headers(endpoint, client_headers), self.first_byte_s)
+                                         self.request_headers(endpoint, client_headers, extra_headers),
+                                         self.first_byte_s)
         if resp.status >= 400:
             try:
                 error_body = await resp.read()

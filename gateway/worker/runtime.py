@@ -29,6 +29,7 @@ from gateway.governance.auth import Authenticator
 from gateway.governance.part import Governance, NullLimits, NullPolicies, build_governance
 from gateway.observe.observer import Observer, Sources
 from gateway.observe.part import NullObserver, build_observer
+from gateway.observe.tracing import build_tracer
 from gateway.pipeline.after import AfterWork
 from gateway.pipeline.parts import Cache, Limits, Observe, Policies
 from gateway.pipeline.parts import Costs as CostsPart
@@ -64,6 +65,7 @@ class Runtime:
         self.providers: dict[str, Provider] = {}
         self.auth = Authenticator(cfg.auth)
         self.loop_monitor = LoopMonitor()
+        self.tracer = build_tracer()  # OTEL_* variables; a null tracer unless OTLP export is configured
         self.degraded: dict[str, str] = {}  # optional parts that are degraded, with the reason (/readyz)
         self.routes: Routes = {}  # extra HTTP routes the parts serve (admin, metrics, dashboard)
         self.ready = False
@@ -95,7 +97,7 @@ class Runtime:
             max_body=cfg.server.max_body_bytes, retries=cfg.retries, auth=self.auth, router=router,
             limits=limits, policies=policies, cache=cache, transform=transform, respond=Responder(),
             after=AfterWork(limits, policies, transform, costs, observer),
-            collect_streams=observer.wants_events,
+            tracer=self.tracer, collect_streams=observer.wants_events,
         )
         self.ready = True
         return self.pipeline
@@ -189,6 +191,8 @@ class Runtime:
 
     def start_warmup(self) -> None:
         self.loop_monitor.start()
+        self.tracer.start()
+        self._closers.append(self.tracer.close)  # first closed of the parts: spans of the drain go out
         # Background: a provider that is down must not hold up the worker's start.
         self._warmup = asyncio.ensure_future(
             asyncio.gather(*(p.warm_up() for p in self.providers.values()), return_exceptions=True)
