@@ -20,7 +20,8 @@ from gateway.store.redis import RedisStore
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     if request.param == "redis":
         # A generous op timeout: a stall of a loaded CI machine must not look like a store outage.
-        s: Any = RedisStore(request.getfixturevalue("redis_url"), max_connections=64, op_timeout_s=5.0)
+        s: Any = RedisStore(request.getfixturevalue("redis_url"), max_connections=64, op_timeout_s=5.0,
+                            connect_timeout_s=5.0)
     else:
         s = open_store(None, str(tmp_path / "store.db"))
     yield s

@@ -103,7 +103,8 @@ def test_email_edges_and_overlaps() -> None:
 
 
 @pytest.mark.parametrize("text", [
-    "mail bob@example.com now", "call +1 415 555 0134", "card 4111 1111 1111 1111", "key sk-proj-abcdefghijklmnopqrstuv",
+    "mail bob@example.com now", "call +1 415 555 0134", "card 4111 1111 1111 1111",
+    "key sk-proj-abcdefghijklmnopqrstuv",
     "AKIAABCDEFGHIJKLMNOP", "(415) 555-0134 or 415.555.0134", "no pii here, 42 apples", "", "@@@ 1234567",
     "Bearer abcdefghijklmnopqrstuvwxyz0123", "ghp_" + "a" * 36, "number 4111 1111 1111 1112 fails luhn",
 ])
