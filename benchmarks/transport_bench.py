@@ -91,8 +91,9 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=64)
     args = ap.parse_args()
     port = procs.free_port()
-    mock = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-m", "gateway.cli", "mock", "--port", str(port),
-                             "--latency-ms", "0", "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = ["taskset", "-c", "1", sys.executable, "-m", "gateway.cli", "mock", "--port", str(port),
+           "--latency-ms", "0", "--workers", "1"]
+    mock = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         procs.wait_for_port(port, 30, mock)
         os.sched_setaffinity(0, {0})
