@@ -18,6 +18,9 @@
     │   ├── UpstreamTimeout            504   (connect, first-byte or total timeout)
     │   └── UpstreamStatus             any   (provider answered 4xx/5xx: status and body passed through)
     └── ServiceUnavailable             503 overloaded_error
+        ├── Overloaded                 503   (the worker's in-flight bound is reached: shed at once)
+        ├── PoolExhausted              503   (no upstream connection free within the pool's wait bound)
+        └── DeploymentsEjected         503   (every deployment of the route is ejected by its breaker)
 
 Class attributes give each error its status, type and code. Foreign exceptions are mapped to this
 tree at exactly one boundary each (aiohttp in providers/upstream.py, msgspec in protocol/*).
@@ -123,6 +126,18 @@ class ServiceUnavailable(GatewayError):
     type = "service_unavailable"
     code = "service_unavailable"
     anthropic_type = "overloaded_error"
+
+
+class Overloaded(ServiceUnavailable):
+    code = "overloaded"
+
+
+class PoolExhausted(ServiceUnavailable):
+    code = "upstream_pool_exhausted"
+
+
+class DeploymentsEjected(ServiceUnavailable):
+    code = "deployments_unavailable"
 
 
 class UpstreamError(GatewayError):

@@ -1,0 +1,64 @@
+"""The worker's in-flight bound: refuses at once past it, in the caller's shape, with retry-after."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway import errors
+from gateway.providers.shedding import Admission, AdmissionConfig
+
+
+def test_refuses_past_the_bound_and_admits_again_after_a_leave() -> None:
+    adm = Admission(AdmissionConfig(max_in_flight=3))
+    assert [adm.try_enter() for _ in range(5)] == [True, True, True, False, False]
+    assert adm.in_flight == 3 and adm.refused == 2
+    adm.leave()
+    assert adm.try_enter()
+    assert not adm.try_enter()
+    assert adm.peak == 3 and adm.refused == 3
+
+
+def test_a_refusal_takes_no_slot() -> None:
+    adm = Admission(AdmissionConfig(max_in_flight=1))
+    assert adm.try_enter()
+    for _ in range(100):
+        assert not adm.try_enter()
+    adm.leave()
+    assert adm.in_flight == 0 and adm.try_enter()
+
+
+def test_zero_means_no_bound() -> None:
+    adm = Admission(AdmissionConfig(max_in_flight=0))
+    assert all(adm.try_enter() for _ in range(10_000))
+    assert adm.refused == 0 and adm.in_flight == 10_000
+
+
+def test_default_bound() -> None:
+    adm = Admission()
+    assert adm.limit == 512
+    assert sum(adm.try_enter() for _ in range(600)) == 512
+
+
+def test_unbalanced_leave_is_a_bug_not_a_negative_count() -> None:
+    adm = Admission()
+    with pytest.raises(RuntimeError):
+        adm.leave()
+    with pytest.raises(ValueError):
+        Admission(AdmissionConfig(max_in_flight=-1))
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+def test_refusal_is_a_503_in_the_callers_shape_with_retry_after(protocol: errors.Protocol) -> None:
+    adm = Admission(AdmissionConfig(max_in_flight=1, retry_after_s=2))
+    err = adm.refusal()
+    assert isinstance(err, errors.ServiceUnavailable)
+    assert err.headers == {"retry-after": "2"}
+    status, body = errors.render(err, protocol)
+    data = json.loads(body)
+    assert status == 503
+    if protocol == "openai":
+        assert data["error"]["code"] == "overloaded" and data["error"]["type"] == "service_unavailable"
+    else:
+        assert data == {"type": "error", "error": {"type": "overloaded_error", "message": err.message}}
