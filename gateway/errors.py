@@ -210,7 +210,7 @@ def _upstream_message(err: UpstreamStatus) -> str:
     """Pull the provider's own message out of its error body, whatever its shape."""
     try:
         data = msgspec.json.decode(err.body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # whatever the provider sent, render() never raises
         text = err.body[:500].decode("utf-8", "replace").strip()
         return text or err.message
     if isinstance(data, dict):
