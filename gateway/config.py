@@ -285,6 +285,8 @@ def _validate_resilience(r: ResilienceConfig) -> None:
         raise ConfigError("resilience.breaker: base_ejection_s > 0 and max_ejection_s >= base_ejection_s")
     if r.admission.max_in_flight < 0:
         raise ConfigError("resilience.admission.max_in_flight: must be >= 0 (0 = no bound)")
+    if r.admission.max_per_client < 0:
+        raise ConfigError("resilience.admission.max_per_client: must be >= 0 (0 = no bound)")
 
 
 def _name_dict_key(message: str, data: dict[str, Any]) -> str:

@@ -369,6 +369,7 @@ def test_config_section_defaults_and_overrides() -> None:
     ("BREAKER__FAILURE_RATE", "0", "resilience.breaker"),
     ("BREAKER__MAX_EJECTION_S", "1", "max_ejection_s"),
     ("ADMISSION__MAX_IN_FLIGHT", "-1", "max_in_flight"),
+    ("ADMISSION__MAX_PER_CLIENT", "-2", "max_per_client"),
     ("BREAKER__PROBES", "1", "probes"),
 ])
 def test_config_section_rejects_bad_values(name: str, value: str, fragment: str) -> None:
