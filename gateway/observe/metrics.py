@@ -22,12 +22,14 @@ from __future__ import annotations
 import contextlib
 import os
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgspec
 
 from gateway.observe.entry import AuditEntry
+from gateway.providers.resilience import Breakers, RetryBudget
+from gateway.providers.shedding import Admission
 
 # Seconds. Fine at the low end: gateway overhead is measured in tens of microseconds.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -251,6 +253,35 @@ class Metrics:
             histograms={h.name: [(k, list(s[0]), s[1]) for k, s in h.series.items()]
                         for h in self.all_histograms()},
         )
+
+
+_BREAKER_STATE = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+
+
+def observe_resilience(reg: Metrics, breakers: Breakers | None, admission: Admission | None,
+                       budgets: Mapping[str, RetryBudget]) -> None:
+    """Breaker states, in-flight and shed counts, retry budget refusals: set before each dump.
+
+    Deployments and providers are configured names, so these labels are bounded too.
+    """
+    if breakers is not None:
+        state = reg.gauge("gateway_deployment_state", "Breaker per deployment: 0 closed, 1 half-open (probing), "
+                          "2 open (ejected).", ("deployment",))
+        ejections = reg.counter("gateway_deployment_ejections_total", "Times a deployment was ejected.",
+                                ("deployment",))
+        for name, b in breakers.items():
+            state.set((name,), _BREAKER_STATE[b.state().state])
+            ejections.values[(name,)] = float(b.total_ejections)
+    if admission is not None:
+        reg.gauge("gateway_in_flight", "Requests in flight on the worker.", ()).set((), float(admission.in_flight))
+        shed = reg.counter("gateway_shed_total", "Requests refused at once: the worker or the client was at "
+                           "its in-flight bound.", ("reason",))
+        shed.values[("worker",)] = float(admission.refused)
+        shed.values[("client",)] = float(admission.refused_client)
+    refused = reg.counter("gateway_retry_budget_refused_total", "Retries the retry budget refused, per provider.",
+                          ("provider",))
+    for provider, budget in budgets.items():
+        refused.values[(provider,)] = float(budget.refused)
 
 
 # ------------------------------------------------------------------------------- across workers

@@ -23,11 +23,17 @@ class StreamOptions(msgspec.Struct):
     include_usage: bool = False
 
 
+class ImageURL(msgspec.Struct):
+    url: str
+    detail: str | None = None
+
+
 class Part(msgspec.Struct):
     """A content part (OpenAI) or block (Anthropic): only what the stages read is typed."""
 
     type: str | None = None
-    text: str | None = None
+    text: str = ""  # never null: the stages join texts
+    image_url: ImageURL | None = None  # translated to an Anthropic image block
 
 
 class FunctionCall(msgspec.Struct):

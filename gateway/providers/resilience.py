@@ -347,5 +347,9 @@ class Breakers:
             b = self._by_id[deployment] = Breaker(self.cfg, self._clock)
         return b
 
+    def items(self) -> list[tuple[str, Breaker]]:
+        return sorted(self._by_id.items())
+
     def states(self) -> dict[str, BreakerState]:
-        return {name: b.state() for name, b in sorted(self._by_id.items())}
+        """For /readyz: every deployment that has taken traffic, by id."""
+        return {name: b.state() for name, b in self.items()}

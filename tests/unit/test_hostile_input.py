@@ -67,6 +67,13 @@ HOSTILE: list[tuple[str, bytes, str | None]] = [
          "messages[0].content[0]"),
         ("part text a number", f'{{{M}, "messages": [{{"role": "user", "content": [{{"type": "text", "text": 5}}]}}]}}',
          "messages[0].content[0].text"),
+        ("part text null", f'{{{M}, "messages": [{{"role": "user", "content": [{{"type": "text", "text": null}}]}}]}}',
+         "messages[0].content[0].text"),
+        ("system block text null", f'{{{M}, "system": [{{"type": "text", "text": null}}]}}', "system[0].text"),
+        ("image_url a string", f'{{{M}, "messages": [{{"role": "user", "content": [{{"type": "image_url", '
+         '"image_url": "http://x/y.png"}]}]}', "messages[0].content[0].image_url"),
+        ("image url a number", f'{{{M}, "messages": [{{"role": "user", "content": [{{"type": "image_url", '
+         '"image_url": {"url": 5}}]}]}', "messages[0].content[0].image_url.url"),
         ("part type a number", f'{{{M}, "messages": [{{"role": "user", "content": [{{"type": 1}}]}}]}}',
          "messages[0].content[0].type"),
         ("tool_calls an object", f'{{{M}, "messages": [{{"role": "assistant", "tool_calls": {{"id": "a"}}}}]}}',

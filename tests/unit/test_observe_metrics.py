@@ -16,6 +16,7 @@ from gateway.observe.metrics import (
     hit_ratios,
     load_others,
     merge,
+    observe_resilience,
     prune_stale,
     render,
 )
@@ -172,3 +173,32 @@ def test_status_label_is_bounded() -> None:
     m.observe(entry(status=99, provider="openai"))
     series = {labels[2] for labels, _ in m.snapshot().counters["gateway_requests_total"]}
     assert series == {"other"}
+
+
+def test_resilience_metrics() -> None:
+    from gateway.providers.resilience import BreakerConfig, Breakers, RetryBudget, RetryBudgetConfig
+    from gateway.providers.shedding import Admission, AdmissionConfig
+
+    t = [100.0]
+    breakers = Breakers(BreakerConfig(consecutive_failures=2), clock=lambda: t[0])
+    breakers.get("openai/gpt-4o").failure()
+    breakers.get("openai/gpt-4o").failure()
+    breakers.get("azure/gpt-4o").success()
+    adm = Admission(AdmissionConfig(max_in_flight=1, max_per_client=1))
+    adm.try_enter("a")
+    adm.try_enter("b")
+    budget = RetryBudget(RetryBudgetConfig(min_retries=0), clock=lambda: t[0])
+    budget.request()
+    budget.try_retry()
+    m = Metrics()
+    observe_resilience(m, breakers, adm, {"openai": budget})
+    s = parse(render(m, m.snapshot()).decode())
+    assert s['gateway_deployment_state{deployment="openai/gpt-4o"}'] == 2
+    assert s['gateway_deployment_state{deployment="azure/gpt-4o"}'] == 0
+    assert s['gateway_deployment_ejections_total{deployment="openai/gpt-4o"}'] == 1
+    assert s["gateway_in_flight"] == 1
+    assert s['gateway_shed_total{reason="worker"}'] == 1 and s['gateway_shed_total{reason="client"}'] == 0
+    assert s['gateway_retry_budget_refused_total{provider="openai"}'] == 1
+    t[0] += 5.0  # the cooldown passed: half-open, waiting for its probe
+    observe_resilience(m, breakers, None, {})
+    assert parse(render(m, m.snapshot()).decode())['gateway_deployment_state{deployment="openai/gpt-4o"}'] == 1
