@@ -10,6 +10,7 @@
     ├── PermissionDenied               403 permission_error
     ├── NotFound                       404 not_found_error
     │   └── UnknownModel               404 model_not_found
+    ├── RequestTimeout                 408 request_timeout      (the client sent its body too slowly)
     ├── PayloadTooLarge                413 request_too_large
     ├── RateLimited                    429 rate_limit_error
     │   └── BudgetExceeded             429   (a key's or team's spend budget is used up)
@@ -97,6 +98,13 @@ class NotFound(GatewayError):
 
 class UnknownModel(NotFound):
     code = "model_not_found"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+    anthropic_type = "timeout_error"
 
 
 class PayloadTooLarge(GatewayError):
