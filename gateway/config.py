@@ -18,6 +18,8 @@ from gateway.costs.prices import PricingConfig
 from gateway.governance.settings import GovernanceSettings, SettingsError
 from gateway.governance.settings import validate as validate_governance
 from gateway.observe.settings import ArchiveConfig, ObserveConfig
+from gateway.providers.resilience import BreakerConfig, RetryBudgetConfig
+from gateway.providers.shedding import AdmissionConfig
 
 ProviderKind = Literal["openai", "azure", "anthropic", "compatible"]
 BUILTIN_MOCK = "builtin:mock"
@@ -137,6 +139,14 @@ class LogConfig(msgspec.Struct, forbid_unknown_fields=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class ResilienceConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Retry budget (per provider), breaker (per deployment), shedding (per worker): docs/resilience.md."""
+
+    retry_budget: RetryBudgetConfig = msgspec.field(default_factory=RetryBudgetConfig)
+    breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
+    admission: AdmissionConfig = msgspec.field(default_factory=AdmissionConfig)
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
@@ -150,6 +160,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     archive: ArchiveConfig = msgspec.field(default_factory=ArchiveConfig)
     pricing: PricingConfig = msgspec.field(default_factory=PricingConfig)
     governance: GovernanceSettings = msgspec.field(default_factory=GovernanceSettings)
+    resilience: ResilienceConfig = msgspec.field(default_factory=ResilienceConfig)
 
 
 def embedded_defaults() -> dict[str, Any]:
@@ -255,10 +266,27 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("server.max_body_bytes: must be > 0")
     if not 0.0 < cfg.cache.semantic_threshold <= 1.0:
         raise ConfigError("cache.semantic_threshold: must be in (0, 1]")
+    _validate_resilience(cfg.resilience)
     try:
         validate_governance(cfg.governance)
     except SettingsError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _validate_resilience(r: ResilienceConfig) -> None:
+    if not 0.0 <= r.retry_budget.ratio <= 1.0:
+        raise ConfigError("resilience.retry_budget.ratio: must be in [0, 1]")
+    if r.retry_budget.min_retries < 0 or r.retry_budget.window_s <= 0:
+        raise ConfigError("resilience.retry_budget: min_retries must be >= 0 and window_s > 0")
+    b = r.breaker
+    if b.consecutive_failures < 1 or not 0.0 < b.failure_rate <= 1.0 or b.window_s <= 0:
+        raise ConfigError("resilience.breaker: consecutive_failures >= 1, failure_rate in (0, 1], window_s > 0")
+    if b.base_ejection_s <= 0 or b.max_ejection_s < b.base_ejection_s:
+        raise ConfigError("resilience.breaker: base_ejection_s > 0 and max_ejection_s >= base_ejection_s")
+    if r.admission.max_in_flight < 0:
+        raise ConfigError("resilience.admission.max_in_flight: must be >= 0 (0 = no bound)")
+    if r.admission.max_per_client < 0:
+        raise ConfigError("resilience.admission.max_per_client: must be >= 0 (0 = no bound)")
 
 
 def _name_dict_key(message: str, data: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@
     ├── PermissionDenied               403 permission_error
     ├── NotFound                       404 not_found_error
     │   └── UnknownModel               404 model_not_found
+    ├── RequestTimeout                 408 request_timeout      (the client sent its body too slowly)
     ├── PayloadTooLarge                413 request_too_large
     ├── RateLimited                    429 rate_limit_error
     │   └── BudgetExceeded             429   (a key's or team's spend budget is used up)
@@ -18,6 +19,9 @@
     │   ├── UpstreamTimeout            504   (connect, first-byte or total timeout)
     │   └── UpstreamStatus             any   (provider answered 4xx/5xx: status and body passed through)
     └── ServiceUnavailable             503 overloaded_error
+        ├── Overloaded                 503   (the worker's in-flight bound is reached: shed at once)
+        ├── PoolExhausted              503   (no upstream connection free within the pool's wait bound)
+        └── DeploymentsEjected         503   (every deployment of the route is ejected by its breaker)
 
 Class attributes give each error its status, type and code. Foreign exceptions are mapped to this
 tree at exactly one boundary each (aiohttp in providers/upstream.py, msgspec in protocol/*).
@@ -96,6 +100,13 @@ class UnknownModel(NotFound):
     code = "model_not_found"
 
 
+class RequestTimeout(GatewayError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+    anthropic_type = "timeout_error"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
@@ -123,6 +134,18 @@ class ServiceUnavailable(GatewayError):
     type = "service_unavailable"
     code = "service_unavailable"
     anthropic_type = "overloaded_error"
+
+
+class Overloaded(ServiceUnavailable):
+    code = "overloaded"
+
+
+class PoolExhausted(ServiceUnavailable):
+    code = "upstream_pool_exhausted"
+
+
+class DeploymentsEjected(ServiceUnavailable):
+    code = "deployments_unavailable"
 
 
 class UpstreamError(GatewayError):
@@ -195,7 +218,7 @@ def _upstream_message(err: UpstreamStatus) -> str:
     """Pull the provider's own message out of its error body, whatever its shape."""
     try:
         data = msgspec.json.decode(err.body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # whatever the provider sent, render() never raises
         text = err.body[:500].decode("utf-8", "replace").strip()
         return text or err.message
     if isinstance(data, dict):

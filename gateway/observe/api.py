@@ -1,13 +1,17 @@
-"""HTTP endpoints of observability: /metrics, /api/vas/logs, /api/vas/summary, /api/vas/archive, /dashboard.
+"""HTTP endpoints of observability: /metrics, /api/vas/{logs,summary,archive,login,logout}, /dashboard.
 
-All but /metrics need the master key (`Authorization: Bearer`, `x-api-key`, or `?key=` for the
-dashboard page, which then sends it as a header on its own requests). /metrics is open, like any
-Prometheus target scraped by a ServiceMonitor: it carries counts, never request content.
+The /api/vas/* data endpoints need the master key (`Authorization: Bearer`, `x-api-key`) or a
+dashboard session cookie (gateway/observe/session.py). The /dashboard page itself holds no data:
+it shows a login form, posts the key once to /api/vas/login (JSON) and from then on sends the
+HttpOnly cookie. A key in the URL (`?key=`) is refused, never used: URLs land in access logs,
+proxies and browser history. /metrics is open, like any Prometheus target scraped by a
+ServiceMonitor: it carries counts, never request content.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -15,11 +19,12 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from gateway.errors import BadRequest, NotFound, ServiceUnavailable
+from gateway.errors import BadRequest, MalformedBody, NotFound, PayloadTooLarge, ServiceUnavailable
 from gateway.observe.archive import StoreUnavailable
 from gateway.observe.audit_store import AuditQuery, Page
 from gateway.observe.entry import AuditEntry
 from gateway.observe.metrics import hit_ratios, render
+from gateway.observe.session import Sessions, cookie_value
 from gateway.observe.stats import parse_duration, summarize
 
 if TYPE_CHECKING:
@@ -30,6 +35,14 @@ _enc = msgspec.json.Encoder()
 JSON = [("content-type", "application/json"), ("cache-control", "no-store")]
 PROM = [("content-type", "text/plain; version=0.0.4; charset=utf-8")]
 MAX_LIMIT = 1000
+Handler = Callable[[Any, Any, dict[str, str]], Awaitable[None] | None]
+
+
+class _Login(msgspec.Struct):
+    key: str
+
+
+_login_decoder = msgspec.json.Decoder(_Login)
 
 
 def _time(value: str, name: str) -> float:
@@ -93,13 +106,46 @@ def parse_query(qs: str) -> AuditQuery:
 
 
 class ObserveAPI:
-    def __init__(self, observer: Observer, auth: Authenticator) -> None:
+    def __init__(self, observer: Observer, auth: Authenticator, sessions: Sessions | None = None) -> None:
         self.obs = observer
         self.auth = auth
+        self.sessions = sessions  # None: no login route (the page then sends the key as a header)
         self._page: bytes | None = None
 
+    def routes(self) -> dict[tuple[str, str], Handler]:
+        """The dashboard's routes: the page, its data, and the login that sets the session cookie."""
+        return {("GET", "/dashboard"): self.dashboard, ("GET", "/api/vas/summary"): self.summary,
+                ("POST", "/api/vas/login"): self.login, ("POST", "/api/vas/logout"): self.logout}
+
     def _admin(self, headers: dict[str, str]) -> None:
+        if self.sessions is not None and self.sessions.valid(cookie_value(headers)):
+            return
         self.auth.require_admin(headers)
+
+    @staticmethod
+    def _secure(scope: Any, headers: dict[str, str]) -> bool:
+        return getattr(scope, "scheme", "") == "https" or headers.get("x-forwarded-proto", "") == "https"
+
+    async def login(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
+        """POST {"key": "<master key>"} as JSON: a session cookie. A cross-site form cannot send JSON."""
+        if not headers.get("content-type", "").startswith("application/json"):
+            raise BadRequest("Send the key as a JSON body: {\"key\": \"...\"}.")
+        body = await proto()
+        if len(body) > 4096:
+            raise PayloadTooLarge("The login body is too large.")
+        try:
+            key = _login_decoder.decode(body).key
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise MalformedBody("Send the key as a JSON body: {\"key\": \"...\"}.") from None
+        self.auth.require_admin({"authorization": f"Bearer {key}"})
+        if self.sessions is None:  # no master key: the page falls back to sending whatever key it has
+            raise NotFound("Dashboard sessions need a master key (GATEWAY_MASTER_KEY).")
+        cookie = self.sessions.set_cookie(self.sessions.issue(), self._secure(scope, headers))
+        proto.response_bytes(200, [*JSON, ("set-cookie", cookie)], b'{"ok":true}')
+
+    def logout(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
+        proto.response_bytes(200, [*JSON, ("set-cookie", Sessions.clear_cookie(self._secure(scope, headers)))],
+                             b'{"ok":true}')
 
     async def _query(self, q: AuditQuery) -> Page:
         sink = self.obs.audit_sink
@@ -180,11 +226,13 @@ class ObserveAPI:
         proto.response_bytes(200, JSON, body)
 
     def dashboard(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
-        params = {k: v[-1] for k, v in parse_qs(scope.query_string).items()}
-        if "key" in params and not headers.get("authorization"):
-            headers = {**headers, "authorization": f"Bearer {params['key']}"}
-        self._admin(headers)
+        """The page: no data in it (that comes from /api/vas/summary), so it needs no key."""
+        if "key" in parse_qs(scope.query_string):
+            raise BadRequest("The dashboard never takes the key in the URL (it lands in logs and history): "
+                             "open /dashboard and log in.", param="key")
         if self._page is None:
             self._page = resources.files("gateway.observe").joinpath("static/dashboard.html").read_bytes()
         proto.response_bytes(200, [("content-type", "text/html; charset=utf-8"), ("cache-control", "no-store"),
-                                   ("x-frame-options", "DENY")], self._page)
+                                   ("x-frame-options", "DENY"), ("referrer-policy", "no-referrer"),
+                                   ("content-security-policy", "default-src 'self'; script-src 'unsafe-inline'; "
+                                    "style-src 'unsafe-inline'; frame-ancestors 'none'")], self._page)

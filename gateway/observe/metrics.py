@@ -10,6 +10,11 @@ most one dump interval behind; Prometheus scrapes every 15 s or so.
 
 Redis would give the same sums across pods, but Prometheus already aggregates pods; a per-pod
 exposition keeps the hot path free of network calls and the scrape free of a store dependency.
+
+Label values never come from what a client typed: a model label is a configured route (or one of
+its deployments' model names), `*` for the wildcard route, or `unknown` (before auth, or a name no
+route serves); every other label is drawn from a bounded set (`ModelLabels`, `Bounded`), so no
+request can add series to every worker's metrics and snapshot files.
 """
 
 from __future__ import annotations
@@ -17,18 +22,94 @@ from __future__ import annotations
 import contextlib
 import os
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgspec
 
 from gateway.observe.entry import AuditEntry
+from gateway.providers.resilience import Breakers, RetryBudget
+from gateway.providers.shedding import Admission
 
 # Seconds. Fine at the low end: gateway overhead is measured in tens of microseconds.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 Labels = tuple[str, ...]
+UNKNOWN = "unknown"
+
+
+class Bounded:
+    """A label's allowed values: the first `cap` distinct ones seen, then `overflow` for any other."""
+
+    __slots__ = ("_cap", "_overflow", "_seen")
+
+    def __init__(self, cap: int = 64, overflow: str = "other") -> None:
+        self._cap, self._overflow = cap, overflow
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        seen = self._seen
+        if value in seen:
+            return value
+        if len(seen) >= self._cap:
+            return self._overflow
+        seen.add(value)
+        return value
+
+
+class ModelLabels:
+    """The model label values: a route's name from the configuration, its deployments' model names, or `unknown`.
+
+    Built once from `cfg.models` (`ModelLabels.from_routes`). Without a configuration it falls back to
+    a bounded set of the first names seen from authenticated requests.
+    """
+
+    def __init__(self, routes: Iterable[tuple[str, Iterable[str], Iterable[str]]] | None = None,
+                 cap: int = 64) -> None:
+        self._by_name: dict[str, str] | None = None
+        self._deployments: frozenset[str] = frozenset()
+        self._wildcard = False
+        self._learned = Bounded(cap, UNKNOWN)
+        if routes is None:
+            return
+        by_name: dict[str, str] = {}
+        deployments: set[str] = set()
+        for name, aliases, models in routes:
+            if name == "*":
+                self._wildcard = True
+            by_name[name] = name
+            for alias in aliases:
+                by_name[alias] = name
+            deployments.update(models)
+        self._by_name = by_name
+        self._deployments = frozenset(deployments)
+
+    @classmethod
+    def from_routes(cls, models: Iterable[Any]) -> ModelLabels:
+        """From `Config.models` (each with `name`, `aliases` and `deployments[].model`)."""
+        return cls([(m.name, m.aliases, [d.model for d in m.deployments if d.model]) for m in models])
+
+    def route(self, requested: str, authenticated: bool) -> str:
+        """The label for the model a client asked for: the route that serves it."""
+        if not authenticated:
+            return UNKNOWN
+        if self._by_name is None:
+            return self._learned(requested)
+        route = self._by_name.get(requested)
+        if route is not None:
+            return route
+        return "*" if self._wildcard else UNKNOWN
+
+    def deployment(self, model: str, requested: str, authenticated: bool) -> str:
+        """The label for the model a provider was sent (tokens, cost): a configured name, else the route's."""
+        if authenticated and self._by_name is not None and model in self._deployments:
+            return model
+        return self.route(model if self._by_name is None else requested, authenticated)
+
+
+def status_label(status: int) -> str:
+    return str(status) if 100 <= status <= 599 else "other"
 
 
 class Counter:
@@ -81,7 +162,10 @@ _snap_dec = msgspec.msgpack.Decoder(Snapshot)
 class Metrics:
     """The registry of one worker, fed one audit entry per request."""
 
-    def __init__(self) -> None:
+    def __init__(self, models: ModelLabels | None = None) -> None:
+        self.models = models or ModelLabels()
+        self._reasons = Bounded(64)
+        self._providers = Bounded(64)
         c, h = Counter, Histogram
         self.requests = c("gateway_requests_total", "Requests by endpoint, model, status and cache phase.",
                           ("endpoint", "model", "status", "cache_phase"))
@@ -110,19 +194,22 @@ class Metrics:
     def observe(self, e: AuditEntry) -> None:
         mc = e.metacache
         phase = (mc.tier or "hit") if mc.hit else "miss"
-        self.requests.inc((e.endpoint, e.requested_model, str(e.status), phase))
+        authenticated = e.key_id is not None  # before auth, nothing the client sent becomes a label
+        status = status_label(e.status)
+        self.requests.inc((e.endpoint, self.models.route(e.requested_model, authenticated), status, phase))
         self.routing.inc((e.routing_strategy,))
+        provider = self._providers(e.provider) if e.provider is not None else None
         if e.routing_strategy == "rejected":
-            self.rejections.inc((e.error or str(e.status),))
-        elif e.status >= 400 and e.provider is not None:
-            self.upstream_errors.inc((e.provider, str(e.status)))
+            self.rejections.inc((self._reasons(e.error or status),))
+        elif e.status >= 400 and provider is not None:
+            self.upstream_errors.inc((provider, status))
         self.latency.observe((e.endpoint,), e.latency_ms / 1000.0)
         self.overhead.observe((e.endpoint,), e.overhead_ms / 1000.0)
         if e.ttfb_ms is not None:
             self.ttfb.observe((e.endpoint,), e.ttfb_ms / 1000.0)
-        if e.upstream_ms is not None and e.provider is not None:
-            self.upstream.observe((e.provider,), e.upstream_ms / 1000.0)
-        model = e.model
+        if e.upstream_ms is not None and provider is not None:
+            self.upstream.observe((provider,), e.upstream_ms / 1000.0)
+        model = self.models.deployment(e.model, e.requested_model, authenticated)
         tok = self.tokens
         if e.tokens_in:
             tok.inc(("input", model), e.tokens_in)
@@ -170,6 +257,35 @@ class Metrics:
             histograms={h.name: [(k, list(s[0]), s[1]) for k, s in h.series.items()]
                         for h in self.all_histograms()},
         )
+
+
+_BREAKER_STATE = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+
+
+def observe_resilience(reg: Metrics, breakers: Breakers | None, admission: Admission | None,
+                       budgets: Mapping[str, RetryBudget]) -> None:
+    """Breaker states, in-flight and shed counts, retry budget refusals: set before each dump.
+
+    Deployments and providers are configured names, so these labels are bounded too.
+    """
+    if breakers is not None:
+        state = reg.gauge("gateway_deployment_state", "Breaker per deployment: 0 closed, 1 half-open (probing), "
+                          "2 open (ejected).", ("deployment",))
+        ejections = reg.counter("gateway_deployment_ejections_total", "Times a deployment was ejected.",
+                                ("deployment",))
+        for name, b in breakers.items():
+            state.set((name,), _BREAKER_STATE[b.state().state])
+            ejections.values[(name,)] = float(b.total_ejections)
+    if admission is not None:
+        reg.gauge("gateway_in_flight", "Requests in flight on the worker.", ()).set((), float(admission.in_flight))
+        shed = reg.counter("gateway_shed_total", "Requests refused at once: the worker or the client was at "
+                           "its in-flight bound.", ("reason",))
+        shed.values[("worker",)] = float(admission.refused)
+        shed.values[("client",)] = float(admission.refused_client)
+    refused = reg.counter("gateway_retry_budget_refused_total", "Retries the retry budget refused, per provider.",
+                          ("provider",))
+    for provider, budget in budgets.items():
+        refused.values[(provider,)] = float(budget.refused)
 
 
 # ------------------------------------------------------------------------------- across workers

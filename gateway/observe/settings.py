@@ -26,6 +26,7 @@ class ObserveConfig(msgspec.Struct, forbid_unknown_fields=True):
     dashboard: bool = True  # GET /dashboard and /api/vas/summary
     summary_window_s: float = 300.0  # what the dashboard's figures cover
     summary_max_entries: int = 2000  # audit entries read per summary at most
+    dashboard_session_s: float = 12 * 3600.0  # a dashboard login lasts this long (or until the master key changes)
 
 
 class ArchiveConfig(msgspec.Struct, forbid_unknown_fields=True):

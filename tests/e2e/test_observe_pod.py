@@ -3,18 +3,23 @@ dashboard rendered by headless Chromium."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.e2e.cdp import chromium_page
 from tests.e2e.conftest import MASTER_KEY, Proc
 from tests.e2e.conftest_observe import (
     admin_get,
@@ -113,17 +118,21 @@ def test_two_instances_sharing_redis_answer_one_query(pod_dir: Path, mock_upstre
 
 
 def test_dashboard_in_headless_chromium(pod: Proc, pod_dir: Path) -> None:
+    """Log in once through the page's form; the key is never in the URL, the history or page script."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.fail("chromium is not installed (apt-get install -y chromium)")
     burst(pod, 8, "dashboard")
     wait_for(lambda: admin_get(pod, "/api/vas/summary")["summary"]["requests"] >= 8, what="a summary with the burst")
-    url = f"{pod.url}/dashboard?key={MASTER_KEY}&poll_ms=500"
     profile = tempfile.mkdtemp(prefix="chromium-", dir=pod_dir)
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--virtual-time-budget=5000"]
-    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=60).stdout
-    assert 'data-updated="' in dom, dom[-2000:]
+    shot = pod_dir / "dashboard.png"
+    dom, seen = asyncio.run(_log_in_and_read(chromium, profile, f"{pod.url}/dashboard?poll_ms=500"))
+    shot.write_bytes(seen["screenshot"])
+    assert seen["before_login"] == {"login": "on", "updated": None}  # the page alone shows no data
+    assert MASTER_KEY not in seen["url"] + seen["history"] + seen["script_cookies"] + seen["storage"]
+    for cookie in seen["cookies"]:  # the session cookie, where the gateway has sessions
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/api/vas"
+        assert MASTER_KEY not in cookie["value"]
     latest = admin_get(pod, "/api/vas/summary")
     s = latest["summary"]
     assert _text(dom, "requests") == f"{s['requests']:,}"
@@ -136,16 +145,44 @@ def test_dashboard_in_headless_chromium(pod: Proc, pod_dir: Path) -> None:
     shown = re.findall(r'<tr data-request-id="([^"]+)"', dom)
     assert shown and set(shown) <= {e["request_id"] for e in all_entries(pod)}
     assert 'id="latency-overhead"' in dom and 'id="latency-ttfb"' in dom
-    shot = pod_dir / "dashboard.png"
-    subprocess.run([*flags, "--window-size=1400,1000", f"--screenshot={shot}", url], capture_output=True,
-                   timeout=60, check=True)
     assert shot.stat().st_size > 10_000
     if os.environ.get("GATEWAY_UPDATE_SCREENSHOTS") == "1":
         shutil.copy(shot, REPO / "docs" / "dashboard.png")
-    # Without the key the page is not served.
-    page = subprocess.run([*flags, "--dump-dom", f"{pod.url}/dashboard"], capture_output=True, text=True,
-                          timeout=60).stdout
-    assert "Gateway · live" not in page
+    assert seen["wrong_key"] == "wrong key"
+
+
+def test_dashboard_refuses_a_key_in_the_url(pod: Proc) -> None:
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(f"{pod.url}/dashboard?key={MASTER_KEY}", timeout=10)
+    assert exc.value.code == 400
+    assert json.loads(exc.value.read())["error"]["param"] == "key"
+
+
+async def _log_in_and_read(chromium: str, profile: str, url: str) -> tuple[str, dict[str, Any]]:
+    seen: dict[str, Any] = {}
+    async with asyncio.timeout(60), chromium_page(chromium, profile) as page:
+        await page.send("Page.enable")
+        await page.send("Network.enable")
+        await page.send("Page.navigate", url=url)
+        await page.until("document.getElementById('login')?.className === 'on'")
+        seen["before_login"] = await page.js(
+            "({login: document.getElementById('login').className, updated: document.body.dataset.updated ?? null})")
+        await page.js("document.getElementById('login-key').value = 'sk-wrong';"
+                      "document.getElementById('login-form').requestSubmit(); true")
+        seen["wrong_key"] = await page.until("document.getElementById('login-error').textContent")
+        await page.js(f"document.getElementById('login-key').value = {json.dumps(MASTER_KEY)};"
+                      "document.getElementById('login-form').requestSubmit(); true")
+        await page.until("document.body.dataset.updated")
+        await page.until("document.querySelectorAll('#latest tbody tr').length > 0")
+        seen["url"] = await page.js("location.href")
+        seen["history"] = json.dumps(await page.send("Page.getNavigationHistory"))
+        seen["script_cookies"] = await page.js("document.cookie")
+        seen["storage"] = await page.js("JSON.stringify([localStorage, sessionStorage])")
+        cookies = (await page.send("Network.getCookies", urls=[url.split("/dashboard")[0] + "/api/vas/summary"]))
+        seen["cookies"] = cookies["cookies"]
+        seen["screenshot"] = await page.screenshot()
+        dom = await page.js("document.documentElement.outerHTML")
+    return str(dom), seen
 
 
 def _text(dom: str, element_id: str) -> str:

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helm.redis_flags import redis_flags
+
 CHART_DIR = Path(__file__).resolve().parents[2] / "helm" / "gateway"
 NAMESPACE = "ai"  # conftest renders release "gw" into namespace "ai"
 FULLNAME = "gw-gateway"
@@ -24,8 +26,10 @@ def test_defaults_render_the_full_set(render) -> None:
             f"ConfigMap/{FULLNAME}",
             f"Deployment/{FULLNAME}",
             f"HorizontalPodAutoscaler/{FULLNAME}",
+            f"NetworkPolicy/{REDIS_SVC}",
             f"PodDisruptionBudget/{FULLNAME}",
             f"Secret/{FULLNAME}",
+            f"Secret/{REDIS_SVC}",
             f"Service/{FULLNAME}",
             f"Service/{REDIS_SVC}",
             f"ServiceAccount/{FULLNAME}",
@@ -120,7 +124,7 @@ def test_defaults_config_map_is_the_gateway_config(render) -> None:
     config = render().gateway_config
     assert config["server"]["host"] == "0.0.0.0"
     assert config["server"]["port"] == 8080
-    assert config["store"]["redis_url"] == f"redis://{REDIS_SVC}:6379/0"
+    assert config["store"]["redis_url"] == ""  # it carries the password: GATEWAY_REDIS_URL instead
     assert config["providers"]["openai"] == {
         "kind": "openai",
         "base_url": "https://api.openai.com/v1",
@@ -293,7 +297,7 @@ def test_bundled_redis_with_persistence(render) -> None:
     assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
     assert claim["spec"]["storageClassName"] == "fast"
     assert "volumes" not in sts["spec"]["template"]["spec"]
-    args = sts["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = redis_flags(sts)
     assert args[args.index("--appendonly") + 1] == "yes"
     assert args[args.index("--maxmemory-policy") + 1] == "volatile-lru"
     assert r.one("Service", REDIS_SVC)["spec"]["ports"][0]["port"] == 6379
@@ -302,7 +306,7 @@ def test_bundled_redis_with_persistence(render) -> None:
 def test_bundled_redis_without_persistence_keeps_nothing(render) -> None:
     sts = render().one("StatefulSet", REDIS_SVC)
     assert "volumeClaimTemplates" not in sts["spec"]
-    args = sts["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = redis_flags(sts)
     assert args[args.index("--save") + 1] == ""
     assert args[args.index("--appendonly") + 1] == "no"
 
@@ -320,7 +324,7 @@ def test_provider_keys_in_the_chart_secret(render) -> None:
 
 def test_existing_secret(render) -> None:
     r = render({"secret": {"existingSecret": "team-keys", "env": {"OPENAI_API_KEY": "ignored"}}})
-    assert not r.all("Secret")
+    assert not r.has("Secret")
     assert r.container["envFrom"] == [{"secretRef": {"name": "team-keys"}}]
     assert "checksum/secret" not in r.deployment["spec"]["template"]["metadata"]["annotations"]
 

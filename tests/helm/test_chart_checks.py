@@ -72,8 +72,7 @@ def test_schema_rejects(render_unchecked, values: dict[str, Any], message: str) 
         ),
         pytest.param(
             {"redis": {"url": "redis://elsewhere:6379"}},
-            "gateway: redis.bundled.enabled and an external Redis (redis.url or redis.existingSecret) "
-            "exclude each other",
+            "gateway: redis.bundled.enabled and an external Redis (redis.url) exclude each other",
             id="bundled-and-external",
         ),
         pytest.param(
@@ -166,5 +165,6 @@ def test_chart_files_are_where_the_docs_say() -> None:
         "servicemonitor.yaml",
         "poddisruptionbudget.yaml",
         "serviceaccount.yaml",
+        "networkpolicy.yaml",
     } <= templates
     assert Path(CHART_DIR / "values-production.yaml").is_file()

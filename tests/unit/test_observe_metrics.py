@@ -9,7 +9,17 @@ import sys
 from pathlib import Path
 
 from gateway.observe.entry import AuditEntry, MetaCacheInfo
-from gateway.observe.metrics import Metrics, dump, hit_ratios, load_others, merge, prune_stale, render
+from gateway.observe.metrics import (
+    Metrics,
+    ModelLabels,
+    dump,
+    hit_ratios,
+    load_others,
+    merge,
+    observe_resilience,
+    prune_stale,
+    render,
+)
 
 
 def entry(**kw: object) -> AuditEntry:
@@ -105,3 +115,90 @@ def test_prune_stale_instance_dirs(tmp_path: Path) -> None:
         (d / "1.msgpack").write_bytes(b"")
     prune_stale(str(mine))
     assert mine.exists() and live_other.exists() and unrelated.exists() and not stale.exists()
+
+
+def _routes() -> ModelLabels:
+    from gateway.config import load_config
+
+    cfg = load_config(None, environ={})  # embedded defaults: mock-gpt-4o, mock-claude and "*"
+    return ModelLabels.from_routes(
+        [*cfg.models, type(cfg.models[0])(name="gpt-4o", aliases=["default"],
+                                           deployments=[type(cfg.models[0].deployments[0])("mock", "gpt-4o-x")])]
+    )
+
+
+def test_model_labels_come_from_the_routes_never_from_the_client() -> None:
+    m = Metrics(_routes())
+    m.observe(entry(requested_model="gpt-4o", model="gpt-4o-x"))  # a route and its deployment
+    m.observe(entry(requested_model="default", model="gpt-4o-x"))  # an alias: the route's name
+    m.observe(entry(requested_model="anything-else", model="anything-else"))  # the wildcard route
+    m.observe(entry(key_id=None, status=401, requested_model="x" * 5000, model="x" * 5000, provider=None,
+                    routing_strategy="rejected", error="invalid_api_key"))  # before auth
+    s = parse(render(m, m.snapshot()).decode())
+    assert s['gateway_requests_total{endpoint="chat",model="gpt-4o",status="200",cache_phase="miss"}'] == 2
+    assert s['gateway_requests_total{endpoint="chat",model="*",status="200",cache_phase="miss"}'] == 1
+    assert s['gateway_requests_total{endpoint="chat",model="unknown",status="401",cache_phase="miss"}'] == 1
+    assert s['gateway_tokens_total{kind="input",model="gpt-4o-x"}'] == 20
+    assert s['gateway_tokens_total{kind="input",model="*"}'] == 10
+
+
+def test_unauthenticated_flood_adds_no_series() -> None:
+    m = Metrics(_routes())
+    m.observe(entry())
+    before = len(m.snapshot().counters["gateway_requests_total"])
+    for i in range(5000):
+        m.observe(entry(key_id=None, status=401, requested_model=f"m{i}", model=f"m{i}", provider=None,
+                        routing_strategy="rejected", error="invalid_api_key"))
+    series = m.snapshot().counters["gateway_requests_total"]
+    assert len(series) == before + 1  # one "unknown" series, whatever the names
+    tokens = {labels for labels, _ in m.snapshot().counters["gateway_tokens_total"]}
+    assert tokens == {("input", "gpt-4o-x"), ("output", "gpt-4o-x"), ("input", "unknown"), ("output", "unknown")}
+
+
+def test_without_routes_labels_are_a_bounded_set() -> None:
+    m = Metrics()
+    for i in range(1000):
+        m.observe(entry(requested_model=f"m{i}", model=f"m{i}", status=200 + (i % 3), error=f"e{i}",
+                        routing_strategy="rejected" if i % 2 else "direct"))
+    snap = m.snapshot()
+    models = {labels[1] for labels, _ in snap.counters["gateway_requests_total"]}
+    assert len(models) == 65 and "unknown" in models  # 64 learned names, then "unknown"
+    reasons = {labels[0] for labels, _ in snap.counters["gateway_rejections_total"]}
+    assert len(reasons) == 65 and "other" in reasons
+
+
+def test_status_label_is_bounded() -> None:
+    m = Metrics()
+    m.observe(entry(status=700, provider="openai"))
+    m.observe(entry(status=99, provider="openai"))
+    series = {labels[2] for labels, _ in m.snapshot().counters["gateway_requests_total"]}
+    assert series == {"other"}
+
+
+def test_resilience_metrics() -> None:
+    from gateway.providers.resilience import BreakerConfig, Breakers, RetryBudget, RetryBudgetConfig
+    from gateway.providers.shedding import Admission, AdmissionConfig
+
+    t = [100.0]
+    breakers = Breakers(BreakerConfig(consecutive_failures=2), clock=lambda: t[0])
+    breakers.get("openai/gpt-4o").failure()
+    breakers.get("openai/gpt-4o").failure()
+    breakers.get("azure/gpt-4o").success()
+    adm = Admission(AdmissionConfig(max_in_flight=1, max_per_client=1))
+    adm.try_enter("a")
+    adm.try_enter("b")
+    budget = RetryBudget(RetryBudgetConfig(min_retries=0), clock=lambda: t[0])
+    budget.request()
+    budget.try_retry()
+    m = Metrics()
+    observe_resilience(m, breakers, adm, {"openai": budget})
+    s = parse(render(m, m.snapshot()).decode())
+    assert s['gateway_deployment_state{deployment="openai/gpt-4o"}'] == 2
+    assert s['gateway_deployment_state{deployment="azure/gpt-4o"}'] == 0
+    assert s['gateway_deployment_ejections_total{deployment="openai/gpt-4o"}'] == 1
+    assert s["gateway_in_flight"] == 1
+    assert s['gateway_shed_total{reason="worker"}'] == 1 and s['gateway_shed_total{reason="client"}'] == 0
+    assert s['gateway_retry_budget_refused_total{provider="openai"}'] == 1
+    t[0] += 5.0  # the cooldown passed: half-open, waiting for its probe
+    observe_resilience(m, breakers, None, {})
+    assert parse(render(m, m.snapshot()).decode())['gateway_deployment_state{deployment="openai/gpt-4o"}'] == 1

@@ -74,14 +74,34 @@ app.kubernetes.io/part-of: {{ include "gateway.name" . }}
 {{- end }}
 {{- end }}
 
-{{/* The store URL written into the config file: the bundled Redis, the external URL, or ""
-(embedded store). A URL from redis.existingSecret reaches the pod as GATEWAY_REDIS_URL instead,
-which the gateway lets override the file. */}}
+{{/* The store URL written into the config file: the bundled Redis without a password, the
+external URL, or "" (embedded store). A URL that carries a secret (the bundled Redis's password,
+redis.existingSecret, redis.cluster.existingSecret) reaches the pod as GATEWAY_REDIS_URL instead,
+which the gateway lets override the file, so no password is ever in the ConfigMap. */}}
 {{- define "gateway.redisURL" -}}
 {{- if .Values.redis.bundled.enabled }}
+{{- if not .Values.redis.bundled.auth.enabled }}
 {{- printf "redis://%s:6379/0" (include "gateway.redis.fullname" .) }}
-{{- else if not .Values.redis.existingSecret }}
+{{- end }}
+{{- else if not (or .Values.redis.existingSecret .Values.redis.cluster.existingSecret) }}
 {{- .Values.redis.url }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the bundled Redis's password: the user's, or the one the chart generates. */}}
+{{- define "gateway.redis.secretName" -}}
+{{- default (include "gateway.redis.fullname" .) .Values.redis.bundled.auth.existingSecret }}
+{{- end }}
+
+{{/* The bundled Redis's password for the chart's own Secret: kept from the Secret already in the
+cluster (so an upgrade does not change it), else 32 random characters. */}}
+{{- define "gateway.redis.password" -}}
+{{- $key := .Values.redis.bundled.auth.existingSecretKey }}
+{{- $found := lookup "v1" "Secret" .Release.Namespace (include "gateway.redis.fullname" .) }}
+{{- if and $found $found.data (hasKey $found.data $key) }}
+{{- index $found.data $key | b64dec }}
+{{- else }}
+{{- randAlphaNum 32 }}
 {{- end }}
 {{- end }}
 
@@ -127,8 +147,15 @@ message that names the values and says how to fix them.
 {{- fail "gateway: autoscaling is enabled but has no metric: set autoscaling.targetCPUUtilizationPercentage, autoscaling.targetMemoryUtilizationPercentage or autoscaling.requestsPerSecond.enabled" }}
 {{- end }}
 {{- end }}
-{{- if and .Values.redis.bundled.enabled (or .Values.redis.url .Values.redis.existingSecret) }}
-{{- fail "gateway: redis.bundled.enabled and an external Redis (redis.url or redis.existingSecret) exclude each other: turn redis.bundled.enabled off to use the external one" }}
+{{- $external := list }}
+{{- if .Values.redis.url }}{{ $external = append $external "redis.url" }}{{ end }}
+{{- if .Values.redis.existingSecret }}{{ $external = append $external "redis.existingSecret" }}{{ end }}
+{{- if .Values.redis.cluster.existingSecret }}{{ $external = append $external "redis.cluster.existingSecret" }}{{ end }}
+{{- if and .Values.redis.bundled.enabled $external }}
+{{- fail (printf "gateway: redis.bundled.enabled and an external Redis (%s) exclude each other: turn redis.bundled.enabled off to use the external one" (join ", " $external)) }}
+{{- end }}
+{{- if gt (len $external) 1 }}
+{{- fail (printf "gateway: set only one external Redis, got %s" (join ", " $external)) }}
 {{- end }}
 {{- $pdb := .Values.podDisruptionBudget }}
 {{- if and $pdb.enabled (not (kindIs "invalid" $pdb.minAvailable)) (not (kindIs "invalid" $pdb.maxUnavailable)) }}

@@ -1,0 +1,1 @@
+"""Fault-injection scripts run against a live gateway (slow clients, ...)."""
