@@ -8,19 +8,21 @@ typed slots (gateway.pipeline.context).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
 import structlog
 
-from gateway.config import RetryConfig
-from gateway.errors import GatewayError, PayloadTooLarge, UpstreamError, UpstreamStatus
+from gateway.config import ResilienceConfig, RetryConfig
+from gateway.errors import DeploymentsEjected, GatewayError, PayloadTooLarge, UpstreamError, UpstreamStatus
 from gateway.observe.tracing import CACHE_LOOKUP, LIMITS, POLICIES, NullTracer, TracerPart, provider_name
 from gateway.pipeline.after import AfterWork
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.parts import Auth, Cache, Limits, Policies, Transform
 from gateway.pipeline.respond import Responder
 from gateway.protocol.views import decode_view, require_model
+from gateway.providers.resilience import Breaker, Resilience, backoff, counts_as_failure, retry_after_s
 from gateway.providers.routing import Router, Target
 from gateway.providers.upstream import Endpoint, UpstreamResponse
 
@@ -30,7 +32,8 @@ log = structlog.get_logger("gateway.pipeline")
 class Pipeline:
     def __init__(self, *, max_body: int, retries: RetryConfig, auth: Auth, router: Router, limits: Limits,
                  policies: Policies, cache: Cache, transform: Transform, respond: Responder, after: AfterWork,
-                 tracer: TracerPart | None = None, collect_streams: bool = False) -> None:
+                 tracer: TracerPart | None = None, resilience: Resilience | None = None,
+                 collect_streams: bool = False) -> None:
         self.max_body = max_body
         self.retries = retries
         self.auth = auth
@@ -42,6 +45,7 @@ class Pipeline:
         self.respond = respond
         self.after = after
         self.tracer: TracerPart = tracer or NullTracer()
+        self.resilience = resilience or Resilience(ResilienceConfig(), ())
         self.collect_streams = collect_streams  # the archive keeps every streamed answer
 
     async def handle(self, ctx: RequestContext, proto: Any) -> None:
@@ -76,20 +80,39 @@ class Pipeline:
             self.after.submit(ctx)                                           # 10 settle, write-back, ledger, audit
 
     async def forward(self, ctx: RequestContext, proto: Any) -> None:
-        """Try each target in order; retry each on retryable failures, only before the first byte."""
+        """Try the plan's targets in order, then again (up to `retries.attempts` more rounds) after a
+        jittered back-off: a failed deployment hands over to the next one at once (the first round
+        is bounded by the plan's length, and breakers take failing deployments out of it), and a
+        repeat is only sent while the provider's retry budget allows it. Ejected deployments (their
+        breaker is open) are skipped. Everything happens before the first byte reached the client."""
         plan = ctx.plan
         assert plan is not None
+        res = self.resilience
+        budget = res.budget(plan.targets[0].provider.name)
+        budget.request()
         last: GatewayError | None = None
+        ejected: list[Breaker] = []
         ctx.t_upstream = time.perf_counter()
         mark = ctx.prompt_cache is not None and ctx.prompt_cache.mark_translated
-        for i, target in enumerate(plan.targets):
-            ctx.target = target
-            ctx.fallback = i > 0 and target.route is not plan.route
-            translator = target.translator
-            endpoint = translator.endpoint(ctx.endpoint.name)
-            payload = translator.request(ctx.body, ctx.data, target.model, ctx.model, changed=ctx.changed,
-                                         mark_cache=mark)
-            for attempt in range(1 + self.retries.attempts):
+        for round_ in range(1 + self.retries.attempts):
+            if round_:
+                wait = self._wait(round_ - 1, last)
+                if wait is None:
+                    raise self._exhausted(last, ejected)  # the provider asks for longer: its answer stands
+                await asyncio.sleep(wait)
+            for i, target in enumerate(plan.targets):
+                breaker = res.breakers.get(target.deployment)
+                if not breaker.allow():
+                    ejected.append(breaker)
+                    continue
+                if round_ and not budget.try_retry():
+                    raise self._exhausted(last, ejected)  # out of retry budget: the last attempt's answer
+                ctx.target = target
+                ctx.fallback = i > 0 and target.route is not plan.route
+                translator = target.translator
+                endpoint = translator.endpoint(ctx.endpoint.name)
+                payload = translator.request(ctx.body, ctx.data, target.model, ctx.model, changed=ctx.changed,
+                                             mark_cache=mark)
                 ctx.attempts += 1
                 provider = target.provider
                 up = ctx.span.upstream(provider_name(provider.kind), target.model, provider.host, provider.port)
@@ -97,13 +120,18 @@ class Pipeline:
                     resp = await (self._open_guarded(ctx, target, endpoint, payload) if ctx.guards
                                   else self._open(ctx, target, endpoint, payload))
                 except UpstreamError as err:
-                    up.end(type(err).__name__, getattr(err, "upstream_status", None))
-                    last = err
+                    status = getattr(err, "upstream_status", None)
+                    (breaker.failure if counts_as_failure(status) else breaker.success)()
+                    up.end(type(err).__name__, status)
                     if isinstance(err, UpstreamStatus) and not err.is_retryable:
                         raise  # a 4xx from the provider: its answer, passed through
-                    if attempt < self.retries.attempts:
-                        await asyncio.sleep(self._backoff(attempt))
+                    last = err
                     continue
+                except BaseException:
+                    breaker.abandon()  # cancelled or blocked by a policy: no verdict on the deployment
+                    up.end("cancelled")
+                    raise
+                breaker.success()
                 try:
                     if ctx.stream:
                         await self.respond.stream(ctx, proto, resp, translator)
@@ -113,8 +141,29 @@ class Pipeline:
                     resp.release()
                     up.end(ctx.error, resp.status)
                 return
-        assert last is not None
-        raise last
+        raise self._exhausted(last, ejected)
+
+    @staticmethod
+    def _exhausted(last: GatewayError | None, ejected: list[Breaker]) -> GatewayError:
+        """What the client gets when no attempt succeeded: the last failure, or a 503 when every
+        deployment was skipped because its breaker is open."""
+        if last is not None:
+            return last
+        wait = max(1, math.ceil(min((b.retry_in_s() for b in ejected), default=1.0)))
+        return DeploymentsEjected("Every deployment of this model is failing and was taken out of rotation; "
+                                  "try again shortly.", headers={"retry-after": str(wait)})
+
+    def _wait(self, retry: int, last: GatewayError | None) -> float | None:
+        """How long before the next round: jittered exponential back-off, or what the provider asked
+        for (retry-after, x-ratelimit-reset-*); None when that is longer than the back-off cap."""
+        wait = backoff(retry, self.retries.backoff_ms, self.retries.max_backoff_ms, self.resilience.rng)
+        if isinstance(last, UpstreamStatus):
+            asked = retry_after_s(last.upstream_status, last.headers)
+            if asked is not None:
+                if asked > self.retries.max_backoff_ms / 1000.0:
+                    return None
+                wait = max(wait, asked)
+        return wait
 
     async def _open(self, ctx: RequestContext, target: Target, endpoint: Endpoint, payload: bytes) -> UpstreamResponse:
         t = time.perf_counter()
@@ -148,9 +197,6 @@ class Pipeline:
             raise
         ctx.guards = []  # passed: retries and fallbacks don't wait again
         return opener.result()
-
-    def _backoff(self, attempt: int) -> float:
-        return float(min(self.retries.backoff_ms * (2**attempt), self.retries.max_backoff_ms)) / 1000.0
 
 
 async def receive(ctx: RequestContext, proto: Any, limit: int) -> None:

@@ -13,9 +13,10 @@ its clock, so every rule is unit-tested without waiting (tests/unit/test_resilie
 from __future__ import annotations
 
 import math
+import random as _random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Literal, Protocol
@@ -353,3 +354,24 @@ class Breakers:
     def states(self) -> dict[str, BreakerState]:
         """For /readyz: every deployment that has taken traffic, by id."""
         return {name: b.state() for name, b in self.items()}
+
+
+class Resilience:
+    """What the pipeline's forward stage consults, built once per worker: a retry budget per provider,
+    a breaker per deployment, and the jitter's random source."""
+
+    def __init__(self, cfg: ResilienceSettings, providers: Iterable[str], rng: Random | None = None) -> None:
+        self.budgets = {name: RetryBudget(cfg.retry_budget) for name in providers}
+        self.breakers = Breakers(cfg.breaker)
+        self.rng: Random = rng or _random.Random()
+
+    def budget(self, provider: str) -> RetryBudget:
+        found = self.budgets.get(provider)
+        if found is None:
+            found = self.budgets[provider] = RetryBudget()
+        return found
+
+
+class ResilienceSettings(Protocol):
+    retry_budget: RetryBudgetConfig
+    breaker: BreakerConfig

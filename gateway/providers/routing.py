@@ -24,6 +24,11 @@ class Target(NamedTuple):
     def translate(self) -> bool:
         return self.translator.translates
 
+    @property
+    def deployment(self) -> str:
+        """The breaker's name for this deployment."""
+        return f"{self.provider.name}/{self.model}"
+
 
 class RouteFacts(NamedTuple):
     """What the cost layers need to know about a route on one endpoint, computed once per worker."""

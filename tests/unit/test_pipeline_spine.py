@@ -39,22 +39,50 @@ async def test_a_renamed_model_is_the_only_change(tmp_path: Path) -> None:
     assert isinstance(sent, dict) and sent["model"] == "gpt-4o" and sent["vendor_x"] == 7
 
 
-async def test_retry_before_the_first_byte_then_success(tmp_path: Path) -> None:
+async def test_retry_the_same_deployment_after_a_back_off(tmp_path: Path) -> None:
     answers = [MockResponse(503, b'{"error": {"message": "busy"}}')]
 
     async def flaky(req: MockRequest) -> MockResponse:
         return answers.pop() if answers else await openai_ok(req)
 
-    async with Rig(tmp_path, {"oa": flaky}) as rig:
-        proto = await rig.send("/v1/chat/completions", chat())
-    assert proto.status == 200 and len(rig.calls("oa")) == 2 and not rig.calls("oa2")
+    async with Rig(tmp_path, {"oa2": flaky}) as rig:  # gpt-backup: one deployment, no fallback
+        proto = await rig.send("/v1/chat/completions", chat("gpt-backup"))
+    assert proto.status == 200 and len(rig.calls("oa2")) == 2
 
 
-async def test_fallback_model_after_every_attempt_failed(tmp_path: Path) -> None:
+async def test_a_failed_deployment_hands_over_to_the_next_at_once(tmp_path: Path) -> None:
     async with Rig(tmp_path, {"oa": await failing(500)}) as rig:
         proto = await rig.send("/v1/chat/completions", chat())
-    assert proto.status == 200 and len(rig.calls("oa")) == 2  # one try and one retry
+    assert proto.status == 200 and len(rig.calls("oa")) == 1  # no retry of the same one first
     assert rig.calls("oa2")[0].json()["model"] == "gpt-4o-mini"  # type: ignore[index]
+
+
+async def test_an_error_storm_costs_about_one_upstream_call_per_request(tmp_path: Path) -> None:
+    async with Rig(tmp_path, {"oa2": await failing(500)}, retries={"attempts": 2, "backoff_ms": 0,
+                                                                   "max_backoff_ms": 0}) as rig:
+        for _ in range(200):
+            proto = await rig.send("/v1/chat/completions", chat("gpt-backup"))
+            assert proto.status in (500, 503)  # the provider's error, then the breaker's fast refusal
+    # The retry budget: 10% of recent requests plus a floor of 3 (not 3 calls per request).
+    assert len(rig.calls("oa2")) <= 200 * 1.1 + 3
+
+
+async def test_a_black_holed_deployment_is_ejected_and_skipped(tmp_path: Path) -> None:
+    async with Rig(tmp_path, {"oa": await failing(502)}, retries={"attempts": 0}) as rig:
+        for _ in range(20):
+            proto = await rig.send("/v1/chat/completions", chat())
+            assert proto.status == 200  # answered by the fallback
+    assert 5 <= len(rig.calls("oa")) < 10  # ejected after 5 failures in a row: the rest go to oa2 directly
+    assert len(rig.calls("oa2")) == 20
+
+
+async def test_every_deployment_ejected_is_a_503_with_retry_after(tmp_path: Path) -> None:
+    async with Rig(tmp_path, {"oa2": await failing(500)}, retries={"attempts": 0}) as rig:
+        for _ in range(5):
+            await rig.send("/v1/chat/completions", chat("gpt-backup"))
+        proto = await rig.send("/v1/chat/completions", chat("gpt-backup"))
+    assert proto.status == 503 and int(proto.headers["retry-after"]) >= 1
+    assert proto.json()["error"]["code"] == "deployments_unavailable"
 
 
 async def test_fallback_translated_to_anthropic(tmp_path: Path) -> None:
