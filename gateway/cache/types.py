@@ -30,6 +30,9 @@ class CacheSettings(msgspec.Struct, kw_only=True):
     # When the lookup could not embed, the write-back tries within the same budget: it must never
     # queue ahead of lookups, which can turn into hits (the vector is otherwise reused, never redone).
     write_embed_budget_ms: float = 15.0
+    # The learned verifier's bound on served answers that are wrong (its held-out validation curve
+    # picks the acceptance threshold); the rule-based verifier ignores it.
+    max_wrong_rate: float = 0.01
 
 
 class CacheRequest(msgspec.Struct, kw_only=True):
