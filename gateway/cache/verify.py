@@ -344,7 +344,7 @@ def lexical_veto(query: str, candidate: str, rules: frozenset[str] | None = None
 
 SIGNALS = ("number", "unit", "negation", "antonym", "direction", "quoted", "entity_share",
            "content_diff", "max_extra_idf", "extra_words", "extra_imbalance", "len_ratio", "jaccard",
-           "same_lowercase", "log_len")
+           "same_lowercase", "log_len", "wh_mismatch", "questions_diff", "first_word_diff")
 
 
 def signals(query: str, candidate: str) -> list[float]:
@@ -365,7 +365,19 @@ def signals(query: str, candidate: str) -> list[float]:
             min(len(only_a) + len(only_b), 10) / 10.0, min(abs(len(only_a) - len(only_b)), 5) / 5.0,
             min(na, nb) / max(na, nb, 1), len(a.words & b.words) / union if union else 1.0,
             1.0 if query.strip().lower() == candidate.strip().lower() else 0.0,
-            math.log1p(na + nb) / 5.0]
+            math.log1p(na + nb) / 5.0,
+            # what a question asks for: "what happened when X" and "how was X" share their words
+            0.0 if (a.words & _WH) == (b.words & _WH) else 1.0,
+            min(abs(query.count("?") - candidate.count("?")), 3) / 3.0,
+            0.0 if _first_word(query) == _first_word(candidate) else 1.0]
+
+
+_WH = frozenset("what why how which when where who whom whose".split())
+
+
+def _first_word(text: str) -> str:
+    m = _TOKEN.search(text)
+    return m.group().lower() if m else ""
 
 
 def _only_a_lone_one(x: frozenset[str], y: frozenset[str]) -> bool:
