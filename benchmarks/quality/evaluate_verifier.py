@@ -164,13 +164,13 @@ def static_prefilter(d: Data, mine: np.ndarray) -> list[str]:
     t0 = time.perf_counter()
     se.embed([d.pairs[i].a for i in idx[:2000]])
     us = (time.perf_counter() - t0) / min(2000, len(idx)) * 1e6
-    return ["## Static pre-filter (distilled token vectors, before the MiniLM embedding)", "",
+    return ["", "## Static pre-filter (distilled token vectors, before the MiniLM embedding)", "",
             f"Static cosine floor {floor:.3f} (chosen on validation to keep 95% of its paraphrases above the "
             f"MiniLM floor). On the test split it keeps {(scos[pos] >= floor).mean():.1%} of the paraphrases; "
             f"in the crowded partition, a query whose own pair is absent (a miss) finds no static neighbour "
             f"above it, so skips the 13 ms embedding, {(sims.max(axis=1) < floor).mean():.1%} of the time. "
             f"Static cosine vs MiniLM cosine over all pairs: r = {np.corrcoef(scos, d.cos)[0, 1]:.2f}. "
-            f"Cost: {us:.0f} µs a text (tokenizer included).", ""]
+            f"Cost: {us:.0f} µs a text (tokenizer included)."]
 
 
 def sweep_learned(p: np.ndarray, eligible: np.ndarray, same: np.ndarray, m: np.ndarray) -> list[tuple[float, float]]:

@@ -202,10 +202,10 @@ async def test_learned_verifier_takes_candidates_below_the_plain_threshold(
     assert verifier is not None and verifier.cosine_floor < 0.9
     cache = MetaCache(stores[0], CacheSettings(max_wrong_rate=0.2), embedder=embedder, verifier=verifier)
     await put(cache, "What is the best way to learn guitar?", "practice")
-    await put(cache, "Is it safe to eat raw eggs?", "no")
+    await put(cache, "Is it safe to drink tap water in Mexico?", "no")
     hit = await ask(cache, "How can I learn to play the guitar?")
     assert hit is not None and hit.phase == 4 and verifier.cosine_floor <= hit.similarity < 0.9
-    assert await ask(cache, "Is it not safe to eat raw eggs?") is None  # the guard's veto
+    assert await ask(cache, "Is it not safe to drink tap water in Mexico?") is None  # the guard's veto
     assert cache.stats.phases[4].vetoes >= 1
     # A route's own threshold still bounds phase 4 from below.
     assert await ask(cache, "How can I learn to play the guitar?", semantic_threshold=0.95) is None
