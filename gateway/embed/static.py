@@ -14,6 +14,9 @@ import numpy as np
 
 MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "static_minilm.npz"
 TOKENIZER = Path(__file__).resolve().parent.parent / "models" / "tokenizer.json"
+# Below this static cosine to every entry, a partition holds nothing the MiniLM floor would pass for
+# 95% of validation paraphrases (benchmarks/quality/results.md, "Static pre-filter").
+DEFAULT_FLOOR = 0.755
 
 
 class StaticEmbedder:
