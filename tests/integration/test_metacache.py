@@ -200,7 +200,9 @@ async def test_learned_verifier_takes_candidates_below_the_plain_threshold(
     # default bound (1%) is covered by the unit tests and the quality benchmark.
     verifier = LearnedVerifier.load_or_none(0.2)
     assert verifier is not None and verifier.cosine_floor < 0.9
-    cache = MetaCache(stores[0], CacheSettings(max_wrong_rate=0.2), embedder=embedder, verifier=verifier)
+    # Budgets that a loaded machine can't miss: this test is about the decision, not the shedding.
+    settings = CacheSettings(max_wrong_rate=0.2, embed_budget_ms=10_000, write_embed_budget_ms=10_000)
+    cache = MetaCache(stores[0], settings, embedder=embedder, verifier=verifier)
     await put(cache, "What is the best way to learn guitar?", "practice")
     await put(cache, "Is it safe to drink tap water in Mexico?", "no")
     hit = await ask(cache, "How can I learn to play the guitar?")
