@@ -124,6 +124,7 @@ class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     busy_lag_ms: float = 3.0  # skip phase 4 while the worker's event loop lags more (0 = never skip)
     flight_wait_s: float = 30.0  # identical misses in other workers/pods wait this long for one answer (0: off)
     embed_nice: int = 10  # the embedding threads' nice value above the event loop's (0 = same priority)
+    max_wrong_rate: float = 0.01  # the learned verifier's bound on wrong served answers (docs/cache-verifier.md)
     # Advanced tunables (rarely changed; documented in docs/embedding.md).
     verifier: bool = True  # off only for the quality benchmark: phases 2 and 4 then trust the score
     near_miss_window: int = 128  # recent intents per partition compared by phase 2

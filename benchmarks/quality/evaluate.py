@@ -2,7 +2,7 @@
 
 Public human-labelled pairs (train splits only: STS Benchmark, MRPC) plus our own adversarial pairs.
 For each threshold and verifier setting it reports recall (share of true paraphrases served) and the
-wrong-answer rate (share of served pairs labelled different), writes `results.md` and `quality.png`.
+wrong-answer rate (share of served pairs labelled different), writes `results-rules.md` and `quality.png`.
 
     .venv/bin/python benchmarks/quality/evaluate.py
 
@@ -164,7 +164,7 @@ def main() -> None:
         m = kinds == k
         out.append(f"| {k} | {m.sum()} | {(adv.same & m).sum()} | {(served & m).sum()} | "
                    f"{(served & m & ~adv.same).sum()} |")
-    (HERE / "results.md").write_text("\n".join(out) + "\n", encoding="utf-8")
+    (HERE / "results-rules.md").write_text("\n".join(out) + "\n", encoding="utf-8")
     plot(curves)
     print("\n".join(out))
 

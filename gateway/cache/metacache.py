@@ -210,6 +210,11 @@ class MetaCache:
         self._remember_vec(k.exact, vec)
         self.stats.semantic_searches += 1
         threshold = req.semantic_threshold if req.semantic_threshold is not None else s.semantic_threshold
+        # A learned verifier judges candidates well below the plain threshold: its own cosine floor
+        # (chosen for recall) lets them through to it, unless the route set a threshold.
+        floor = getattr(self._verifier, "cosine_floor", None) if s.verifier else None
+        if floor is not None and req.semantic_threshold is None:
+            threshold = floor
         for exact, cosine in await self.index.knn(k.partition, vec, s.knn_k, threshold):
             entry = await self._entry(exact)
             if entry is None:  # expired or evicted: forget the stale vector everywhere

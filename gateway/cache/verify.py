@@ -17,6 +17,7 @@ Everything is pure and cheap (microseconds); the defaults favour precision, see
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,25 +281,103 @@ def verify(
     return _second_stage(a, b, settings)
 
 
-def _lexical_veto(a: _Facts, b: _Facts) -> str | None:
-    if a.numbers != b.numbers and not _only_a_lone_one(a.numbers, b.numbers):
-        return "number_mismatch"
-    if a.units != b.units:
-        return "unit_mismatch"
-    if a.negated != b.negated or a.negated_heads != b.negated_heads:
-        return "negation"
+def _lexical_veto(a: _Facts, b: _Facts, rules: frozenset[str] | None = None) -> str | None:
+    """The first guard rule (of `rules`, default all) that the pair breaks, or None."""
+    for rule, check in _RULES:
+        if rules is None or rule in rules:
+            found = check(a, b)
+            if found:
+                return found
+    return None
+
+
+def _number_rule(a: _Facts, b: _Facts) -> str | None:
+    ok = a.numbers == b.numbers or _only_a_lone_one(a.numbers, b.numbers)
+    return None if ok else "number_mismatch"
+
+
+def _unit_rule(a: _Facts, b: _Facts) -> str | None:
+    return None if a.units == b.units else "unit_mismatch"
+
+
+def _negation_rule(a: _Facts, b: _Facts) -> str | None:
+    return "negation" if a.negated != b.negated or a.negated_heads != b.negated_heads else None
+
+
+def _antonym_rule(a: _Facts, b: _Facts) -> str | None:
     only_a, only_b = a.words - b.words, b.words - a.words
     for x, y in _OPPOSITES:
         # a swap, not a mere presence: "log out in Django" vs "log out of Django" is no antonym
         if (x in only_a and y in only_b) or (y in only_a and x in only_b):
             return f"antonym:{x}/{y}"
+    return None
+
+
+def _direction_rule(a: _Facts, b: _Facts) -> str | None:
     if a.targets - b.targets and (a.targets - b.targets) & b.words and b.targets - a.targets:
         return "direction"  # "Celsius to Fahrenheit" vs "Fahrenheit to Celsius": same words, swapped
+    return None
+
+
+def _quoted_rule(a: _Facts, b: _Facts) -> str | None:
     if a.quoted != b.quoted and not (_quotes_inside(a, b) and _quotes_inside(b, a)):
         return "quoted_string"
-    if not a.entities <= b.words or not b.entities <= a.words:
-        return "entity_mismatch"
     return None
+
+
+def _entity_rule(a: _Facts, b: _Facts) -> str | None:
+    return None if a.entities <= b.words and b.entities <= a.words else "entity_mismatch"
+
+
+_RULES = (("number", _number_rule), ("unit", _unit_rule), ("negation", _negation_rule),
+          ("antonym", _antonym_rule), ("direction", _direction_rule), ("quoted", _quoted_rule),
+          ("entity", _entity_rule))
+RULES = tuple(name for name, _ in _RULES)
+
+
+def lexical_veto(query: str, candidate: str, rules: frozenset[str] | None = None) -> str | None:
+    """The lexical guard alone (the classifier's fast veto): the broken rule's reason, or None."""
+    if query == candidate:
+        return None
+    return _lexical_veto(_analyse(query), _analyse(candidate), rules)
+
+
+SIGNALS = ("number", "unit", "negation", "antonym", "direction", "quoted", "entity_share",
+           "content_diff", "max_extra_idf", "extra_words", "extra_imbalance", "len_ratio", "jaccard",
+           "same_lowercase", "log_len", "wh_mismatch", "questions_diff", "first_word_diff")
+
+
+def signals(query: str, candidate: str) -> list[float]:
+    """The lexical guard's findings as numbers (order: SIGNALS), symmetric in the two texts: the
+    pair classifier's lexical features. Microseconds, like the guard."""
+    a, b = _analyse(query), _analyse(candidate)
+    rules = [0.0 if check(a, b) is None else 1.0 for _, check in _RULES[:6]]
+    n_ent = len(a.entities) + len(b.entities)
+    missing = len(a.entities - b.words) + len(b.entities - a.words)
+    only_a = _unmatched(a.content, b.content)
+    only_b = _unmatched(b.content, a.content)
+    total = sum(_idf(w) for w in a.content.values()) + sum(_idf(w) for w in b.content.values())
+    diff = sum(_idf(w) for w in only_a) + sum(_idf(w) for w in only_b)
+    extra = max((_idf(w) for w in only_a + only_b), default=0.0)
+    na, nb = len(a.words), len(b.words)
+    union = len(a.words | b.words)
+    return [*rules, missing / max(n_ent, 1), diff / total if total else 0.0, extra / _UNKNOWN_IDF,
+            min(len(only_a) + len(only_b), 10) / 10.0, min(abs(len(only_a) - len(only_b)), 5) / 5.0,
+            min(na, nb) / max(na, nb, 1), len(a.words & b.words) / union if union else 1.0,
+            1.0 if query.strip().lower() == candidate.strip().lower() else 0.0,
+            math.log1p(na + nb) / 5.0,
+            # what a question asks for: "what happened when X" and "how was X" share their words
+            0.0 if (a.words & _WH) == (b.words & _WH) else 1.0,
+            min(abs(query.count("?") - candidate.count("?")), 3) / 3.0,
+            0.0 if _first_word(query) == _first_word(candidate) else 1.0]
+
+
+_WH = frozenset("what why how which when where who whom whose".split())
+
+
+def _first_word(text: str) -> str:
+    m = _TOKEN.search(text)
+    return m.group().lower() if m else ""
 
 
 def _only_a_lone_one(x: frozenset[str], y: frozenset[str]) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from gateway.cache.classifier import LearnedVerifier
 from gateway.cache.metacache import CacheHit, CacheRequest, CacheSettings, MetaCache
 from gateway.cache.shared_flight import SharedFlight
 from gateway.cache.singleflight import SingleFlight
@@ -194,6 +195,27 @@ async def test_phase4_paraphrase_with_the_real_embedder(make_cache: Any, embedde
     assert hit is not None and (hit.phase, hit.tier) == (4, "semantic")
     assert 0.9 <= hit.similarity <= 1.0 and hit.query == "How do I reverse a list in Python?"
     assert embedder.stats.embedded <= embedded + 1  # at most the new question was embedded
+
+
+async def test_learned_verifier_takes_candidates_below_the_plain_threshold(
+    stores: list[Store], embedder: Embedder
+) -> None:
+    # A loose bound (20%) so that a real paraphrase at cosine < 0.90 clears the classifier; the
+    # default bound (1%) is covered by the unit tests and the quality benchmark.
+    verifier = LearnedVerifier.load_or_none(0.2)
+    assert verifier is not None and verifier.cosine_floor < 0.9
+    # Budgets that a loaded machine can't miss: this test is about the decision, not the shedding.
+    settings = CacheSettings(max_wrong_rate=0.2, embed_budget_ms=10_000, write_embed_budget_ms=10_000)
+    cache = MetaCache(stores[0], settings, embedder=embedder, verifier=verifier)
+    await put(cache, "What is the best way to learn guitar?", "practice")
+    await put(cache, "Is it safe to drink tap water in Mexico?", "no")
+    hit = await ask(cache, "How can I learn to play the guitar?")
+    assert hit is not None and hit.phase == 4 and verifier.cosine_floor <= hit.similarity < 0.9
+    assert await ask(cache, "Is it not safe to drink tap water in Mexico?") is None  # the guard's veto
+    assert cache.stats.phases[4].vetoes >= 1
+    # A route's own threshold still bounds phase 4 from below.
+    assert await ask(cache, "How can I learn to play the guitar?", semantic_threshold=0.95) is None
+    await cache.drain()
 
 
 async def test_write_back_reuses_the_lookup_embedding(make_cache: Any, embedder: Embedder) -> None:
