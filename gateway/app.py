@@ -132,7 +132,7 @@ class GatewayApp:
     async def readyz(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
         rt = self.rt
         ready = rt is not None and rt.ready
-        degraded = dict(rt.degraded) if rt else {}
+        degraded = rt.degraded_now() if rt else {}
         # Ask the store itself: this worker may not have touched it since it went away.
         if rt is not None and rt.store is not None and (rt.store.degraded or not await rt.store.ping()):
             degraded["store"] = "unreachable: cache, limits and shared counters degraded"

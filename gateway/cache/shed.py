@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 
+import structlog
+
 from gateway.cache.types import CacheStats
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("gateway.cache")
 
 DEGRADED_KEY = "semantic_cache"
 
@@ -65,11 +66,10 @@ class ShedWatch:
         if shedding != self._shedding:
             self._shedding = shedding
             if shedding:
-                log.warning("semantic cache shed for %.0f%% of %d lookups (over %.0f%%): the embedding "
-                            "model is too slow for this machine or load", 100 * r.share, r.lookups,
-                            100 * self.max_share)
+                log.warning("semantic_cache_shed", share=round(r.share, 3), lookups=r.lookups,
+                            bound=self.max_share, why="the embedding model is too slow for this machine or load")
             else:
-                log.info("semantic cache no longer shed (%.0f%% of %d lookups)", 100 * r.share, r.lookups)
+                log.info("semantic_cache_not_shed", share=round(r.share, 3), lookups=r.lookups)
         if not shedding:
             return None
         return f"phase 4 shed for {r.share:.0%} of {r.lookups} lookups (bound {self.max_share:.0%})"

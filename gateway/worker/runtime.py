@@ -18,10 +18,13 @@ from typing import Any
 
 import structlog
 
+from gateway.cache.classifier import LearnedVerifier
 from gateway.cache.metacache import MetaCache
 from gateway.cache.part import CachePart, NullCache
 from gateway.cache.shared_flight import SharedFlight
+from gateway.cache.shed import ShedWatch
 from gateway.cache.singleflight import SingleFlight
+from gateway.cache.verify import verify
 from gateway.config import Config
 from gateway.costs.part import Costs, NullCosts
 from gateway.costs.prices import PriceTable, load_pricing
@@ -71,6 +74,7 @@ class Runtime:
         self.ready = False
         self.store: Store | None = None
         self.metacache: MetaCache | None = None
+        self.shed_watch: ShedWatch | None = None  # phase 4 shed too often: /readyz says so
         self.governance: Governance | None = None
         self.observer: Observer | NullObserver = NullObserver()
         self.pipeline: Pipeline | None = None
@@ -143,11 +147,16 @@ class Runtime:
                     self._closers.append(embedder.close)
             self.loop_monitor.busy_ms = cfg.busy_lag_ms
             overloaded = self.loop_monitor.busy if cfg.busy_lag_ms > 0 else None
-            metacache = MetaCache(store, cfg, embedder, overloaded=overloaded)
+            # The learned pair verifier at the configured error bound; the rules if its weights won't load.
+            learned = LearnedVerifier.load_or_none(cfg.max_wrong_rate) if cfg.verifier else None
+            if cfg.verifier and learned is None:
+                self.degraded["verifier"] = "learned pair verifier unavailable: phases 2 and 4 use the rules"
+            metacache = MetaCache(store, cfg, embedder, verifier=learned or verify, overloaded=overloaded)
         except Exception as exc:
             self._failed("cache", exc)
             return NullCache()
         self.metacache = metacache
+        self.shed_watch = ShedWatch(metacache.stats) if embedder is not None else None
         self._closers.append(metacache.drain)
         shared = SharedFlight(store, metacache, wait_s=cfg.flight_wait_s) if cfg.flight_wait_s > 0 else None
         return CachePart(metacache, SingleFlight(), shared)
@@ -186,6 +195,15 @@ class Runtime:
         self.routes.update(routes)
         self._closers.append(observer.close)
         return observer
+
+    def degraded_now(self) -> dict[str, str]:
+        """The optional parts that are degraded, with the reason (what /readyz lists)."""
+        out = dict(self.degraded)
+        if self.shed_watch is not None:
+            shed = self.shed_watch.check()
+            if shed is not None:
+                out["semantic_cache"] = shed
+        return out
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-
 import pytest
+from structlog.testing import capture_logs
 
 from gateway.cache.shed import ShedWatch
 from gateway.cache.types import CacheStats
@@ -28,19 +27,19 @@ def test_quiet_while_phase4_runs_and_below_min_lookups() -> None:
     assert few.check() is None
 
 
-def test_says_so_and_logs_once_when_shed(caplog: pytest.LogCaptureFixture) -> None:
+def test_says_so_and_logs_once_when_shed() -> None:
     stats = CacheStats()
     watch = ShedWatch(stats, max_share=0.05, window_s=60, min_lookups=50)
     _run(stats, 3000, 53)
-    with caplog.at_level(logging.INFO, logger="gateway.cache.shed"):
+    with capture_logs() as logs:
         reason = watch.check()
         assert reason is not None and "98%" in reason and "3000" in reason
         assert watch.check() == reason
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "shed" in warnings[0].getMessage()
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert len(warnings) == 1 and warnings[0]["event"] == "semantic_cache_shed"
 
 
-def test_windows_roll_and_recovery_clears_it(caplog: pytest.LogCaptureFixture) -> None:
+def test_windows_roll_and_recovery_clears_it() -> None:
     stats = CacheStats()
     watch = ShedWatch(stats, max_share=0.05, window_s=60, min_lookups=50)
     t0 = watch._base[0]  # the window's start, on the monotonic clock
@@ -49,6 +48,6 @@ def test_windows_roll_and_recovery_clears_it(caplog: pytest.LogCaptureFixture) -
     _run(stats, 10, 10)  # too few in the new window: the closed one still speaks
     assert watch.check(now=t0 + 70) is not None
     _run(stats, 190, 190)
-    with caplog.at_level(logging.INFO, logger="gateway.cache.shed"):
+    with capture_logs() as logs:
         assert watch.check(now=t0 + 80) is None
-    assert any("no longer shed" in r.getMessage() for r in caplog.records)
+    assert any(e["event"] == "semantic_cache_not_shed" for e in logs)
