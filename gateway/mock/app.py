@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-import xxhash
 
 from gateway.mock import anthropic as anth
 from gateway.mock import responses as oai
+from gateway.mock.caching import PromptCaches, openai_prompt
 
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
@@ -33,7 +33,7 @@ class MockSettings(msgspec.Struct):
     chunk_interval_ms: float = 0.0
     error_rate: float = 0.0
     error_status: int = 500
-    cached_tokens: int = 0  # OpenAI prompt_tokens_details.cached_tokens on every answer
+    cached_tokens: int = 0  # a fixed OpenAI cached_tokens on every answer; 0: simulate prefix caching
     record: int = 500  # how many requests /_mock/requests keeps
     models: tuple[str, ...] = ("mock-gpt-4o", "mock-claude", "gpt-4o-mini", "claude-house")
 
@@ -44,8 +44,7 @@ class MockState:
         self.requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=settings.record)
         self.counter = 0
         self.stats = {"requests": 0, "streams_started": 0, "streams_completed": 0, "streams_cancelled": 0}
-        # Anthropic prompt caching simulation: hashes of prefixes marked with cache_control.
-        self.cached_prefixes: set[int] = set()
+        self.caches = PromptCaches()  # both providers' prompt caches, simulated
 
 
 def _error_body(status: int, anthropic: bool) -> bytes:
@@ -124,14 +123,17 @@ class MockApp:
 
     async def _openai(self, proto: Any, path: str, body: dict[str, Any], n_id: int, stream: bool,
                       chunks: int, pace: float) -> None:
-        cached = self.state.settings.cached_tokens
         hdrs = self._openai_headers(n_id)
         endpoint = path.rsplit("/", 1)[-1]
+        cached, prompt_tokens = self.state.caches.openai(str(body.get("model")), openai_prompt(path, body))
+        if self.state.settings.cached_tokens:
+            cached = self.state.settings.cached_tokens
+        usage = (cached, prompt_tokens)
         if endpoint == "completions" and path.endswith("/chat/completions"):
             if stream:
-                events = [(None, c) for c in oai.chat_chunks(body, n_id, chunks, cached)]
+                events = [(None, c) for c in oai.chat_chunks(body, n_id, chunks, usage)]
                 return await self._stream(proto, hdrs, events, pace, done=True)
-            return proto.response_bytes(200, JSON + hdrs, _enc.encode(oai.chat_completion(body, n_id, cached)))
+            return proto.response_bytes(200, JSON + hdrs, _enc.encode(oai.chat_completion(body, n_id, usage)))
         if endpoint == "completions":
             if stream:
                 events = [(None, c) for c in oai.completion_chunks(body, n_id, chunks)]
@@ -141,27 +143,15 @@ class MockApp:
             return proto.response_bytes(200, JSON + hdrs, _enc.encode(oai.embeddings(body)))
         if endpoint == "responses":
             if stream:
-                named = [(name, data) for name, data in oai.responses_events(body, n_id, chunks)]
+                named = [(name, data) for name, data in oai.responses_events(body, n_id, chunks, usage)]
                 return await self._stream(proto, hdrs, named, pace, done=False)
-            return proto.response_bytes(200, JSON + hdrs, _enc.encode(oai.responses_object(body, n_id)))
+            return proto.response_bytes(200, JSON + hdrs, _enc.encode(oai.responses_object(body, n_id, usage)))
         return proto.response_bytes(404, JSON, b'{"error":{"message":"mock: unknown endpoint"}}')
-
-    def _anthropic_cache(self, body: dict[str, Any]) -> tuple[int, int]:
-        """Like the provider: the first request with a marked system prompt writes it, later ones read."""
-        if not anth.has_cache_control(body):
-            return 0, 0
-        system = anth.system_text(body)
-        key = xxhash.xxh64_intdigest(system.encode())
-        tokens = oai.approx_tokens(system)
-        if key in self.state.cached_prefixes:
-            return 0, tokens
-        self.state.cached_prefixes.add(key)
-        return tokens, 0
 
     async def _anthropic(self, proto: Any, body: dict[str, Any], n_id: int, stream: bool, chunks: int,
                          pace: float) -> None:
         hdrs = [("request-id", f"req_mock{n_id}"), ("anthropic-ratelimit-requests-remaining", "9999")]
-        cache = self._anthropic_cache(body)
+        cache = self.state.caches.anthropic(body)
         if stream:
             events = [(name, data) for name, data in anth.events(body, n_id, chunks, cache)]
             return await self._stream(proto, hdrs, events, pace, done=False)
