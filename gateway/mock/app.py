@@ -2,8 +2,9 @@
 
 Behaviour comes from `MockSettings` (CLI flags) and can be changed per request with a body field
 `"mock": {"status": 500, "latency_ms": 0, "chunks": 5, "chunk_interval_ms": 20}`. It records the
-last requests (`GET /_mock/requests`) and stream outcomes (`GET /_mock/stats`), so tests and
-operators see exactly what the gateway sent.
+last requests with the usage it billed (`GET /_mock/requests`) and stream outcomes (`GET
+/_mock/stats`), so tests and operators see exactly what the gateway sent. Both providers' prompt
+caches are simulated (caching.py); `DELETE /_mock/caches` empties them.
 """
 
 from __future__ import annotations
@@ -87,6 +88,9 @@ class MockApp:
         if method == "DELETE" and path == "/_mock/requests":
             st.requests.clear()
             return proto.response_bytes(200, JSON, b"{}")
+        if method == "DELETE" and path == "/_mock/caches":
+            st.caches = PromptCaches()
+            return proto.response_bytes(200, JSON, b"{}")
         if method != "POST":
             return proto.response_bytes(405, JSON, b'{"error":{"message":"method not allowed"}}')
         raw = await proto()
@@ -97,8 +101,9 @@ class MockApp:
         st.counter += 1
         st.stats["requests"] += 1
         n_id = st.counter
-        st.requests.append({"method": method, "path": path, "headers": dict(headers.items()), "body": body,
-                            "time": time.time()})
+        entry: dict[str, Any] = {"method": method, "path": path, "headers": dict(headers.items()), "body": body,
+                                 "time": time.time()}
+        st.requests.append(entry)
         opts = body.get("mock") if isinstance(body.get("mock"), dict) else {}
         latency = float(opts.get("latency_ms", st.settings.latency_ms)) / 1000.0
         if latency > 0:
@@ -114,21 +119,22 @@ class MockApp:
         pace = float(opts.get("chunk_interval_ms", st.settings.chunk_interval_ms)) / 1000.0
         stream = bool(body.get("stream"))
         if is_anthropic:
-            return await self._anthropic(proto, body, n_id, stream, chunks, pace)
-        return await self._openai(proto, path, body, n_id, stream, chunks, pace)
+            return await self._anthropic(proto, body, n_id, stream, chunks, pace, entry)
+        return await self._openai(proto, path, body, n_id, stream, chunks, pace, entry)
 
     def _openai_headers(self, n_id: int) -> list[tuple[str, str]]:
         return [("x-request-id", f"req_mock{n_id}"), ("x-ratelimit-remaining-requests", "9999"),
                 ("x-ratelimit-limit-requests", "10000"), ("openai-processing-ms", "60")]
 
     async def _openai(self, proto: Any, path: str, body: dict[str, Any], n_id: int, stream: bool,
-                      chunks: int, pace: float) -> None:
+                      chunks: int, pace: float, entry: dict[str, Any]) -> None:
         hdrs = self._openai_headers(n_id)
         endpoint = path.rsplit("/", 1)[-1]
         cached, prompt_tokens = self.state.caches.openai(str(body.get("model")), openai_prompt(path, body))
         if self.state.settings.cached_tokens:
             cached = self.state.settings.cached_tokens
         usage = (cached, prompt_tokens)
+        entry["usage"] = {"prompt_tokens": prompt_tokens, "cached_tokens": min(cached, prompt_tokens)}
         if endpoint == "completions" and path.endswith("/chat/completions"):
             if stream:
                 events = [(None, c) for c in oai.chat_chunks(body, n_id, chunks, usage)]
@@ -149,9 +155,12 @@ class MockApp:
         return proto.response_bytes(404, JSON, b'{"error":{"message":"mock: unknown endpoint"}}')
 
     async def _anthropic(self, proto: Any, body: dict[str, Any], n_id: int, stream: bool, chunks: int,
-                         pace: float) -> None:
+                         pace: float, entry: dict[str, Any]) -> None:
         hdrs = [("request-id", f"req_mock{n_id}"), ("anthropic-ratelimit-requests-remaining", "9999")]
         cache = self.state.caches.anthropic(body)
+        created, read, total = cache
+        entry["usage"] = {"input_tokens": max(1, total - created - read), "cache_creation_input_tokens": created,
+                          "cache_read_input_tokens": read}
         if stream:
             events = [(name, data) for name, data in anth.events(body, n_id, chunks, cache)]
             return await self._stream(proto, hdrs, events, pace, done=False)
