@@ -383,7 +383,9 @@ def main() -> int:
         finally:
             stop(mock)
     summary = summarise(rows)
-    (RESULTS / "cost.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
+    turns = {f"{m}|{p}|{v}": [round(x, 6) for x in per_turn(rows, m, p, v)]
+             for m, p, v in {(r["mode"], r["path"], r["variant"]) for r in rows}}
+    (RESULTS / "cost.json").write_text(json.dumps({"summary": summary, "usd_per_turn": turns}, indent=1) + "\n")
     md = write_markdown(summary, rows, corpus)
     (RESULTS / "cost.md").write_text(md)
     chart(rows, RESULTS / "cost.png")
