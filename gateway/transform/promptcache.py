@@ -242,13 +242,17 @@ def _with_marker(content: Any, k: int) -> list[Any]:
     return blocks
 
 
-def mark_conversation(body: dict[str, Any], model: str) -> Marks:
+def mark_conversation(body: dict[str, Any], model: str, *, first_turn: bool = True) -> Marks:
     """`body` (Anthropic /v1/messages) with breakpoints for a growing conversation, copied.
 
     Breakpoints, by priority while room is left under `MAX_BREAKPOINTS`: the latest message, the
     message that ended the previous turn, the end of system (or of tools when there is no system).
     Each only where the prefix up to it holds at least `min_tokens(model)` tokens (estimated) and
     the client did not mark it already. The client's dict is never mutated.
+
+    A cache write costs 1.25x input and pays off only if a later request reads it: with
+    `first_turn=False` a body with a single message gets no message breakpoint (for traffic that is
+    mostly one-shot); agent loops want the default, so that turn 2 reads what turn 1 wrote.
     """
     client = count_breakpoints(body)
     room = MAX_BREAKPOINTS - client
@@ -263,7 +267,7 @@ def mark_conversation(body: dict[str, Any], model: str) -> Marks:
         total += _size(msg.get("content") if isinstance(msg, dict) else msg) + 16
         ends.append(total)
     wanted: list[tuple[Place, int]] = []
-    if messages:
+    if messages and (first_turn or len(messages) > 1):
         wanted.append(("latest", len(messages) - 1))
         prev = _previous_turn(messages)
         if prev is not None and prev != len(messages) - 1:

@@ -86,3 +86,42 @@ def test_no_change_inside_protected_spans_of_prose(path: Path) -> None:
             if "[same as the document in" in after["content"]:
                 continue  # a deduplicated paragraph (never one with a protected span) was replaced
             assert protected_texts(after["content"]) == protected_texts(before["content"])
+
+
+def test_dedup_and_references_never_rewrite_an_earlier_turn() -> None:
+    """The corpus has no long repeated paragraph; this conversation repeats one (exactly and nearly)
+    and a tool output, and grows turn by turn at the standard level with an embedder."""
+    import numpy as np
+
+    def embed(texts: list[str]) -> Any:
+        # Deterministic bag-of-words vectors: near copies score above the threshold.
+        rows = []
+        for t in texts:
+            v = np.zeros(64)
+            for w in t.lower().split():
+                v[hash(w) % 64] += 1.0
+            rows.append(v / (np.linalg.norm(v) or 1.0))
+        return np.array(rows)
+
+    doc = ("The deployment runbook says to drain the node, wait for the queue to empty, then restart "
+           "the service and watch the error rate for ten minutes before moving to the next node. ") * 4
+    near = doc.replace("ten minutes", "fifteen minutes")
+    output = json.dumps({"rows": [{"id": i, "state": "ok"} for i in range(30)]}, indent=2)
+    turns = [f"Read this:\n\n{doc}", f"And this:\n\n{doc}", f"Also:\n\n{near}", "Done?"]
+    messages: list[dict[str, Any]] = []
+    previous: list[Any] = []
+    for t, text in enumerate(turns):
+        messages.append({"role": "user", "content": text})
+        for label in ("light", "standard"):
+            out = compress_openai_chat({"model": "gpt-4o", "messages": messages}, label, embed=embed, count=False)
+            sent = json.loads(json.dumps(out.body["messages"]))  # a copy: `messages` keeps growing
+            if label == "standard":
+                assert sent[: len(previous)] == previous
+                previous = sent
+        messages.append({"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"c{t}", "type": "function", "function": {"name": "q", "arguments": "{}"}}]})
+        messages.append({"role": "tool", "tool_call_id": f"c{t}", "content": output})
+    final = compress_openai_chat({"model": "gpt-4o", "messages": messages}, "standard", embed=embed, count=False)
+    assert final.blocks_deduped >= 1 and final.outputs_referenced == len(turns) - 1
+    alone = compress_openai_chat({"model": "gpt-4o", "messages": messages[:1]}, "standard", embed=embed, count=False)
+    assert final.body["messages"][0]["content"] == alone.body["messages"][0]["content"]

@@ -170,3 +170,11 @@ def test_prompt_cache_key_is_per_tenant_and_conversation() -> None:
     responses = {"model": "gpt-4o", "instructions": "i", "input": [{"role": "user", "content": "q"}]}
     assert pc.prompt_cache_key("team-a", responses) == pc.prompt_cache_key(
         "team-a", {**responses, "input": [*responses["input"], {"role": "user", "content": "more"}]})
+
+
+def test_first_turn_marking_can_be_left_to_the_second_turn() -> None:
+    one = {"model": SONNET, "messages": [{"role": "user", "content": words(1500, "q")}]}
+    assert pc.mark_conversation(one, SONNET).placed == ["latest"]
+    assert pc.mark_conversation(one, SONNET, first_turn=False).placed == []
+    two = conversation(3)
+    assert pc.mark_conversation(two, SONNET, first_turn=False).placed == pc.mark_conversation(two, SONNET).placed
