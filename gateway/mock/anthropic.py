@@ -31,12 +31,9 @@ def system_text(body: dict[str, Any]) -> str:
     return ""
 
 
-def has_cache_control(body: dict[str, Any]) -> bool:
-    return '"cache_control"' in json.dumps(body)
-
-
-def message(body: dict[str, Any], n_id: int, cache: tuple[int, int]) -> dict[str, Any]:
-    """`cache` = (cache_creation_input_tokens, cache_read_input_tokens) decided by the server."""
+def message(body: dict[str, Any], n_id: int, cache: tuple[int, ...]) -> dict[str, Any]:
+    """`cache` = (cache_creation_input_tokens, cache_read_input_tokens, prompt tokens) from the
+    simulated prompt cache (gateway.mock.caching); without the third, the prompt is estimated."""
     prompt = _last_user_text(body.get("messages") or [])
     tool = wants_tool(body, anthropic=True)
     if tool:
@@ -50,8 +47,9 @@ def message(body: dict[str, Any], n_id: int, cache: tuple[int, int]) -> dict[str
     out_tokens = approx_tokens(answer_text(prompt))
     if out_tokens > max_tokens:
         stop = "max_tokens"
-    created, read = cache
-    input_tokens = approx_tokens(json.dumps(body.get("messages") or []) + system_text(body)) - created - read
+    created, read = cache[0], cache[1]
+    total = cache[2] if len(cache) > 2 else approx_tokens(json.dumps(body.get("messages") or []) + system_text(body))
+    input_tokens = total - created - read
     return {
         "id": f"msg_mock{n_id}", "type": "message", "role": "assistant", "model": body.get("model", "mock"),
         "content": content, "stop_reason": stop, "stop_sequence": None,
@@ -60,7 +58,8 @@ def message(body: dict[str, Any], n_id: int, cache: tuple[int, int]) -> dict[str
     }
 
 
-def events(body: dict[str, Any], n_id: int, chunks: int, cache: tuple[int, int]) -> list[tuple[str, dict[str, Any]]]:
+def events(body: dict[str, Any], n_id: int, chunks: int,
+           cache: tuple[int, ...]) -> list[tuple[str, dict[str, Any]]]:
     full = message(body, n_id, cache)
     usage = full["usage"]
     start = {**full, "content": [], "stop_reason": None,

@@ -2,8 +2,9 @@
 
 Behaviour comes from `MockSettings` (CLI flags) and can be changed per request with a body field
 `"mock": {"status": 500, "latency_ms": 0, "chunks": 5, "chunk_interval_ms": 20}`. It records the
-last requests (`GET /_mock/requests`) and stream outcomes (`GET /_mock/stats`), so tests and
-operators see exactly what the gateway sent.
+last requests with the usage it billed (`GET /_mock/requests`) and stream outcomes (`GET
+/_mock/stats`), so tests and operators see exactly what the gateway sent. Both providers' prompt
+caches are simulated (caching.py); `DELETE /_mock/caches` empties them.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-import xxhash
 
 from gateway.mock import anthropic as anth
 from gateway.mock import responses as oai
+from gateway.mock.caching import PromptCaches, openai_prompt
 
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
@@ -33,7 +34,7 @@ class MockSettings(msgspec.Struct):
     chunk_interval_ms: float = 0.0
     error_rate: float = 0.0
     error_status: int = 500
-    cached_tokens: int = 0  # OpenAI prompt_tokens_details.cached_tokens on every answer
+    cached_tokens: int = 0  # a fixed OpenAI cached_tokens on every answer; 0: simulate prefix caching
     record: int = 500  # how many requests /_mock/requests keeps
     models: tuple[str, ...] = ("mock-gpt-4o", "mock-claude", "gpt-4o-mini", "claude-house")
 
@@ -44,8 +45,7 @@ class MockState:
         self.requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=settings.record)
         self.counter = 0
         self.stats = {"requests": 0, "streams_started": 0, "streams_completed": 0, "streams_cancelled": 0}
-        # Anthropic prompt caching simulation: hashes of prefixes marked with cache_control.
-        self.cached_prefixes: set[int] = set()
+        self.caches = PromptCaches()  # both providers' prompt caches, simulated
 
 
 def _error_body(status: int, anthropic: bool) -> bytes:
@@ -88,6 +88,9 @@ class MockApp:
         if method == "DELETE" and path == "/_mock/requests":
             st.requests.clear()
             return proto.response_bytes(200, JSON, b"{}")
+        if method == "DELETE" and path == "/_mock/caches":
+            st.caches = PromptCaches()
+            return proto.response_bytes(200, JSON, b"{}")
         if method != "POST":
             return proto.response_bytes(405, JSON, b'{"error":{"message":"method not allowed"}}')
         raw = await proto()
@@ -98,8 +101,9 @@ class MockApp:
         st.counter += 1
         st.stats["requests"] += 1
         n_id = st.counter
-        st.requests.append({"method": method, "path": path, "headers": dict(headers.items()), "body": body,
-                            "time": time.time()})
+        entry: dict[str, Any] = {"method": method, "path": path, "headers": dict(headers.items()), "body": body,
+                                 "time": time.time()}
+        st.requests.append(entry)
         opts = body.get("mock") if isinstance(body.get("mock"), dict) else {}
         latency = float(opts.get("latency_ms", st.settings.latency_ms)) / 1000.0
         if latency > 0:
@@ -115,23 +119,27 @@ class MockApp:
         pace = float(opts.get("chunk_interval_ms", st.settings.chunk_interval_ms)) / 1000.0
         stream = bool(body.get("stream"))
         if is_anthropic:
-            return await self._anthropic(proto, body, n_id, stream, chunks, pace)
-        return await self._openai(proto, path, body, n_id, stream, chunks, pace)
+            return await self._anthropic(proto, body, n_id, stream, chunks, pace, entry)
+        return await self._openai(proto, path, body, n_id, stream, chunks, pace, entry)
 
     def _openai_headers(self, n_id: int) -> list[tuple[str, str]]:
         return [("x-request-id", f"req_mock{n_id}"), ("x-ratelimit-remaining-requests", "9999"),
                 ("x-ratelimit-limit-requests", "10000"), ("openai-processing-ms", "60")]
 
     async def _openai(self, proto: Any, path: str, body: dict[str, Any], n_id: int, stream: bool,
-                      chunks: int, pace: float) -> None:
-        cached = self.state.settings.cached_tokens
+                      chunks: int, pace: float, entry: dict[str, Any]) -> None:
         hdrs = self._openai_headers(n_id)
         endpoint = path.rsplit("/", 1)[-1]
+        cached, prompt_tokens = self.state.caches.openai(str(body.get("model")), openai_prompt(path, body))
+        if self.state.settings.cached_tokens:
+            cached = self.state.settings.cached_tokens
+        usage = (cached, prompt_tokens)
+        entry["usage"] = {"prompt_tokens": prompt_tokens, "cached_tokens": min(cached, prompt_tokens)}
         if endpoint == "completions" and path.endswith("/chat/completions"):
             if stream:
-                events = [(None, c) for c in oai.chat_chunks(body, n_id, chunks, cached)]
+                events = [(None, c) for c in oai.chat_chunks(body, n_id, chunks, usage)]
                 return await self._stream(proto, hdrs, events, pace, done=True)
-            return proto.response_bytes(200, JSON + hdrs, _enc.encode(oai.chat_completion(body, n_id, cached)))
+            return proto.response_bytes(200, JSON + hdrs, _enc.encode(oai.chat_completion(body, n_id, usage)))
         if endpoint == "completions":
             if stream:
                 events = [(None, c) for c in oai.completion_chunks(body, n_id, chunks)]
@@ -141,27 +149,18 @@ class MockApp:
             return proto.response_bytes(200, JSON + hdrs, _enc.encode(oai.embeddings(body)))
         if endpoint == "responses":
             if stream:
-                named = [(name, data) for name, data in oai.responses_events(body, n_id, chunks)]
+                named = [(name, data) for name, data in oai.responses_events(body, n_id, chunks, usage)]
                 return await self._stream(proto, hdrs, named, pace, done=False)
-            return proto.response_bytes(200, JSON + hdrs, _enc.encode(oai.responses_object(body, n_id)))
+            return proto.response_bytes(200, JSON + hdrs, _enc.encode(oai.responses_object(body, n_id, usage)))
         return proto.response_bytes(404, JSON, b'{"error":{"message":"mock: unknown endpoint"}}')
 
-    def _anthropic_cache(self, body: dict[str, Any]) -> tuple[int, int]:
-        """Like the provider: the first request with a marked system prompt writes it, later ones read."""
-        if not anth.has_cache_control(body):
-            return 0, 0
-        system = anth.system_text(body)
-        key = xxhash.xxh64_intdigest(system.encode())
-        tokens = oai.approx_tokens(system)
-        if key in self.state.cached_prefixes:
-            return 0, tokens
-        self.state.cached_prefixes.add(key)
-        return tokens, 0
-
     async def _anthropic(self, proto: Any, body: dict[str, Any], n_id: int, stream: bool, chunks: int,
-                         pace: float) -> None:
+                         pace: float, entry: dict[str, Any]) -> None:
         hdrs = [("request-id", f"req_mock{n_id}"), ("anthropic-ratelimit-requests-remaining", "9999")]
-        cache = self._anthropic_cache(body)
+        cache = self.state.caches.anthropic(body)
+        created, read, total = cache
+        entry["usage"] = {"input_tokens": max(1, total - created - read), "cache_creation_input_tokens": created,
+                          "cache_read_input_tokens": read}
         if stream:
             events = [(name, data) for name, data in anth.events(body, n_id, chunks, cache)]
             return await self._stream(proto, hdrs, events, pace, done=False)

@@ -69,10 +69,18 @@ def tool_arguments(prompt: str) -> str:
 # ---------------------------------------------------------------- OpenAI chat
 
 
-def chat_completion(body: dict[str, Any], n_id: int, cached_tokens: int) -> dict[str, Any]:
+def prompt_usage(body: dict[str, Any], usage: tuple[int, int] | int) -> tuple[int, int]:
+    """(cached, prompt tokens): the simulated cache's pair, or a fixed cached count with the prompt estimated."""
+    if isinstance(usage, tuple):
+        return usage
+    return usage, approx_tokens(json.dumps(body.get("messages") or []))
+
+
+def chat_completion(body: dict[str, Any], n_id: int, usage: tuple[int, int] | int) -> dict[str, Any]:
+    """`usage` = (cached tokens, prompt tokens) from the simulated prompt cache (see `prompt_usage`)."""
     prompt = last_user_text(body.get("messages") or [])
     tool = wants_tool(body, anthropic=False)
-    prompt_tokens = approx_tokens(json.dumps(body.get("messages") or []))
+    cached_tokens, prompt_tokens = prompt_usage(body, usage)
     n = int(body.get("n") or 1)
     choices = []
     for i in range(n):
@@ -105,9 +113,10 @@ def chat_completion(body: dict[str, Any], n_id: int, cached_tokens: int) -> dict
     }
 
 
-def chat_chunks(body: dict[str, Any], n_id: int, chunks: int, cached_tokens: int) -> list[dict[str, Any]]:
+def chat_chunks(body: dict[str, Any], n_id: int, chunks: int,
+                usage: tuple[int, int] | int) -> list[dict[str, Any]]:
     """The stream of chat.completion.chunk objects for `body` (without the final [DONE])."""
-    full = chat_completion(body, n_id, cached_tokens)
+    full = chat_completion(body, n_id, usage)
     base = {"id": full["id"], "object": "chat.completion.chunk", "created": full["created"],
             "model": full["model"], "system_fingerprint": "fp_mock"}
 
@@ -186,11 +195,12 @@ def embeddings(body: dict[str, Any]) -> dict[str, Any]:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
-def responses_object(body: dict[str, Any], n_id: int) -> dict[str, Any]:
+def responses_object(body: dict[str, Any], n_id: int, usage: tuple[int, int] | None = None) -> dict[str, Any]:
     inp = body.get("input")
     prompt = inp if isinstance(inp, str) else last_user_text(inp or [])
     text = answer_text(prompt)
-    it, ot = approx_tokens(prompt), approx_tokens(text)
+    cached, it = usage or (0, approx_tokens(prompt))
+    ot = approx_tokens(text)
     return {
         "id": f"resp_mock{n_id}", "object": "response", "created_at": int(time.time()), "status": "completed",
         "model": body.get("model", "mock"), "error": None, "incomplete_details": None,
@@ -201,13 +211,14 @@ def responses_object(body: dict[str, Any], n_id: int) -> dict[str, Any]:
             "content": [{"type": "output_text", "text": text, "annotations": []}],
         }],
         "usage": {"input_tokens": it, "output_tokens": ot, "total_tokens": it + ot,
-                  "input_tokens_details": {"cached_tokens": 0},
+                  "input_tokens_details": {"cached_tokens": min(cached, it)},
                   "output_tokens_details": {"reasoning_tokens": 0}},
     }
 
 
-def responses_events(body: dict[str, Any], n_id: int, chunks: int) -> list[tuple[str, dict[str, Any]]]:
-    full = responses_object(body, n_id)
+def responses_events(body: dict[str, Any], n_id: int, chunks: int,
+                     usage: tuple[int, int] | None = None) -> list[tuple[str, dict[str, Any]]]:
+    full = responses_object(body, n_id, usage)
     text = full["output"][0]["content"][0]["text"]
     pending = {**full, "status": "in_progress", "output": [], "usage": None}
     item = {**full["output"][0], "status": "in_progress", "content": []}

@@ -78,7 +78,10 @@ def test_openai_compresses_prose_and_skips_tools() -> None:
     assert out["messages"][0]["content"] == "To help, answer before asking. Use `in order to` as is."
     assert out["messages"][1]["content"][0]["text"].startswith("Because I am new:")
     assert out["messages"][1]["content"][1] is body["messages"][1]["content"][1]  # untouched part shared
-    assert out["messages"][2] is body["messages"][2]  # assistant with tool_calls: skipped
+    # An assistant turn with tool calls gets no rewriting, only its arguments compacted losslessly.
+    assert out["messages"][2]["content"] == body["messages"][2]["content"]
+    assert out["messages"][2]["tool_calls"][0]["function"]["arguments"] == '{"q":"in order to"}'
+    assert result.json_compacted == 1
     assert out["messages"][3] is body["messages"][3]  # tool result: skipped
     assert out["messages"][4]["content"] == (
         "Again:\n\n[same as the document in message 2, paragraph 2]\n\nIf it fails?"
@@ -111,7 +114,8 @@ def test_responses_instructions_and_message_items_only() -> None:
     assert out["input"][0]["content"][0]["text"] == "Because I am new, explain."
     assert out["input"][0]["content"][1] is body["input"][0]["content"][1]
     assert out["input"][1]["content"] == "If you ask, yes."
-    assert out["input"][2:] == body["input"][2:] and out["input"][2] is body["input"][2]
+    assert out["input"][2] == {**body["input"][2], "arguments": '{"q":"in order to"}'}  # compacted only
+    assert out["input"][3:] == body["input"][3:] and out["input"][3] is body["input"][3]
     assert out["tools"] is body["tools"]
     string_input = compress_openai_responses({"model": "m", "input": "In order to start, say hi."}, "light")
     assert string_input.body["input"] == "To start, say hi."

@@ -1,18 +1,25 @@
 """Compression of whole request bodies: finds the prose in OpenAI chat, completions and Responses
-bodies and in Anthropic messages, and rewrites it.
+bodies and in Anthropic messages, and rewrites it; compacts their tool results and arguments.
+
+Order per body: lossless compaction of tool texts (compact.py), then per prose text whitespace
+compaction, dedup against earlier texts, phrase rewriting. Every step depends only on a text and
+the texts before it, so a conversation's earlier turns are re-sent byte for byte.
 
 Pure functions of (body, level, embed): no I/O, no shared mutable state, the input is never
 mutated (only the containers on the path to a changed text are copied), so a caller may run a
-large body in a worker thread. Tool calls, tool results and any block that is not plain text
-(images, documents, thinking blocks with their signatures) are skipped entirely.
+large body in a worker thread. Tool calls and tool results get only the lossless compaction;
+any block that is not plain text (images, documents, thinking blocks with their signatures) is
+skipped entirely.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
+from gateway.transform.compress.compact import compact_body, compact_prose
 from gateway.transform.compress.dedup import Embedder, dedup_units
 from gateway.transform.compress.phrases import replace_phrases
 from gateway.transform.compress.protect import compress_prose
@@ -31,7 +38,9 @@ class CompressionResult(msgspec.Struct):
     """The outgoing body and what compression did to it.
 
     Tokens count the texts compression may touch (cl100k_base, see tokens.py); both are 0 when the
-    level is "off", since nothing was measured.
+    level is "off", since nothing was measured. The compaction layer is counted apart
+    (`compaction_*`): tool texts, and the prose whitespace step (its output is what phrases and
+    dedup start from, so the two savings add up to the whole).
     """
 
     body: dict[str, Any]
@@ -42,6 +51,12 @@ class CompressionResult(msgspec.Struct):
     blocks_deduped: int
     # count=False: the (original, compressed) texts that changed, for counting off the request path
     changed_texts: list[tuple[str, str]] = []
+    json_compacted: int = 0  # tool results / arguments re-serialised compactly
+    outputs_referenced: int = 0  # tool outputs replaced by a reference to an identical earlier one
+    whitespace_compacted: int = 0  # prose texts whose whitespace was compacted
+    compaction_tokens_before: int = 0
+    compaction_tokens_after: int = 0
+    compaction_texts: list[tuple[str, str]] = []  # count=False: (original, compacted) pairs
 
 
 def compress_text(text: str, level: str) -> tuple[str, int]:
@@ -146,16 +161,30 @@ def _rebuild(body: dict[str, Any], changes: dict[_Slot, str]) -> dict[str, Any]:
 
 
 def _compress(
-    body: dict[str, Any], units: list[_Unit], level: str, embed: Embedder | None, count: bool = True
+    body: dict[str, Any], kind: str, find_units: Callable[[dict[str, Any]], list[_Unit]], level: str,
+    embed: Embedder | None, count: bool = True,
 ) -> CompressionResult:
     spec = spec_for(level)
-    if spec.phrases is None or not units:
+    if spec.phrases is None:
         return CompressionResult(body, False, 0, 0, 0, 0)
-    texts = [text for _, _, text in units]
+    compaction: list[tuple[str, str]] = []
+    json_compacted = referenced = whitespace = 0
+    if spec.compact:
+        body, stats = compact_body(body, kind)
+        compaction = stats.texts
+        json_compacted, referenced = stats.json_compacted, stats.outputs_referenced
+    units = find_units(body)
+    originals = [text for _, _, text in units]
+    starts = [compact_prose(text) for text in originals] if spec.compact else originals
+    for original, start in zip(originals, starts, strict=True):
+        if start != original:
+            whitespace += 1
+            compaction.append((original, start))
+    texts = starts
     deduped = 0
-    if spec.dedup_exact:
+    if spec.dedup_exact and texts:
         texts, deduped = dedup_units(
-            [(label, text) for _, label, text in units],
+            [(label, text) for (_, label, _), text in zip(units, texts, strict=True)],
             min_chars=spec.dedup_min_chars,
             embed=embed if spec.dedup_near else None,
             near_threshold=spec.near_threshold,
@@ -164,25 +193,33 @@ def _compress(
     changes: dict[_Slot, str] = {}
     pairs: list[tuple[str, str]] = []
     before = after = 0
-    for (slot, _, original), text in zip(units, texts, strict=True):
+    for (slot, _, original), start, text in zip(units, starts, texts, strict=True):
         new, n = compress_text(text, spec.phrases)
         replaced += n
         if new != original:
             changes[slot] = new
-            pairs.append((original, new))
+        if new != start:
+            pairs.append((start, new))
         elif count:
-            tokens = count_tokens(original)
+            tokens = count_tokens(start)
             before += tokens
             after += tokens
+    c_before = c_after = 0
     if count:
         for original, new in pairs:
             before += count_tokens(original)
             after += count_tokens(new)
-        pairs = []
-    if not changes:
+        for original, new in compaction:
+            c_before += count_tokens(original)
+            c_after += count_tokens(new)
+        pairs, compaction = [], []
+    if not changes and not json_compacted and not referenced:
         return CompressionResult(body, False, before, after, 0, 0)
-    new_body = _rebuild(body, changes)
-    return CompressionResult(new_body, True, before, after, replaced, deduped, pairs)
+    new_body = _rebuild(body, changes) if changes else body
+    return CompressionResult(new_body, True, before, after, replaced, deduped, pairs,
+                             json_compacted=json_compacted, outputs_referenced=referenced,
+                             whitespace_compacted=whitespace, compaction_tokens_before=c_before,
+                             compaction_tokens_after=c_after, compaction_texts=compaction)
 
 
 def compress_openai_chat(
@@ -192,25 +229,25 @@ def compress_openai_chat(
 
     count=False leaves token counting (most of the cost) to the caller: `changed_texts` holds the
     pairs to count, and the token fields are 0."""
-    return _compress(body, _openai_units(body), level, embed, count)
+    return _compress(body, "chat", _openai_units, level, embed, count)
 
 
 def compress_anthropic_messages(
     body: dict[str, Any], level: str, embed: Embedder | None = None, *, count: bool = True
 ) -> CompressionResult:
     """Compress an Anthropic /v1/messages body at `level` ("off", "light", "standard")."""
-    return _compress(body, _anthropic_units(body), level, embed, count)
+    return _compress(body, "messages", _anthropic_units, level, embed, count)
 
 
 def compress_openai_responses(
     body: dict[str, Any], level: str, embed: Embedder | None = None, *, count: bool = True
 ) -> CompressionResult:
     """Compress an OpenAI /v1/responses body: the instructions and the input's message text."""
-    return _compress(body, _responses_units(body), level, embed, count)
+    return _compress(body, "responses", _responses_units, level, embed, count)
 
 
 def compress_openai_completion(
     body: dict[str, Any], level: str, embed: Embedder | None = None, *, count: bool = True
 ) -> CompressionResult:
     """Compress a legacy /v1/completions body: its prompt (a string or a list of strings)."""
-    return _compress(body, _completion_units(body), level, embed, count)
+    return _compress(body, "completions", _completion_units, level, embed, count)

@@ -35,12 +35,13 @@ class LevelSpec(msgspec.Struct, frozen=True):
     dedup_near: bool  # needs an embedder too; near copies lose their small differences
     dedup_min_chars: int = 400
     near_threshold: float = 0.95
+    compact: bool = False  # lossless compaction (compact.py): JSON, prose whitespace, repeated outputs
 
 
 _SPECS: dict[str, LevelSpec] = {
     "off": LevelSpec(phrases=None, dedup_exact=False, dedup_near=False),
-    "light": LevelSpec(phrases="light", dedup_exact=True, dedup_near=False),
-    "standard": LevelSpec(phrases="standard", dedup_exact=True, dedup_near=True),
+    "light": LevelSpec(phrases="light", dedup_exact=True, dedup_near=False, compact=True),
+    "standard": LevelSpec(phrases="standard", dedup_exact=True, dedup_near=True, compact=True),
 }
 
 
