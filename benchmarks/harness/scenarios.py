@@ -2,8 +2,10 @@
 
 A Plan lists the levels of one run; `levels_for(target)` says which a target gets. Request bodies
 are templates for the driver: "{ID}" becomes a unique id, "{WORDS}" six words chosen by it.
-Pass-through bodies carry no temperature, so the gateway's cache (temperature 0 only) never
-answers them, and every one differs anyway.
+Pass-through bodies are what an application sends: a one-line system prompt, a user question of
+about thirty words (unique per request), `max_tokens` 256 and `temperature` 0.2, so the gateway's
+cache (temperature 0 only by default) never answers them, and every one differs anyway. Only the
+cache modes send temperature 0, with short prompts, on purpose.
 """
 
 from __future__ import annotations
@@ -124,9 +126,32 @@ def _chat(content: str, **extra: object) -> bytes:
     )
 
 
+# The pass-through request: one system line and a question of 33 words, six of them ({WORDS}) and the
+# id chosen per request. Nothing in it is personal data or an injection: every policy passes it.
+SYSTEM_PROMPT = "You are a helpful assistant for the support team of a software company; answer briefly."
+QUESTION = (
+    "Request {ID}: I am planning a small project about {WORDS}. Which of these should I start with, "
+    "how do they relate, and what mistakes do beginners usually make?"
+)
+PASSTHROUGH_MAX_TOKENS = 256
+PASSTHROUGH_TEMPERATURE = 0.2  # above 0: the cache stage does not look these up (only_temperature_zero)
+
+
+def _realistic(**extra: object) -> bytes:
+    return msgspec.json.encode(
+        {
+            "model": MODEL,
+            "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": QUESTION}],
+            "max_tokens": PASSTHROUGH_MAX_TOKENS,
+            "temperature": PASSTHROUGH_TEMPERATURE,
+            **extra,
+        }
+    )
+
+
 def passthrough_body() -> bytes:
-    """Unique, and not cacheable (no temperature)."""
-    return _chat("Benchmark request {ID}: write one sentence about {WORDS}.")
+    """Unique per request, realistic in size and shape, and not cacheable (temperature 0.2)."""
+    return _realistic()
 
 
 def cache_body() -> bytes:
@@ -140,7 +165,8 @@ def anchor_body(nonce: str) -> bytes:
 
 
 def stream_body() -> bytes:
-    return _chat("Benchmark stream {ID}: tell a short story about {WORDS}.", stream=True)
+    """The pass-through request, streamed."""
+    return _realistic(stream=True)
 
 
 def body_for(level: Level, nonce: str) -> tuple[bytes, bytes | None, int]:

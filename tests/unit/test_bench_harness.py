@@ -117,12 +117,22 @@ def test_full_plan_has_every_peer() -> None:
 
 def test_bodies_are_unique_and_only_cache_modes_are_cacheable() -> None:
     def filled(template: bytes) -> dict[str, Any]:
-        return json.loads(template.replace(b"{ID}", b"1").replace(b"{WORDS}", b"a b"))
+        return json.loads(template.replace(b"{ID}", b"1").replace(b"{WORDS}", b"a b c d e f"))
 
     passthrough = filled(scenarios.passthrough_body())
-    assert "temperature" not in passthrough and b"{ID}" in scenarios.passthrough_body()
+    # What an application sends: a system line, a question of a few dozen words, hundreds of tokens.
+    system, user = passthrough["messages"]
+    assert system["role"] == "system" and "\n" not in system["content"] and system["content"]
+    assert user["role"] == "user" and 25 <= len(user["content"].split()) <= 40
+    assert passthrough["max_tokens"] == 256
+    assert passthrough["temperature"] == 0.2  # above 0: the cache (temperature 0 only) never answers
+    assert b"{ID}" in scenarios.passthrough_body() and b"{WORDS}" in scenarios.passthrough_body()
+    streamed = filled(scenarios.stream_body())
+    assert streamed["stream"] is True and streamed["messages"] == passthrough["messages"]
+    assert streamed["temperature"] == 0.2
     assert filled(scenarios.cache_body())["temperature"] == 0
-    assert filled(scenarios.stream_body())["stream"] is True
+    for level in (scenarios.Level("overhead", "open", 100), scenarios.Level("throughput", "closed", 300)):
+        assert scenarios.body_for(level, "n1")[0] == scenarios.passthrough_body()
     _template, repeat, pct = scenarios.body_for(scenarios.Level("mixed", "open", 100), "n1")
     assert pct == 50 and repeat is not None and b"{ID}" not in repeat and b"n1" in repeat
 
