@@ -390,3 +390,10 @@ def test_markdown_leads_with_the_headline_ratios_and_targets() -> None:
     assert "| **gateway-company** | 0.675 | 0.540 | – | 0.450 | 0.450 |" in cpu
     throughput = md.split("## Throughput", 1)[1].split("## Cross-check", 1)[0]
     assert "2,600 · 0.450 · 70.0 / 90.0 · 0" in throughput  # CPU ms per request beside RPS
+
+
+def test_a_subset_with_the_gateway_measures_the_forwarder_right_before_it() -> None:
+    assert cli.with_calibration(["direct", "gateway", "nginx"]) == ["direct", "forwarder", "gateway", "nginx"]
+    assert cli.with_calibration(["gateway-company"]) == ["forwarder", "gateway-company"]
+    assert cli.with_calibration(["gateway", "forwarder"]) == ["gateway", "forwarder"]  # placed by the caller
+    assert cli.with_calibration(["direct", "nginx"]) == ["direct", "nginx"]  # no gateway: nothing to calibrate
