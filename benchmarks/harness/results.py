@@ -182,6 +182,26 @@ def headline(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+DISTURBED_CORES = 0.25  # CPU of processes outside the benchmark above this during a level: say so
+
+
+def disturbed(doc: dict[str, Any]) -> dict[str, float]:
+    """Targets whose headline levels ran while processes outside the benchmark used more than
+    DISTURBED_CORES: {target: the most such CPU seen, in cores}. Their latencies and RPS are not this
+    machine's; CPU per request, counted on the target's own processes, is less affected."""
+    keys = {f"{THROUGHPUT}@{HEADLINE_CONNECTIONS}conn", *(f"{OVERHEAD}@{r}rps" for r in HEADLINE_RATES)}
+    out = {}
+    for name in main_targets(doc):
+        other = [
+            float((lv.get("resources") or {}).get("other_cpu", 0.0))
+            for key, lv in _levels(doc, name).items()
+            if key in keys
+        ]
+        if other and max(other) > DISTURBED_CORES:
+            out[name] = round(max(other), 2)
+    return out
+
+
 def ratios(doc: dict[str, Any]) -> dict[str, Any]:
     """CPU per request and RPS at 300 connections of every target as a ratio to every other one (row /
     column), from this run only: nginx, the forwarder and each peer are the columns that matter."""

@@ -318,6 +318,17 @@ def _headline(doc: dict[str, Any]) -> list[str]:
         "at 500 RPS",
     ]
     labels = [f"- **{name}**: {doc['targets'][name].get('label', name)}" for name in results.main_targets(doc)]
+    noisy = results.disturbed(doc)
+    warning = []
+    if noisy:
+        worst = ", ".join(f"{name} {cores:.2f}" for name, cores in noisy.items())
+        warning = [
+            f"**Disturbed run**: processes outside the benchmark used more than {results.DISTURBED_CORES} of a core "
+            f"during these targets' headline levels (at most, in cores: {worst}; see the rig table). Their RPS and "
+            "latencies are not this machine's; CPU per request, counted on each target's own processes, is less "
+            "affected. Run again on a quiet machine before quoting them.",
+            "",
+        ]
     return [
         "## Headline",
         "",
@@ -330,6 +341,7 @@ def _headline(doc: dict[str, Any]) -> list[str]:
         "CPU per request is the target's whole process tree (utime + stime over the level) divided by the "
         "requests it answered; a ratio under 1 to the forwarder means cheaper than the featureless forwarder.",
         "",
+        *warning,
         *_table(head, rows),
         *labels,
         "",

@@ -398,7 +398,7 @@ def catalogue() -> dict[str, Target]:
         "direct": Target("direct", "direct call to the mock (the floor)", None),
         "gateway": Target(
             "gateway",
-            "gateway, 1 worker, pinned to 1 core",
+            "gateway on embedded defaults (`serve --upstream`, auth off), 1 worker, pinned to 1 core",
             _start_gateway(1),
             version=_gateway_version,
             ready_timeout=90,

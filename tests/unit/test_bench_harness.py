@@ -390,6 +390,21 @@ def test_markdown_leads_with_the_headline_ratios_and_targets() -> None:
     assert "| **gateway-company** | 0.675 | 0.540 | – | 0.450 | 0.450 |" in cpu
     throughput = md.split("## Throughput", 1)[1].split("## Cross-check", 1)[0]
     assert "2,600 · 0.450 · 70.0 / 90.0 · 0" in throughput  # CPU ms per request beside RPS
+    assert "Disturbed run" not in md
+
+
+def test_a_headline_level_run_beside_other_load_is_flagged() -> None:
+    doc = _company_doc()
+    results.add_overheads(doc)
+    doc["checks"] = results.checks(doc)
+    assert results.disturbed(doc) == {}
+    doc["targets"]["gateway-company"]["levels"][2]["resources"]["other_cpu"] = 1.4  # its 300-connection level
+    doc["targets"]["portkey"]["levels"][3]["resources"]["other_cpu"] = 1.9  # 1,000 connections: not a headline level
+    assert results.disturbed(doc) == {"gateway-company": 1.4}
+    headline = tables.render(doc, {}).split("## Headline", 1)[1].split("## Targets", 1)[0]
+    assert "**Disturbed run**" in headline and "gateway-company 1.40" in headline and "portkey" not in headline.split(
+        "| target |"
+    )[0]
 
 
 def test_a_subset_with_the_gateway_measures_the_forwarder_right_before_it() -> None:
