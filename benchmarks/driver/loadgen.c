@@ -11,7 +11,8 @@
  * requests instead (the cache "mixed" mode).
  *
  * Output: one JSON summary on stdout (counts, the driver's own CPU, schedule lag) and, with
- * --out, one line per measured request: "latency_us ttfb_us status hit", where status < 0 is a
+ * --out, one line per measured request: "latency_us ttfb_us status hit retry_after" (retry_after 1
+ * when the answer carried a Retry-After header), where status < 0 is a
  * transport error (-1 connect, -2 read/reset, -3 timeout). The harness computes the percentiles.
  *
  * Single-threaded epoll: one core drives well over 10k requests/s, far above the gateways here.
@@ -62,7 +63,7 @@ typedef struct conn {
     /* response parser */
     char *hbuf;
     size_t hlen;
-    int headers_done, status, chunked, close_after, hit, until_eof;
+    int headers_done, status, chunked, close_after, hit, retry_after, until_eof;
     int64_t body_left;
     int ck_state, ck_line;
     int64_t ck_size;
@@ -290,7 +291,8 @@ static void record(conn_t *c, int status, int64_t t_done) {
     if (g_out) {
         int64_t lat = (t_done - ref) / 1000;
         int64_t ttfb = c->first_byte_ns ? (c->first_byte_ns - ref) / 1000 : (status > 0 ? lat : -1);
-        fprintf(g_out, "%lld %lld %d %d\n", (long long)lat, (long long)ttfb, status, c->hit);
+        fprintf(g_out, "%lld %lld %d %d %d\n", (long long)lat, (long long)ttfb, status, c->hit,
+                status > 0 ? c->retry_after : 0);
     }
 }
 
@@ -317,6 +319,7 @@ static void reset_parser(conn_t *c) {
     c->chunked = 0;
     c->close_after = 0;
     c->hit = 0;
+    c->retry_after = 0;
     c->until_eof = 0;
     c->body_left = 0;
     c->ck_state = CK_SIZE;
@@ -465,6 +468,8 @@ static int parse_headers(conn_t *c, size_t end) {
         } else if (header_is(p, len, "x-cache-hit")) {
             v = header_value(p, len, "x-cache-hit", &vl);
             if (contains_ci(v, vl, "true") || (vl && v[0] == '1')) c->hit = 1;
+        } else if (header_is(p, len, "retry-after")) {
+            c->retry_after = 1; /* a shed or refused answer that says when to come back */
         }
         p = nl + 1;
     }

@@ -53,6 +53,9 @@ class Load:
     repeat_pct: int = 0
 
 
+SHED_STATUSES = ("429", "503")  # what a target past its capacity should answer, with Retry-After
+
+
 @dataclass
 class Outcome:
     """What the driver saw: its summary plus the per-request samples, latencies in ms."""
@@ -63,6 +66,8 @@ class Outcome:
     hit_latency: list[float]
     miss_latency: list[float]
     status_counts: dict[str, int]
+    shed_latency: list[float] = field(default_factory=list)  # 429 and 503 answers
+    retry_after: dict[str, int] = field(default_factory=dict)  # answers with a Retry-After header, by status
 
     @property
     def ok(self) -> int:
@@ -77,25 +82,26 @@ class Outcome:
         return self.measured - self.ok
 
 
-def _parse_raw(path: Path) -> tuple[list[float], list[float], list[float], list[float], dict[str, int]]:
-    latency: list[float] = []
-    ttfb: list[float] = []
-    hits: list[float] = []
-    misses: list[float] = []
-    counts: dict[str, int] = {}
+def _parse_raw(path: Path) -> Outcome:
+    """The driver's per-request lines ("latency_us ttfb_us status hit [retry_after]") as samples."""
+    out = Outcome({}, [], [], [], [], {})
     with path.open() as fh:
         for line in fh:
-            lat_us, ttfb_us, status, hit = line.split()
-            counts[status] = counts.get(status, 0) + 1
+            lat_us, ttfb_us, status, hit, *rest = line.split()
+            out.status_counts[status] = out.status_counts.get(status, 0) + 1
+            if rest and rest[0] == "1":
+                out.retry_after[status] = out.retry_after.get(status, 0) + 1
             code = int(status)
+            ms = int(lat_us) / 1000
+            if status in SHED_STATUSES:
+                out.shed_latency.append(ms)
             if not 200 <= code < 300:
                 continue
-            ms = int(lat_us) / 1000
-            latency.append(ms)
+            out.latency.append(ms)
             if int(ttfb_us) >= 0:
-                ttfb.append(int(ttfb_us) / 1000)
-            (hits if hit == "1" else misses).append(ms)
-    return latency, ttfb, hits, misses, counts
+                out.ttfb.append(int(ttfb_us) / 1000)
+            (out.hit_latency if hit == "1" else out.miss_latency).append(ms)
+    return out
 
 
 def run(load: Load, cores: str | None, tick: Callable[[float], None] | None = None) -> Outcome:
@@ -139,9 +145,9 @@ def run(load: Load, cores: str | None, tick: Callable[[float], None] | None = No
         out, err = proc.communicate()
         if proc.returncode != 0:
             raise RuntimeError(f"load driver failed ({proc.returncode}): {err.decode(errors='replace')[-500:]}")
-        summary = msgspec.json.decode(out.strip().splitlines()[-1])
-        latency, ttfb, hits, misses, counts = _parse_raw(work / "raw.txt")
-    return Outcome(summary, latency, ttfb, hits, misses, counts)
+        outcome = _parse_raw(work / "raw.txt")
+        outcome.summary = msgspec.json.decode(out.strip().splitlines()[-1])
+    return outcome
 
 
 def summarize(outcome: Outcome) -> dict[str, Any]:
@@ -172,6 +178,14 @@ def summarize(outcome: Outcome) -> dict[str, Any]:
             "retries": s["retries"],
         },
     }
+    if outcome.shed_latency:
+        # Past capacity: how many were shed, how fast, and whether they said when to come back.
+        data["shed"] = {
+            "count": len(outcome.shed_latency),
+            "with_retry_after": sum(outcome.retry_after.get(s, 0) for s in SHED_STATUSES),
+            "latency_ms": _struct(stats.summarize(outcome.shed_latency)),
+        }
+        data["answered_latency_ms"] = _struct(stats.summarize(outcome.latency + outcome.shed_latency))
     if hits:
         data["hit_latency_ms"] = _struct(stats.summarize(outcome.hit_latency))
         data["miss_latency_ms"] = _struct(stats.summarize(outcome.miss_latency))

@@ -21,13 +21,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import driver, metrics, procs, profile, scenarios, targets
-from benchmarks.harness.scenarios import FEATURES, Level, Plan
-from benchmarks.harness.variants import VARIANTS
+from benchmarks.harness import driver, metrics, procs, profile, scenarios, targets, wrk
+from benchmarks.harness.scenarios import FEATURES, OVERHEAD, OVERLOAD, THROUGHPUT, Level, Plan
+from benchmarks.harness.variants import CONFIGURED, MASTER_KEY
 from gateway.bench.progress import Progress
 
 SATURATED_P50_MS = 1000.0
 STARTUP_ESTIMATE_S = {"litellm": 15.0, "litellm-1.82.6": 15.0, "portkey": 3.0}
+OVERLOAD_EXTRA_S = 5.0  # a past-capacity level that queues drains for up to the timeout: a guess between
 
 
 def _raise_nofile() -> None:
@@ -89,8 +90,18 @@ class Runner:
     def _estimate(self) -> float:
         total = 0.0
         for name in self.plan.targets:
-            total += len(self.plan.levels_for(name)) * self._level_s() + STARTUP_ESTIMATE_S.get(name, 2.0)
+            levels = self.plan.levels_for(name)
+            total += len(levels) * self._level_s() + STARTUP_ESTIMATE_S.get(name, 2.0)
+            total += OVERLOAD_EXTRA_S * sum(lv.scenario == OVERLOAD for lv in levels)
+            total += self._wrk_s(name)
         return total
+
+    def _wrk_for(self, name: str) -> bool:
+        """The cross-check is of the throughput table: targets with throughput levels only."""
+        return bool(self.plan.wrk_connections) and any(lv.scenario == THROUGHPUT for lv in self.plan.levels_for(name))
+
+    def _wrk_s(self, name: str) -> float:
+        return max(1, round(self.plan.level_s)) + 1.0 if self._wrk_for(name) else 0.0
 
     def _tick(self, message: str, extra: float = 0.0) -> None:
         done = self.done_s + extra
@@ -146,6 +157,10 @@ class Runner:
                 "open_loop_max_connections": self.plan.open_max_connections,
                 "feature_rate": self.plan.feature_rate,
                 "driver": "benchmarks/driver/loadgen.c (epoll, HTTP/1.1 keep-alive)",
+                "overload_pct": self.plan.overload_pct,
+                "wrk_connections": self.plan.wrk_connections,
+                "cpu_per_request": "utime + stime of the target's process tree over the level (warm-up "
+                "included) divided by the requests it answered in that time",
             },
             "versions": self._versions(),
             "logs": str(self.log_dir),
@@ -199,7 +214,7 @@ class Runner:
         why_not = target.missing()
         if why_not:
             self.progress.log(f"bench: {target.name}: {why_not}")
-            self.done_s += len(levels) * self._level_s()
+            self.done_s += len(levels) * self._level_s() + self._wrk_s(target.name)
             return {**info, "status": why_not, "levels": []}
         server: procs.Server | None = None
         self._ensure_mock()
@@ -217,20 +232,25 @@ class Runner:
             if server is not None:
                 server.stop()
             self.progress.log(f"bench: {target.name} did not start: {exc}\n{tail}")
-            self.done_s += len(levels) * self._level_s()
+            self.done_s += len(levels) * self._level_s() + self._wrk_s(target.name)
             return {**info, "status": f"failed to start: {exc}", "log_tail": tail, "levels": []}
         self.done_s += STARTUP_ESTIMATE_S.get(target.name, 2.0)
         if server is not None:
             server.start_sampling()
-        results = []
+        results: list[dict[str, Any]] = []
         saturated: dict[str, str] = {}
+        cross: dict[str, Any] | None = None
         try:
             for level in levels:
-                results.append(self._run_level(target, level, base, headers, server, saturated))
+                results.append(self._run_level(target, level, base, headers, server, saturated, results))
+            if self._wrk_for(target.name):
+                cross = self._run_wrk(target, base, headers, server)
         finally:
             if server is not None:
                 server.stop()
         out = {**info, "status": "ok", "levels": results}
+        if cross is not None:
+            out["wrk"] = cross
         if server is not None:
             out["peak_rss_mb"] = round(server.peak_rss / 2**20, 1)
             out["peak_rss_process_mb"] = round(server.peak_rss_process / 2**20, 1)
@@ -238,6 +258,45 @@ class Runner:
             done = sum(r.get("resources", {}).get("requests_total", 0) for r in results)
             out["cpu_s_per_1k"] = round(cpu / done * 1000, 4) if done else None
         return out
+
+    def _run_wrk(
+        self, target: targets.Target, base: str, headers: dict[str, str], server: procs.Server | None
+    ) -> dict[str, Any]:
+        """One wrk run at the cross-check's connections, with the target's CPU per request around it."""
+        conns = self.plan.wrk_connections
+        message = f"{target.name}: wrk @{conns}conn"
+        self._tick(message)
+        if server is not None and not server.alive():
+            self.done_s += self._wrk_s(target.name)
+            return {"connections": conns, "skipped": f"target exited ({server.proc.returncode})"}
+        if server is not None:
+            procs.wait_quiet(server)
+        cpu0 = server.cpu_s() if server else 0.0
+        try:
+            record = wrk.run(
+                f"{base}/v1/chat/completions",
+                conns,
+                self.plan.level_s,
+                self.plan.timeout_s,
+                scenarios.passthrough_body(),
+                headers,
+                self.nonce,
+                self.rig_cores,
+            )
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            self.done_s += self._wrk_s(target.name)
+            self.progress.log(f"bench: {target.name}: wrk: {exc}")
+            return {"connections": conns, "skipped": str(exc)}
+        self.done_s += self._wrk_s(target.name)
+        if server is not None and record["requests"]:
+            cpu = server.cpu_s() - cpu0
+            record["cpu_ms_per_request"] = round(cpu / record["requests"] * 1000, 4)
+        lat = record["latency_ms"]
+        self.progress.log(
+            f"{target.name:>15} {'wrk@' + str(conns) + 'conn':<22}{record['rps']:>9.1f} rps  errors {record['errors']}"
+            f"  p50 {lat['p50']:.1f} p99 {lat['p99']:.1f} max {lat['max']:.1f} ms"
+        )
+        return record
 
     def _run_level(
         self,
@@ -247,6 +306,7 @@ class Runner:
         headers: dict[str, str],
         server: procs.Server | None,
         saturated: dict[str, str],
+        earlier: list[dict[str, Any]],
     ) -> dict[str, Any]:
         record: dict[str, Any] = {
             "key": level.key,
@@ -261,6 +321,15 @@ class Runner:
         if level.scenario in saturated:
             self.done_s += self._level_s()
             return {**record, "skipped": saturated[level.scenario]}
+        rate = float(level.value) if level.mode == "open" else 0.0
+        if level.scenario == OVERLOAD:
+            # Past capacity: a share above the best closed-loop RPS this target reached in this run.
+            capacity = max((r["rps"] for r in earlier if r["scenario"] == THROUGHPUT and "rps" in r), default=0.0)
+            if not capacity:
+                self.done_s += self._level_s() + OVERLOAD_EXTRA_S
+                return {**record, "skipped": "skipped: no throughput level to set its rate from"}
+            rate = round(capacity * level.value / 100)
+            record.update(capacity_rps=capacity, rate=rate)
         if server is not None:
             record["settle_s"] = round(procs.wait_quiet(server), 2)
         template, repeat, pct = scenarios.body_for(level, self.nonce)
@@ -274,12 +343,13 @@ class Runner:
             repeat_body=repeat,
             repeat_pct=pct,
             headers=headers,
-            rate=float(level.value) if level.mode == "open" else 0.0,
+            rate=rate,
             connections=level.value if level.mode == "closed" else self.plan.open_max_connections,
         )
-        scrape = server is not None and target.name.startswith("gateway") and level.scenario != FEATURES
+        scrape = server is not None and target.name.startswith("gateway") and level.scenario not in (FEATURES, OVERLOAD)
         before = metrics.scrape(base) if scrape else None
-        counts0 = _feature_counts(target.name, base, server) if level.scenario == FEATURES else {}
+        count = level.scenario == FEATURES or (level.scenario == OVERHEAD and level.value == self.plan.feature_rate)
+        counts0 = _feature_counts(target.name, base, server) if count else {}
         cpu0 = server.cpu_s() if server else 0.0
         self._ensure_mock()
         mock = self.mock
@@ -296,11 +366,14 @@ class Runner:
         cores0, t0 = procs.core_times(), time.monotonic()
         outcome = driver.run(load, self.rig_cores, tick=lambda s: self._tick(message, min(s, self._level_s())))
         wall = time.monotonic() - t0
-        self.done_s += self._level_s()
+        self.done_s += self._level_s() + (OVERLOAD_EXTRA_S if level.scenario == OVERLOAD else 0.0)
         record.update(driver.summarize(outcome))
         if spy is not None:
             record["profile"] = profile.finish(spy, spy_out)
-        total_done = int(outcome.summary["done"])
+        # Requests the target answered during the level, warm-up included (the CPU covers both):
+        # every completed request minus the measured ones that got no answer at all.
+        unanswered = sum(int(outcome.summary["errors"][k]) for k in ("connect", "read", "timeout"))
+        total_done = max(0, int(outcome.summary["done"]) - unanswered)
         res: dict[str, Any] = {
             "core_util": procs.core_util(cores0, procs.core_times()),
             "requests_total": total_done,
@@ -311,7 +384,7 @@ class Runner:
             res.update(
                 cpu_s=round(cpu, 3),
                 cpu_util=round(cpu / wall, 3),
-                cpu_s_per_1k=round(cpu / total_done * 1000, 4) if total_done else None,
+                cpu_s_per_1k=round(cpu / total_done * 1000, 4) if total_done else None,  # = CPU ms per request
                 rss_peak_mb=round(server.level_peak_rss / 2**20, 1),
             )
         if companions:  # a compliance service on the rig's core: ours, not another process's noise
@@ -327,7 +400,7 @@ class Runner:
             if delta:
                 record["metrics_delta"] = delta
                 record.update(metrics.cache_figures(delta, wall, total_done))
-        if level.scenario == FEATURES and server is not None:
+        if count and server is not None:
             counts = _feature_counts(target.name, base, server)
             record["feature_counts"] = {k: v - counts0.get(k, 0) for k, v in counts.items() if v != counts0.get(k, 0)}
         if record["errors"] and server is not None and (line := server.last_error()):
@@ -343,27 +416,22 @@ class Runner:
 
 
 def _feature_counts(name: str, base: str, server: procs.Server | None) -> dict[str, int]:
-    """A governed variant's policy counters (flags, blocks, timeouts, errors), the checks its
-    compliance service answered and the spans a traced variant exported: the proof that the checks
-    ran and that none refused or timed out, and that tracing was really on."""
-    variant = VARIANTS.get(name)
-    if server is None or variant is None or not (variant.governed or variant.traced):
+    """A governed variant's policy counters (flags, blocks, timeouts, errors) and the checks its
+    compliance service answered: the proof that the checks ran and that none refused or timed out."""
+    variant = CONFIGURED.get(name)
+    if server is None or variant is None or not variant.governed:
         return {}
     counts: dict[str, int] = {}
-    if variant.governed:
-        status, body = procs.http_ok(f"{base}/admin/governance", None, {}, timeout=3.0)
-        with contextlib.suppress(ValueError, AttributeError):
-            if status == 200:
-                counts.update({f"policy {k}": int(v) for k, v in json.loads(body).get("policies", {}).items()})
+    admin = {"authorization": f"Bearer {MASTER_KEY}"}
+    status, body = procs.http_ok(f"{base}/admin/governance", None, admin, timeout=3.0)
+    with contextlib.suppress(ValueError, AttributeError):
+        if status == 200:
+            counts.update({f"policy {k}": int(v) for k, v in json.loads(body).get("policies", {}).items()})
     for companion in server.companions:
         status, body = procs.http_ok(f"http://127.0.0.1:{companion.port}/", None, {}, timeout=3.0)
         with contextlib.suppress(ValueError, AttributeError, KeyError):
             if status == 200:
-                answer = json.loads(body)
-                if "checks" in answer:
-                    counts["compliance checks"] = int(answer["checks"])
-                if "spans" in answer:
-                    counts["spans exported"] = int(answer["spans"])
+                counts["compliance checks"] = int(json.loads(body)["checks"])
     return counts
 
 
@@ -372,6 +440,10 @@ def _one_line(name: str, r: dict[str, Any]) -> str:
     parts = [f"{name:>15} {r['key']:<22}", f"{r['rps']:>8.1f} rps", f"ok {r['success_rate']:.1%}"]
     if lat:
         parts.append(f"p50 {lat['p50']:.1f} p99 {lat['p99']:.1f} max {lat['max']:.1f} ms")
+    if r.get("rate"):
+        parts.append(f"at {r['rate']:,} rps")
+    if r.get("shed"):
+        parts.append(f"shed {r['shed']['count']} ({r['shed']['with_retry_after']} with retry-after)")
     if r["scenario"] == scenarios.STREAM and r.get("ttfb_ms"):
         parts.append(f"ttfb p50 {r['ttfb_ms']['p50']:.1f}")
     if r.get("hits"):
@@ -379,6 +451,8 @@ def _one_line(name: str, r: dict[str, Any]) -> str:
     res = r.get("resources", {})
     if "cpu_util" in res:
         parts.append(f"cpu {res['cpu_util']:.2f}")
+    if res.get("cpu_s_per_1k") is not None:
+        parts.append(f"{res['cpu_s_per_1k']:.3f} ms/req")
     parts.append(f"driver {r['driver']['cpu_util']:.2f} mock {res.get('mock_cpu_util', 0):.2f}")
     cores = res.get("core_util") or {}
     parts.append("busy " + " ".join(f"c{k}:{v:.2f}" for k, v in sorted(cores.items())))

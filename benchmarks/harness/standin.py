@@ -1,8 +1,8 @@
 """Stand-ins used only when the `gateway` command is missing: a fixed-latency mock and a bare forwarder.
 
 `make bench` measures `gateway mock` and `gateway serve`; these two RSGI apps let the harness and
-its tests run in a tree where the gateway spine is not installed. The forwarder is also the
-"no features" reference point: Granian + aiohttp, one pooled session, bytes in, bytes out.
+its tests run in a tree where the gateway spine is not installed. The forwarder is the calibration
+target's app (forwarder.py): Granian + msgspec + aiohttp, one pooled session, bytes in, bytes out.
 
     granian --interface rsgi benchmarks.harness.standin:mock      (env STANDIN_LATENCY_MS, ...)
     granian --interface rsgi benchmarks.harness.standin:forwarder (env STANDIN_UPSTREAM)
@@ -15,8 +15,9 @@ import os
 import time
 from typing import Any
 
-import aiohttp
 import msgspec
+
+from benchmarks.harness.forwarder import Forwarder
 
 _JSON = [("content-type", "application/json")]
 _SSE = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
@@ -90,40 +91,6 @@ class Mock:
         await transport.send_bytes(b"data: [DONE]\n\n")
 
 
-class Forwarder:
-    """Forward every request to STANDIN_UPSTREAM over one pooled aiohttp session per worker."""
-
-    def __init__(self) -> None:
-        self.upstream = os.environ.get("STANDIN_UPSTREAM", "http://127.0.0.1:9000").rstrip("/")
-        self.session: aiohttp.ClientSession | None = None
-
-    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        async def build() -> aiohttp.ClientSession:
-            return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
-
-        self.session = loop.run_until_complete(build())
-
-    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self.session is not None:
-            loop.run_until_complete(self.session.close())
-
-    async def __rsgi__(self, scope: Any, proto: Any) -> None:
-        assert self.session is not None
-        body = await proto()
-        headers = {"content-type": "application/json"}
-        auth = scope.headers.get("authorization")
-        if auth:
-            headers["authorization"] = auth
-        url = self.upstream + scope.path
-        async with self.session.request(scope.method, url, data=body, headers=headers) as resp:
-            ctype = resp.headers.get("content-type", "application/json")
-            if ctype.startswith("text/event-stream"):
-                transport = proto.response_stream(resp.status, [("content-type", ctype)])
-                async for piece in resp.content.iter_any():
-                    await transport.send_bytes(piece)
-                return
-            proto.response_bytes(resp.status, [("content-type", ctype)], await resp.read())
-
-
 mock = Mock()
-forwarder = Forwarder()
+# The stand-in for `gateway serve` is the calibration forwarder itself (benchmarks/harness/forwarder.py).
+forwarder = Forwarder(os.environ.get("STANDIN_UPSTREAM"))

@@ -6,8 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks.harness import profile, results
-from benchmarks.harness.scenarios import CACHE_MISS, CACHE_MIXED, OVERHEAD, STREAM, THROUGHPUT
-from benchmarks.harness.variants import VARIANTS
+from benchmarks.harness.scenarios import CACHE_MISS, CACHE_MIXED, OVERHEAD, OVERLOAD, STREAM, THROUGHPUT
+from benchmarks.harness.variants import CONFIGURED, VARIANTS
+from gateway.bench import stats
 
 
 def _f(value: float | None, digits: int = 1) -> str:
@@ -66,9 +67,14 @@ def _overhead_cell(name: str, lv: dict[str, Any]) -> str:
             f"({lv['success_rate']:.1%})")
 
 
+def _cpu_ms(lv: dict[str, Any]) -> float | None:
+    return (lv.get("resources") or {}).get("cpu_s_per_1k")  # CPU s per 1,000 requests = CPU ms per request
+
+
 def _throughput_cell(name: str, lv: dict[str, Any]) -> str:
     lat = lv.get("latency_ms") or {}
-    cell = f"{lv['rps']:,.0f} · {_f(lat.get('p50'))} / {_f(lat.get('p99'))} · {lv['errors']:,}"
+    cpu = "" if name == "direct" else f" · {_f(_cpu_ms(lv), 3)}"
+    cell = f"{lv['rps']:,.0f}{cpu} · {_f(lat.get('p50'))} / {_f(lat.get('p99'))} · {lv['errors']:,}"
     if lv.get("unfinished"):
         cell += f" ({lv['unfinished']:,} conn. never answered)"
     return cell
@@ -80,7 +86,7 @@ def _overhead_table(doc: dict[str, Any], rates: list[int]) -> list[str]:
 
 
 def _throughput_table(doc: dict[str, Any], conns: list[int]) -> list[str]:
-    head = ["target", *[f"{c} conn: RPS · p50 / p99 ms · errors" for c in conns]]
+    head = ["target", *[f"{c} conn: RPS · CPU ms/req · p50 / p99 ms · errors" for c in conns]]
     return _per_target_table(doc, head, [f"{THROUGHPUT}@{c}conn" for c in conns], _throughput_cell)
 
 
@@ -225,8 +231,9 @@ def _features(doc: dict[str, Any]) -> list[str]:
         f"## Feature costs (open loop at {rate} RPS)",
         "",
         f"Gateway variants, each pinned to core 0 with 1 worker and measured one after another at {rate} RPS "
-        "with unique, non-cacheable bodies (the overhead method); the everything-on row is the gateway's "
-        "own level at that rate. What a feature adds is the difference of two variants' latency "
+        "with unique, non-cacheable bodies (the overhead method); the rows of `gateway` (embedded defaults) "
+        "and `gateway-company` (the company configuration) are their own overhead levels at that rate."
+        " What a feature adds is the difference of two variants' latency "
         "percentiles. Every limit is far above the load and every policy passes: these are the costs of "
         f"checking, not of refusing. These are differences of separate {doc['settings']['level_s']:g}-second samples: "
         "between two runs on "
@@ -241,7 +248,7 @@ def _features(doc: dict[str, Any]) -> list[str]:
             rows.append([f"**{v['target']}**", v["label"], v["status"], "", "", ""])
             continue
         ok = v["success_rate"]
-        governed = v["target"] in VARIANTS and VARIANTS[v["target"]].governed
+        governed = v["target"] in CONFIGURED and CONFIGURED[v["target"]].governed
         rows.append(
             [
                 f"**{v['target']}**",
@@ -262,12 +269,223 @@ def _features(doc: dict[str, Any]) -> list[str]:
             _signed(d["p50"], 3),
             _signed(d["p99"], 2),
             _signed(d.get("cpu_ms"), 3),
-            f"< {d['bound_ms']:g} ms",
+            "none set" if d["bound_ms"] is None else f"< {d['bound_ms']:g} ms",
             mark[d["ok"]],
         ]
         for d in costs["deltas"]
     ]
     return lines + _table(head, rows)
+
+
+def _ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.2f}x"
+
+
+def _over(o: dict[str, Any] | None) -> str:
+    return "–" if not o else f"{_signed(o.get('p50'), 2)} / {_signed(o.get('p99'), 1)}"
+
+
+def _headline(doc: dict[str, Any]) -> list[str]:
+    rows = []
+    for h in results.headline(doc):
+        if h["status"] != "ok":
+            rows.append([f"**{h['target']}**", h["status"], "", "", "", "", "", ""])
+            continue
+        w = h.get("wrk") or {}
+        rps = "–" if h["rps"] is None else f"{h['rps']:,.0f}"
+        if h["errors"]:
+            rps += f" ({h['errors']:,} errors)"
+        rows.append(
+            [
+                f"**{h['target']}**",
+                rps,
+                "–" if "rps" not in w else f"{w['rps']:,.0f}",
+                _f(h["cpu_ms_per_request"], 3),
+                _ratio(h["cpu_vs_forwarder"]),
+                _ratio(h["rps_vs_forwarder"]),
+                _over(h["overhead_100"]),
+                _over(h["overhead_500"]),
+            ]
+        )
+    head = [
+        "target",
+        f"RPS at {results.HEADLINE_CONNECTIONS} conn",
+        "wrk RPS (same)",
+        f"CPU ms / request at {results.HEADLINE_CONNECTIONS} conn",
+        "CPU ratio to forwarder",
+        "RPS ratio to forwarder",
+        "overhead p50 / p99 ms at 100 RPS",
+        "at 500 RPS",
+    ]
+    labels = [f"- **{name}**: {doc['targets'][name].get('label', name)}" for name in results.main_targets(doc)]
+    noisy = results.disturbed(doc)
+    warning = []
+    if noisy:
+        worst = ", ".join(f"{name} {cores:.2f}" for name, cores in noisy.items())
+        warning = [
+            f"**Disturbed run**: processes outside the benchmark used more than {results.DISTURBED_CORES} of a core "
+            f"during these targets' headline levels (at most, in cores: {worst}; see the rig table). Their RPS and "
+            "latencies are not this machine's; CPU per request, counted on each target's own processes, is less "
+            "affected. Run again on a quiet machine before quoting them.",
+            "",
+        ]
+    return [
+        "## Headline",
+        "",
+        f"One run, one machine: each target pinned to core {doc['placement'].get('target_cores')} with one worker "
+        "(unless marked unpinned), the load driver and the mock on the other core. Absolute figures are this "
+        "run's; compare the ratios, which come from the same run. **gateway-company** is what \"everything on\" "
+        "means: auth with a configured key, limits for every key, input policies, and every default "
+        "(cache stage, compression, ledger, audit log, metrics, embedded store). **forwarder** is the "
+        "calibration point: the cheapest Python proxy (Granian + msgspec + aiohttp, no features). "
+        "CPU per request is the target's whole process tree (utime + stime over the level) divided by the "
+        "requests it answered; a ratio under 1 to the forwarder means cheaper than the featureless forwarder.",
+        "",
+        *warning,
+        *_table(head, rows),
+        *labels,
+        "",
+    ]
+
+
+def _matrix(doc: dict[str, Any], kind: str, title: str) -> list[str]:
+    r = results.ratios(doc)
+    names = r["targets"]
+    if len(names) < 2:
+        return []
+    rows = [[f"**{a}**", *["·" if a == b else _ratio(r[kind][a].get(b)) for b in names]] for a in names]
+    return [title, "", *_table(["row ÷ column", *names], rows)]
+
+
+def _ratios(doc: dict[str, Any]) -> list[str]:
+    lines = _matrix(
+        doc,
+        "cpu",
+        f"### CPU ms per request at {results.HEADLINE_CONNECTIONS} connections, as a ratio (row ÷ column; "
+        "under 1: the row is cheaper)",
+    )
+    lines += _matrix(
+        doc,
+        "rps",
+        f"### RPS at {results.HEADLINE_CONNECTIONS} connections, as a ratio (row ÷ column; over 1: the row "
+        "carries more)",
+    )
+    return ["## Ratios (this run only)", "", *lines] if lines else []
+
+
+def _wrk_table(doc: dict[str, Any]) -> list[str]:
+    rows = []
+    for name in results.main_targets(doc):
+        t = doc["targets"][name]
+        w = t.get("wrk")
+        if t.get("status") != "ok" or not w:
+            continue
+        lv = _by_key(t).get(f"{THROUGHPUT}@{w['connections']}conn") or {}
+        lat = lv.get("latency_ms") or {}
+        if "skipped" in w:
+            rows.append([f"**{name}**", "", w["skipped"], "", "", ""])
+            continue
+        wl = w["latency_ms"]
+        rows.append(
+            [
+                f"**{name}**",
+                "–" if not lv or "rps" not in lv else f"{lv['rps']:,.0f} · {_f(lat.get('p50'))} / {_f(lat.get('p99'))}",
+                f"{w['rps']:,.0f} · {_f(wl['p50'])} / {_f(wl['p99'])} · {w['errors']:,}",
+                _ratio(stats.ratio(w["rps"], lv.get("rps"))),
+                "–" if name == "direct" or not lv else _f(_cpu_ms(lv), 3),
+                "–" if name == "direct" else _f(w.get("cpu_ms_per_request"), 3),
+            ]
+        )
+    if not rows:
+        return []
+    conns = doc["settings"].get("wrk_connections", results.HEADLINE_CONNECTIONS)
+    head = [
+        "target",
+        "driver: RPS · p50 / p99 ms",
+        "wrk: RPS · p50 / p99 ms · errors",
+        "wrk ÷ driver RPS",
+        "CPU ms/req (driver)",
+        "CPU ms/req (wrk)",
+    ]
+    return [
+        f"## Cross-check with wrk ({conns} connections)",
+        "",
+        f"`wrk -t1 -c{conns}` on the driver's core, a Lua script sending the same realistic bodies (a unique id "
+        "and six words each) and headers; wrk has no warm-up and its latencies include connecting. RPS counts "
+        "2xx answers per second in both.",
+        "",
+        *_table(head, rows),
+    ]
+
+
+def _overload_table(doc: dict[str, Any]) -> list[str]:
+    rows = []
+    for name in results.main_targets(doc):
+        for lv in doc["targets"][name].get("levels", []):
+            if lv["scenario"] != OVERLOAD:
+                continue
+            if "skipped" in lv:
+                rows.append([f"**{name}**", lv["skipped"], "", "", "", "", "", ""])
+                continue
+            fig = results.overload_figures(lv)
+            other = f" (+{fig['other_errors']:,} other errors)" if fig["other_errors"] else ""
+            rows.append(
+                [
+                    f"**{name}**",
+                    f"{fig['rate']:,} RPS ({lv['value']}% of {fig['capacity_rps']:,.0f})",
+                    f"{fig['served']:,} of {fig['requests']:,}",
+                    f"{fig['shed']:,} ({fig['shed_with_retry_after']:,} with retry-after)",
+                    f"{fig['unanswered']:,}{other}",
+                    _f(fig["served_p50_ms"]),
+                    f"{_f(fig['answered_p99_ms'])} / {_f(fig['shed_p99_ms'])}",
+                    {True: "yes", False: "**no**", None: "n/a"}[results.sheds_fast(fig)],
+                ]
+            )
+    if not rows:
+        return []
+    head = [
+        "target",
+        "offered (share of its best closed-loop RPS)",
+        "served (2xx)",
+        "shed (429/503)",
+        "unanswered (timeouts, resets)",
+        "served p50 ms",
+        "p99 ms: all answers / shed",
+        "sheds fast",
+    ]
+    return [
+        "## Past capacity (open loop above the target's own best closed-loop RPS in this run)",
+        "",
+        "A target past its capacity should answer what it cannot serve at once with 429 or 503 and "
+        f"`retry-after`, quickly, instead of queueing for seconds: met when no request went unanswered, every "
+        f"shed answer carried `retry-after` and the p99 of all answers stayed within {results.SHED_P99_MS:g} ms.",
+        "",
+        *_table(head, rows),
+    ]
+
+
+def _cpu_levels_table(doc: dict[str, Any]) -> list[str]:
+    keys: list[str] = []
+    for name in results.main_targets(doc):
+        for lv in doc["targets"][name].get("levels", []):
+            if lv["scenario"] in (OVERHEAD, THROUGHPUT) and lv["key"] not in keys:
+                keys.append(lv["key"])
+    keys.sort(key=lambda k: (not k.startswith(OVERHEAD), int("".join(c for c in k.split("@")[1] if c.isdigit()))))
+    rows = []
+    for name in results.main_targets(doc):
+        t = doc["targets"][name]
+        if name == "direct" or t.get("status") != "ok":
+            continue
+        levels = _by_key(t)
+        cells = ["–" if k not in levels or "skipped" in levels[k] else _f(_cpu_ms(levels[k]), 3) for k in keys]
+        rows.append([f"**{name}**", *cells])
+    if not rows:
+        return []
+    return [
+        "## CPU ms per request at every level (the target's process tree; utime + stime ÷ answered requests)",
+        "",
+        *_table(["target", *[k.replace("overhead@", "").replace("throughput@", "") for k in keys]], rows),
+    ]
 
 
 def _checks_table(doc: dict[str, Any]) -> list[str]:
@@ -324,6 +542,9 @@ def render(doc: dict[str, Any], charts: dict[str, str]) -> str:
             "mock and bare forwarder, not the gateway.",
             "",
         ]
+    lines += _headline(doc)
+    lines += ["## Targets", "", *_checks_table(doc)]
+    lines += _ratios(doc)
     lines += [
         "## Overhead at a fixed rate (ms added over the direct call at the same rate; open loop)",
         "",
@@ -332,6 +553,9 @@ def render(doc: dict[str, Any], charts: dict[str, str]) -> str:
         *_overhead_table(doc, rates),
     ]
     lines += ["## Throughput at constant connections (closed loop)", "", *_throughput_table(doc, conns)]
+    lines += _wrk_table(doc)
+    lines += _overload_table(doc)
+    lines += _cpu_levels_table(doc)
     lines += [
         "## Cache modes (temperature 0): mixed = 50% one repeated prompt, miss = 100% unique",
         "",
@@ -345,7 +569,6 @@ def render(doc: dict[str, Any], charts: dict[str, str]) -> str:
         "",
         *_rig_table(doc),
     ]
-    lines += ["## Targets", "", *_checks_table(doc)]
     if profiles := _profiles(doc):
         lines += ["## Profiles", "", *profiles]
     if charts:

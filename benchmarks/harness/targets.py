@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.harness import procs
-from benchmarks.harness.variants import COMPLIANCE_LATENCY_MS, TRACED_ENV, VARIANTS, Variant, governance_config
+from benchmarks.harness.variants import (
+    COMPANY_VARIANT,
+    COMPLIANCE_LATENCY_MS,
+    VARIANTS,
+    Variant,
+    client_headers,
+    config_for,
+    environment,
+)
 
 HERE = Path(__file__).resolve().parent.parent
 REPO = HERE.parent
@@ -164,8 +172,8 @@ def _start_gateway(workers: int, variant: Variant | None = None) -> Callable[[Ri
 def _start_variant(
     variant: Variant, rig: Rig, cmd: list[str], port: int, cores: str | None, home: Path
 ) -> procs.Server:
-    """A feature-cost variant: capabilities off through the environment, governance through a file."""
-    env = {"GATEWAY_DISABLE": ",".join(variant.disable)}
+    """A configured gateway: capabilities off through the environment, governance through a file."""
+    env = environment(variant)
     companions: list[procs.Server] = []
     if variant.governed:
         url = None
@@ -174,12 +182,8 @@ def _start_variant(
             companions.append(checker)
             url = f"http://127.0.0.1:{checker.port}/check"
         config = home / "gateway.yaml"  # JSON is YAML
-        config.write_text(json.dumps(governance_config(url), indent=2))
+        config.write_text(json.dumps(config_for(variant, url), indent=2))
         cmd = [*cmd, "--config", str(config)]
-    if variant.traced:
-        sink = start_companion(rig, "otlp-sink", "benchmarks.harness.otlp_sink:app", {})
-        companions.append(sink)
-        env.update(TRACED_ENV, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink.port}")
     server = procs.start(variant.name, procs.pinned(cmd, cores), port, rig.log_dir, env=env, cwd=str(home))
     server.companions = companions
     return server
@@ -187,22 +191,33 @@ def _start_variant(
 
 def start_compliance(rig: Rig) -> procs.Server:
     """The compliance service of the `http` policy, on the rig's core like the mock."""
-    return start_companion(rig, "compliance", "benchmarks.harness.compliance:app",
-                           {"COMPLIANCE_LATENCY_MS": str(COMPLIANCE_LATENCY_MS)})
-
-
-def start_companion(rig: Rig, name: str, app: str, env: dict[str, str]) -> procs.Server:
-    """A service one variant needs (compliance check, OTLP collector), on the rig's core like the mock."""
     port = procs.free_port()
-    env = {**env, "PYTHONPATH": str(REPO)}
-    cmd = _granian(app, port, 1)
-    server = procs.start(name, procs.pinned(cmd, rig.rig_cores), port, rig.log_dir, env=env, cwd=str(REPO))
+    env = {"COMPLIANCE_LATENCY_MS": str(COMPLIANCE_LATENCY_MS), "PYTHONPATH": str(REPO)}
+    cmd = _granian("benchmarks.harness.compliance:app", port, 1)
+    server = procs.start("compliance", procs.pinned(cmd, rig.rig_cores), port, rig.log_dir, env=env, cwd=str(REPO))
     try:
         procs.wait_for_port(port, 30, server.proc)
     except (RuntimeError, TimeoutError):
         server.stop()
         raise
     return server
+
+
+def _start_forwarder(rig: Rig) -> procs.Server:
+    """The featureless forwarder (forwarder.py), pinned like the gateway: the calibration point."""
+    port = procs.free_port()
+    env = {"FORWARD_TO": rig.mock_base, "PYTHONPATH": str(REPO)}
+    cmd = _granian("benchmarks.harness.forwarder:app", port, 1)
+    return procs.start("forwarder", procs.pinned(cmd, rig.gateway_cores), port, rig.log_dir, env=env, cwd=str(REPO))
+
+
+def _forwarder_version() -> str | None:
+    import importlib.metadata as md
+
+    try:
+        return f"granian {md.version('granian')}, aiohttp {md.version('aiohttp')}, msgspec {md.version('msgspec')}"
+    except md.PackageNotFoundError:
+        return None
 
 
 def _gateway_version() -> str | None:
@@ -367,20 +382,35 @@ def _portkey_missing() -> str | None:
 # ---- the catalogue -------------------------------------------------------------------------------
 
 
+def _variant_target(v: Variant) -> Target:
+    return Target(
+        v.name,
+        v.label,
+        _start_gateway(1, v),
+        headers=lambda rig: client_headers(v),
+        version=_gateway_version,
+        ready_timeout=90,
+    )
+
+
 def catalogue() -> dict[str, Target]:
     return {
         "direct": Target("direct", "direct call to the mock (the floor)", None),
         "gateway": Target(
             "gateway",
-            "gateway, 1 worker, pinned to 1 core",
+            "gateway on embedded defaults (`serve --upstream`, auth off), 1 worker, pinned to 1 core",
             _start_gateway(1),
             version=_gateway_version,
             ready_timeout=90,
         ),
-        **{
-            v.name: Target(v.name, v.label, _start_gateway(1, v), version=_gateway_version, ready_timeout=90)
-            for v in VARIANTS.values()
-        },
+        COMPANY_VARIANT.name: _variant_target(COMPANY_VARIANT),
+        **{v.name: _variant_target(v) for v in VARIANTS.values()},
+        "forwarder": Target(
+            "forwarder",
+            "featureless forwarder: Granian (RSGI, 1 worker, uvloop) + msgspec + one aiohttp session",
+            _start_forwarder,
+            version=_forwarder_version,
+        ),
         "gateway-2w": Target(
             "gateway-2w",
             "gateway, 2 workers, unpinned (shares both cores)",

@@ -34,6 +34,8 @@ class _Handler(BaseHTTPRequestHandler):
         req = json.loads(body)
         if req.get("status"):
             self.send_response(int(req["status"]))
+            if req.get("retry"):
+                self.send_header("Retry-After", "1")
             self.send_header("content-length", "0")
             self.end_headers()
             return
@@ -151,3 +153,27 @@ def test_connection_refused_is_an_error_not_a_crash() -> None:
     out = driver.run(load, cores=None)
     assert out.ok == 0 and out.measured == 6
     assert out.summary["errors"]["connect"] == 6
+
+
+def test_shed_answers_are_counted_with_their_retry_after(server: str) -> None:
+    shed = driver.Load(
+        url=server,
+        mode="open",
+        rate=100,
+        connections=5,
+        duration=0.4,
+        warmup=0.0,
+        body=b'{"status":429,"retry":1,"n":"{ID}"}',
+    )
+    summary = driver.summarize(driver.run(shed, cores=None))
+    assert summary["status_counts"] == {"429": 40} and summary["ok"] == 0
+    assert summary["shed"]["count"] == 40 and summary["shed"]["with_retry_after"] == 40
+    assert summary["shed"]["latency_ms"]["count"] == 40 and summary["answered_latency_ms"]["count"] == 40
+    bare = driver.Load(
+        url=server, mode="open", rate=100, connections=5, duration=0.2, warmup=0.0, body=b'{"status":503}'
+    )
+    summary = driver.summarize(driver.run(bare, cores=None))
+    assert summary["shed"]["count"] == 20 and summary["shed"]["with_retry_after"] == 0  # shed without saying when
+    ok = driver.summarize(driver.run(driver.Load(url=server, mode="open", rate=50, connections=5, duration=0.2,
+                                                 warmup=0.0, body=b"{}"), cores=None))
+    assert "shed" not in ok  # nothing shed: no section

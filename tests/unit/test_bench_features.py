@@ -53,6 +53,9 @@ def _doc(compliance_success: float = 1.0) -> dict[str, Any]:
             "direct": _target(_level("overhead", 60.10, 60.40)),
             # the everything-on figure is the gateway's own overhead level at the same rate
             "gateway": _target(_level("overhead", 60.40, 62.00), _level("throughput", 70.0, 90.0)),
+            "gateway-company": _target(
+                _level("overhead", 60.55, 62.20, cpu=0.40, feature_counts={}), _level("throughput", 72.0, 95.0)
+            ),
             "gateway-bare": _target(_level("features", 60.22, 61.00)),
             "gateway-no-observe": _target(_level("features", 60.34, 61.50)),
             "gateway-governed": _target(
@@ -75,15 +78,20 @@ def test_the_variants_run_one_level_at_the_feature_rate() -> None:
         assert [lv.key for lv in plan.levels_for(name)] == ["features@500rps"]
     # The overhead levels already hold the gateway's and the direct call's figures at that rate.
     assert "features@500rps" not in {lv.key for lv in plan.levels_for("gateway")}
-    assert plan.targets.index("gateway-bare") == plan.targets.index("gateway") + 1  # measured right after it
+    # The ladder is measured in one stretch: embedded defaults, the company configuration, the variants.
+    ladder = [plan.targets.index(name) for name in variants.LADDER]
+    assert sorted(ladder) == list(range(min(ladder), min(ladder) + len(ladder)))
+    assert plan.targets.index("gateway-company") == plan.targets.index("gateway") + 1
+    assert "features@500rps" not in {lv.key for lv in plan.levels_for("gateway-company")}
     quick = scenarios.quick_plan()
-    assert {"gateway-bare", "gateway-compliance"} <= set(quick.targets)
+    assert {"gateway-bare", "gateway-compliance", "gateway-company"} <= set(quick.targets)
 
 
 def test_gateway_and_direct_get_a_feature_level_when_no_overhead_level_has_that_rate() -> None:
     plan = scenarios.quick_plan()
     plan.overhead_rates = [100, 300]
     assert "features@500rps" in {lv.key for lv in plan.levels_for("gateway")}
+    assert "features@500rps" in {lv.key for lv in plan.levels_for("gateway-company")}
     assert "features@500rps" in {lv.key for lv in plan.levels_for("direct")}
     assert "features@500rps" not in {lv.key for lv in plan.levels_for("nginx")}
     plan.targets = ["direct", "gateway", "nginx"]  # no variants: nothing extra
@@ -106,9 +114,13 @@ def test_feature_costs_are_differences_of_the_variants_percentiles() -> None:
     assert audit["p50"] == pytest.approx(0.06) and audit["p99"] == pytest.approx(0.5)
     assert audit["ok"] is True  # 0.06 < 0.1
     assert audit["cpu_ms"] == 0.0
-    limits = deltas["limits + policies"]
-    assert limits["p50"] == pytest.approx(0.21) and limits["ok"] is True  # < 0.3
-    assert limits["cpu_ms"] == pytest.approx(0.2)
+    company = deltas["auth, limits + input policies (the company configuration)"]
+    assert (company["slower"], company["faster"]) == ("gateway-company", "gateway")
+    assert company["p50"] == pytest.approx(0.15) and company["ok"] is True  # < 0.3
+    assert company["cpu_ms"] == pytest.approx(0.15)
+    assert rows["gateway-company"]["overhead_p50"] == pytest.approx(0.45)  # its own overhead level
+    extra = deltas["deny list + output pii"]
+    assert extra["p50"] == pytest.approx(0.06) and extra["bound_ms"] is None and extra["ok"] is None
     beside = deltas["20 ms compliance check beside the call"]
     assert beside["p50"] == pytest.approx(0.01) and beside["p99"] == pytest.approx(-0.1)
     assert beside["ok"] is True
@@ -120,10 +132,10 @@ def test_feature_costs_are_differences_of_the_variants_percentiles() -> None:
 
 def test_a_cost_over_its_bound_or_a_variant_that_lost_requests_is_not_met() -> None:
     doc = _doc(compliance_success=0.95)
-    doc["targets"]["gateway-governed"]["levels"][0]["latency_ms"]["p50"] = 61.0  # +0.6 over everything on
+    doc["targets"]["gateway-company"]["levels"][0]["latency_ms"]["p50"] = 61.0  # +0.6 over embedded defaults
     deltas = {d["feature"]: d for d in results.feature_costs(doc)["deltas"]}  # type: ignore[index]
-    assert deltas["limits + policies"]["ok"] is False
-    assert deltas["20 ms compliance check beside the call"]["p50"] == pytest.approx(-0.38)
+    assert deltas["auth, limits + input policies (the company configuration)"]["ok"] is False
+    assert deltas["20 ms compliance check beside the call"]["p50"] == pytest.approx(0.01)  # within its bound
     assert deltas["20 ms compliance check beside the call"]["ok"] is False  # 5% refused: not passing through
 
 
@@ -134,6 +146,7 @@ def test_missing_variants_give_missing_deltas_and_no_section_without_any() -> No
     deltas = {d["feature"]: d for d in results.feature_costs(doc)["deltas"]}  # type: ignore[index]
     assert deltas["audit log + metrics"]["p50"] is None and deltas["audit log + metrics"]["ok"] is None
     assert deltas["20 ms compliance check beside the call"]["ok"] is None
+    assert deltas["auth, limits + input policies (the company configuration)"]["ok"] is True
     doc["targets"] = {k: v for k, v in doc["targets"].items() if k in ("direct", "gateway")}
     assert results.feature_costs(doc) is None
     assert not any(c["check"].startswith("audit log") for c in results.checks(doc))
@@ -146,26 +159,76 @@ def test_checks_and_markdown_carry_the_feature_costs() -> None:
     got = {c["check"]: c for c in doc["checks"]}
     assert got["audit log + metrics p50"]["target"] == "< 0.1 ms"
     assert got["audit log + metrics p50"]["measured"] == "+0.06 ms" and got["audit log + metrics p50"]["ok"]
-    assert got["limits + policies p50"]["target"] == "< 0.3 ms"
+    assert got["auth, limits + input policies (the company configuration) p50"]["target"] == "< 0.3 ms"
+    assert "deny list + output pii p50" not in got  # no bound set: in the table, not a target
     assert got["20 ms compliance check beside the call p50"]["target"] == "< 1 ms (≈ 0)"
     md = tables.render(doc, {})
     section = md.split("## Feature costs (open loop at 500 RPS)", 1)[1].split("## Resources", 1)[0]
     assert "| **gateway-bare** |" in section and "+0.12 / +0.60" in section
+    assert "| **gateway-company** |" in section and "| deny list + output pii |" in section and "none set" in section
     assert "compliance checks 2,500" in section and "no policy flags, blocks or failures" in section
     row = "| audit log + metrics | gateway − gateway-no-observe | +0.060 | +0.50 | +0.000 | < 0.1 ms | yes |"
     assert row in section
     # The variants have their own section: not a row of dashes in the overhead and throughput tables.
     overhead = md.split("## Overhead", 1)[1].split("## Throughput", 1)[0]
-    assert "gateway-bare" not in overhead and "**gateway**" in overhead
+    assert "gateway-bare" not in overhead and "**gateway**" in overhead and "**gateway-company**" in overhead
 
 
-def test_governance_config_limits_everything_and_passes_the_benchmark_prompts(tmp_path: Path) -> None:
+def _prompts() -> list[str]:
+    """Every message of a pass-through request the driver can send."""
+    body = json.loads(
+        scenarios.passthrough_body()
+        .replace(b"{ID}", b"6a3f1c0e2b4d9-1234567")
+        .replace(b"{WORDS}", b"falcon cipher rocket bishop comet anchor")
+    )
+    return [m["content"] for m in body["messages"]]
+
+
+def test_the_company_configuration_is_auth_limits_and_three_input_policies(tmp_path: Path) -> None:
     from gateway.config import load_config
-    from gateway.governance.detect import Deny, Injection, Pii
+    from gateway.governance.auth import Authenticator
+    from gateway.governance.detect import Injection, Pii
+
+    company = variants.company_config()
+    assert company["auth"]["enabled"] is True
+    assert company["auth"]["keys"] == [{"id": "app", "key_env": "BENCH_KEY", "team": "web"}]
+    assert company["governance"]["keys"] == {"*": {"rpm": 1_000_000_000, "tpm": 1_000_000_000_000}}
+    policies = company["governance"]["policies"]["*"]
+    assert [(p["kind"], p.get("action")) for p in policies] == [
+        ("pii", "flag"),
+        ("injection", "block"),
+        ("max_prompt", None),
+    ]
+    assert policies[2]["max_chars"] == 200_000
+    # Nothing else is named: the cache, compression, ledger, audit log, metrics and store are defaults.
+    assert set(company) == {"auth", "governance"}
+    # The file the harness writes (JSON is YAML) is a valid configuration with `--upstream`...
+    path = tmp_path / "gateway.yaml"
+    path.write_text(json.dumps(company))
+    env = variants.environment(variants.COMPANY_VARIANT)
+    loaded = load_config(path, upstream="http://127.0.0.1:9", environ=env)
+    assert loaded.auth.enabled and loaded.cache.enabled and loaded.observe.audit and loaded.observe.metrics
+    assert loaded.store.redis_url == ""  # the embedded store
+    # ...whose key is the one the driver sends, and only that one.
+    auth = Authenticator(loaded.auth, environ=env)
+    sent = variants.client_headers(variants.COMPANY_VARIANT)
+    assert auth.authenticate(sent).id == "app" and auth.authenticate(sent).team == "web"
+    with pytest.raises(Exception, match="Incorrect API key"):
+        auth.authenticate({"authorization": f"Bearer {targets.API_KEY}"})
+    # Every prompt the driver can send passes every input policy (no flag, no block).
+    for prompt in _prompts():
+        assert Pii(["email", "phone", "card", "secret"]).find(prompt) is None
+        assert Injection(1.0).find(prompt) is None
+        assert len(prompt) < policies[2]["max_chars"]
+
+
+def test_governed_is_the_company_configuration_plus_two_policies(tmp_path: Path) -> None:
+    from gateway.config import load_config
+    from gateway.governance.detect import Deny
 
     plain = variants.governance_config(None)
     with_check = variants.governance_config("http://127.0.0.1:9/check")
-    assert plain["auth"] == {"enabled": False}
+    assert plain["auth"] == variants.company_config()["auth"]
     assert plain["governance"]["keys"]["*"]["rpm"] >= 10**6
     kinds = [(p["kind"], p.get("on", "input")) for p in plain["governance"]["policies"]["*"]]
     assert kinds == [
@@ -177,29 +240,18 @@ def test_governance_config_limits_everything_and_passes_the_benchmark_prompts(tm
     ]
     http = with_check["governance"]["policies"]["*"][-1]
     assert http["kind"] == "http" and http["when"] == "beside" and http["fail"] == "closed"
-    # The file the harness writes (JSON is YAML) is a valid gateway configuration.
     path = tmp_path / "gateway.yaml"
     path.write_text(json.dumps(with_check))
-    loaded = load_config(path, upstream="http://127.0.0.1:9")
+    loaded = load_config(path, upstream="http://127.0.0.1:9", environ={})
     assert [p.name for p in loaded.governance.policies["*"]][-1] == "compliance"
-    # Every prompt the driver can send passes every input policy (no flag, no block).
-    prompt = json.loads(
-        scenarios.passthrough_body()
-        .replace(b"{ID}", b"6a3f1c0e2b4d9-1234567")
-        .replace(b"{WORDS}", b"falcon cipher rocket bishop comet anchor")
-    )["messages"][0]["content"]
     spec = plain["governance"]["policies"]["*"]
-    assert Pii(["email", "phone", "card", "secret"]).find(prompt) is None
-    assert Deny(spec[1]["patterns"], True).find(prompt) is None
-    assert Injection(1.0).find(prompt) is None
-
-
-def test_the_catalogue_has_every_variant_pinned_with_one_worker() -> None:
-    cat = targets.catalogue()
-    for name in variants.VARIANTS:
-        assert cat[name].pinned and cat[name].workers == 1 and cat[name].start is not None
-    assert set(variants.VARIANTS["gateway-bare"].disable) == set(variants.CAPABILITIES)
-    assert variants.VARIANTS["gateway-no-observe"].disable == ("observe",)
+    for prompt in _prompts():
+        assert Deny(spec[1]["patterns"], True).find(prompt) is None
+    # Configured variants carry the keys they read; the bare ones only switch capabilities off.
+    assert variants.environment(variants.VARIANTS["gateway-governed"])["BENCH_KEY"] == variants.COMPANY_KEY
+    bare = variants.VARIANTS["gateway-bare"]
+    assert variants.environment(bare) == {"GATEWAY_DISABLE": ",".join(variants.CAPABILITIES)}
+    assert variants.client_headers(variants.VARIANTS["gateway-bare"]) == {}
 
 
 def test_the_compliance_service_answers_pass_after_its_delay_and_counts_checks() -> None:
