@@ -64,9 +64,6 @@ def _doc(compliance_success: float = 1.0) -> dict[str, Any]:
             "gateway-compliance": _target(
                 _level("features", 60.62, 62.40, compliance_success, feature_counts={"compliance checks": 2500}),
             ),
-            "gateway-traced": _target(
-                _level("features", 60.43, 62.10, cpu=0.27, feature_counts={"spans exported": 12500}),
-            ),
         },
     }
 
@@ -124,10 +121,6 @@ def test_feature_costs_are_differences_of_the_variants_percentiles() -> None:
     beside = deltas["20 ms compliance check beside the call"]
     assert beside["p50"] == pytest.approx(0.01) and beside["p99"] == pytest.approx(-0.1)
     assert beside["ok"] is True
-    traced = deltas["tracing: every request sampled, OTLP export"]
-    assert (traced["slower"], traced["faster"]) == ("gateway-traced", "gateway")
-    assert traced["p50"] == pytest.approx(0.03) and traced["cpu_ms"] == pytest.approx(0.02) and traced["ok"] is True
-    assert rows["gateway-traced"]["counts"] == {"spans exported": 12500}
 
 
 def test_a_cost_over_its_bound_or_a_variant_that_lost_requests_is_not_met() -> None:
@@ -283,42 +276,3 @@ def test_the_compliance_service_answers_pass_after_its_delay_and_counts_checks()
     (status, verdict), (_, count) = proto.sent
     assert status == 200 and json.loads(verdict)["action"] not in ("block", "flag")
     assert json.loads(count) == {"checks": 1}
-
-
-def test_the_otlp_sink_decodes_exports_and_counts_spans() -> None:
-    import asyncio
-
-    from benchmarks.harness.otlp_sink import OtlpSink
-    from gateway.observe.tracing import GenAIResult, Trace, Tracer, build_tracer
-
-    tracer = build_tracer({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"})
-    assert isinstance(tracer, Tracer)
-    traces = []
-    for _ in range(2):
-        span = tracer.start_request({}, "chat", "m")
-        assert isinstance(span, Trace)
-        span.upstream("openai", "m").end(status=200)
-        span.finish(GenAIResult())
-        traces.append(span)
-    body = tracer.exporter.writer.encode(traces)
-
-    class Proto:
-        def __init__(self, body: bytes) -> None:
-            self.body = body
-            self.sent: list[tuple[int, bytes]] = []
-
-        async def __call__(self) -> bytes:
-            return self.body
-
-        def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-            self.sent.append((status, body))
-
-    class Scope:
-        def __init__(self, method: str) -> None:
-            self.method = method
-
-    sink, post, get = OtlpSink(), Proto(body), Proto(b"")
-    asyncio.run(sink.__rsgi__(Scope("POST"), post))
-    asyncio.run(sink.__rsgi__(Scope("GET"), get))
-    assert post.sent[0][0] == 200
-    assert json.loads(get.sent[0][1]) == {"spans": 4, "exports": 1}
