@@ -79,6 +79,7 @@ PLUGIN_COMMANDS = ("gateway.bench", "gateway.observe.events_cli", "gateway.keys_
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="A drop-in OpenAI and Anthropic AI gateway.")
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the gateway (embedded defaults when no config is given)")
