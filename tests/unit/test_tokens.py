@@ -74,3 +74,8 @@ def test_known_token_ids() -> None:
     text = "これは日本語の文章です。トークナイザーの違いを確かめます。" * 5
     assert count_tokens(text, "gpt-4o") < count_tokens(text, "gpt-4")
     assert count_tokens("<|endoftext|>", "gpt-4o") > 1  # special-token text is counted as text
+
+
+def test_preload_loads_without_counting() -> None:
+    tokens.preload("o200k_base")
+    assert "o200k_base" in tokens._counters and tokens._names["o200k_base"] == "o200k_base"
