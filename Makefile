@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install native serve test test-pure lint bench bench-quick bench-peers clean
+.PHONY: install native serve test test-pure lint lock bench bench-quick bench-peers clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,15 @@ lint: install
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy --strict --follow-imports=silent gateway/pipeline  # the spine: no untyped value
 	$(PY) tests/import_cycles.py gateway
+
+# requirements.lock (used by the Dockerfile): the runtime closure pinned at the versions in the venv,
+# with the hashes PyPI publishes for every file of each version.
+lock: install
+	$(PY) -m pip freeze --exclude-editable | grep -v '^gateway' > $(VENV)/constraints.txt
+	$(PY) -m piptools compile --quiet --allow-unsafe --generate-hashes --strip-extras --no-emit-index-url \
+		--no-emit-find-links --no-header --no-annotate --constraint=$(VENV)/constraints.txt \
+		--output-file=requirements.lock pyproject.toml
+	sed -i '1i # The runtime dependencies with hashes, for the Dockerfile. Regenerate: make lock' requirements.lock
 
 clean:
 	rm -rf build dist *.egg-info gateway/**/*.so native/*.c .pytest_cache .mypy_cache

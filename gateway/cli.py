@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, mock, config check, version (and the subcommands plug-ins add)."""
+"""The `gateway` command: serve, mock, config check/import-litellm, version (and the subcommands plug-ins add)."""
 
 from __future__ import annotations
 
@@ -64,6 +64,41 @@ def _config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_litellm(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from gateway.litellm_import import LiteLLMImportError, convert, render
+
+    try:
+        result = convert(Path(args.file).read_text())
+    except OSError as exc:
+        print(f"{args.file}: cannot read ({exc.strerror})", file=sys.stderr)
+        return 1
+    except LiteLLMImportError as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 1
+    text = render(result, os.path.basename(args.file))
+    # What is written must load: check it with the gateway's own loader before handing it over.
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "gateway.yaml"
+        probe.write_text(text)
+        try:
+            load_config(probe, environ={})
+        except ConfigError as exc:
+            print(f"{args.file}: the imported configuration does not load: {exc}", file=sys.stderr)
+            return 1
+    for line in result.skipped:
+        print(f"not carried over: {line}", file=sys.stderr)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"{args.output}: {len(result.config['models'])} models, {len(result.config['providers'])} providers,"
+              f" {len(result.skipped)} settings not carried over", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _version(args: argparse.Namespace) -> int:
     try:
         from gateway.transform.compress.phrases import IMPLEMENTATION
@@ -79,6 +114,7 @@ PLUGIN_COMMANDS = ("gateway.bench", "gateway.observe.events_cli", "gateway.keys_
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="A drop-in OpenAI and Anthropic AI gateway.")
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the gateway (embedded defaults when no config is given)")
@@ -106,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     cc = csub.add_parser("check", help="validate a configuration file")
     cc.add_argument("file")
     cc.set_defaults(func=_config_check)
+    ci = csub.add_parser("import-litellm", help="convert a LiteLLM proxy config.yaml to a gateway config")
+    ci.add_argument("file")
+    ci.add_argument("-o", "--output", help="write here (default: standard output)")
+    ci.set_defaults(func=_import_litellm)
 
     v = sub.add_parser("version", help="print the version")
     v.set_defaults(func=_version)

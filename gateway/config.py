@@ -15,7 +15,7 @@ import msgspec
 import yaml
 
 from gateway.costs.prices import PricingConfig
-from gateway.governance.settings import GovernanceSettings, SettingsError
+from gateway.governance.settings import GovernanceSettings, SettingsError, restore_on_keys
 from gateway.governance.settings import validate as validate_governance
 from gateway.observe.settings import ArchiveConfig, ObserveConfig
 from gateway.providers.resilience import BreakerConfig, RetryBudgetConfig
@@ -320,6 +320,8 @@ def load_config(
     else:
         data = embedded_defaults()
     _env_overrides(data, env)
+    if "governance" in data:
+        data["governance"] = restore_on_keys(data["governance"])
     try:
         cfg = msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:

@@ -1,19 +1,30 @@
 """Model prices (USD per million tokens) and the cost of one answer's tokens; overridable in config.
 
-Sources (USD per million tokens, standard tier; verify before billing anyone, and override in
-configuration when a contract or a price changes):
+Sources (USD per million tokens, standard/on-demand tier, text; verify before billing anyone, and
+override in configuration when a contract or a price changes):
 - OpenAI: https://platform.openai.com/docs/pricing ("Text tokens"), recorded 2025-10; gpt-4o,
   gpt-4o-mini, the gpt-4.1 family, o3 and o4-mini re-checked 2026-11-23 against copies of that page
-  from 2026-03..06 (unchanged). OpenAI charges nothing to write its prompt cache: cache_write = input.
+  from 2026-03..06 (unchanged); gpt-5.1, gpt-5.2, gpt-5-pro and the codex models recorded 2025-12
+  from the same page. OpenAI charges nothing to write its prompt cache: cache_write = input.
 - Anthropic: https://platform.claude.com/docs/en/about-claude/pricing ("Model pricing", with its
   prompt-caching columns), checked 2026-11-23: 5-minute writes 1.25x input, 1-hour writes 2x input,
   cache hits 0.1x input, for every model listed here.
-Newer families (gpt-5.1 and later, Claude 5.x) are not built in: price them in configuration.
+- Google Gemini API: https://ai.google.dev/gemini-api/docs/pricing ("Standard", paid tier), recorded
+  2025-12: the prompts <= 200k tokens tier (gemini-2.5-pro and gemini-3-pro charge more above 200k
+  tokens; this table has one tier, so configure the long-context price if that is your traffic).
+  Cached input is the context-caching price (storage per hour is not billed per request here).
+- AWS Bedrock: https://aws.amazon.com/bedrock/pricing/ (on-demand, us-east-1), recorded 2025-12.
+  Claude on Bedrock is billed at Anthropic's list prices (the entries above); Amazon Nova and Meta
+  Llama entries are Bedrock's own. Cross-region/regional inference-profile premiums are not modelled.
+Newer families (after gpt-5.2, Claude 5.x, Gemini after 3) are not built in: price them in configuration.
 
 A model name is priced by exact match, then without its date suffix ("gpt-4o-2024-08-06" ->
 "gpt-4o", "claude-sonnet-4-5-20250929" -> "claude-sonnet-4-5") or "-latest", then by the longest
 table name it starts with ("claude-sonnet-4-0" -> "claude-sonnet-4"; a version the table lacks may
-be mispriced this way, so configure new models). Configured prices win.
+be mispriced this way, so configure new models). Bedrock model ids lose their inference-profile
+region, vendor and version ("us.anthropic.claude-sonnet-4-5-20250929-v1:0" -> "claude-sonnet-4-5",
+"amazon.nova-pro-v1:0" -> "nova-pro"), and path prefixes go ("models/gemini-2.5-pro"). Configured
+prices win.
 """
 
 from __future__ import annotations
@@ -74,6 +85,11 @@ def _anthropic(inp: float, out: float) -> ModelPrice:
                       cache_write=round(inp * 1.25, 6), cache_write_1h=round(inp * 2.0, 6))
 
 
+def _gemini(inp: float, cached: float | None, out: float) -> ModelPrice:
+    """Gemini and Bedrock: cache reads at their own price; writes cost the input price."""
+    return _openai(inp, cached, out)
+
+
 BUILTIN: dict[str, ModelPrice] = {
     # OpenAI: input, cached input, output
     "gpt-4o": _openai(2.50, 1.25, 10.00),
@@ -85,6 +101,13 @@ BUILTIN: dict[str, ModelPrice] = {
     "gpt-5": _openai(1.25, 0.125, 10.00),
     "gpt-5-mini": _openai(0.25, 0.025, 2.00),
     "gpt-5-nano": _openai(0.05, 0.005, 0.40),
+    "gpt-5-pro": _openai(15.00, None, 120.00),
+    "gpt-5-codex": _openai(1.25, 0.125, 10.00),
+    "gpt-5.1": _openai(1.25, 0.125, 10.00),
+    "gpt-5.1-codex": _openai(1.25, 0.125, 10.00),
+    "gpt-5.1-codex-mini": _openai(0.25, 0.025, 2.00),
+    "gpt-5.2": _openai(1.75, 0.175, 14.00),
+    "codex-mini": _openai(1.50, 0.375, 6.00),
     "gpt-4-turbo": _openai(10.00, None, 30.00),
     "gpt-3.5-turbo": _openai(0.50, None, 1.50),
     "o1": _openai(15.00, 7.50, 60.00),
@@ -111,9 +134,30 @@ BUILTIN: dict[str, ModelPrice] = {
     "claude-3-opus": _anthropic(15.00, 75.00),
     "claude-3-haiku": ModelPrice(input=0.25, output=1.25, cached_input=0.03, cache_write=0.30,
                                  cache_write_1h=0.50),
+    # Google Gemini API: input, cached input (context caching), output; prompts <= 200k tokens
+    "gemini-3-pro": _gemini(2.00, 0.20, 12.00),
+    "gemini-2.5-pro": _gemini(1.25, 0.125, 10.00),
+    "gemini-2.5-flash": _gemini(0.30, 0.03, 2.50),
+    "gemini-2.5-flash-lite": _gemini(0.10, 0.01, 0.40),
+    "gemini-2.0-flash": _gemini(0.10, 0.025, 0.40),
+    "gemini-2.0-flash-lite": _gemini(0.075, None, 0.30),
+    "gemini-1.5-pro": _gemini(1.25, None, 5.00),
+    "gemini-1.5-flash": _gemini(0.075, None, 0.30),
+    # AWS Bedrock's own models: input, cached input, output (Claude on Bedrock: the entries above)
+    "nova-premier": _gemini(2.50, 0.625, 12.50),
+    "nova-pro": _gemini(0.80, 0.20, 3.20),
+    "nova-lite": _gemini(0.06, 0.015, 0.24),
+    "nova-micro": _gemini(0.035, 0.00875, 0.14),
+    "llama3-3-70b-instruct": _gemini(0.72, None, 0.72),
+    "llama4-maverick-17b-instruct": _gemini(0.24, None, 0.97),
+    "llama4-scout-17b-instruct": _gemini(0.17, None, 0.66),
 }
 
 _DATE_SUFFIX = re.compile(r"-(?:\d{8}|\d{4}-\d{2}-\d{2}|latest)$")
+# Bedrock ids: "[region.]vendor.model[-vN[:M]]", e.g. "us.anthropic.claude-sonnet-4-5-20250929-v1:0".
+_BEDROCK_ID = re.compile(r"^(?:(?:us|eu|apac|jp|au|ca|us-gov|global)\.)?"
+                         r"(?:anthropic|amazon|meta|mistral|cohere|ai21|deepseek|openai|qwen|writer)\.(.+?)"
+                         r"(?:-v\d+(?::\d+)?)?(?::\d+)?$")
 
 
 class PriceTable:
@@ -142,6 +186,9 @@ class PriceTable:
 
     def _find(self, model: str) -> tuple[str, ModelPrice] | None:
         name = model.lower().rsplit("/", 1)[-1]  # "openai/gpt-4o", "anthropic/claude-..." prefixes
+        bedrock = _BEDROCK_ID.match(name)
+        if bedrock:
+            name = bedrock.group(1)
         for candidate in (name, _DATE_SUFFIX.sub("", name)):
             if candidate in self._prices:
                 return candidate, self._prices[candidate]

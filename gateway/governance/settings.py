@@ -103,9 +103,27 @@ def validate(s: GovernanceSettings) -> None:
                 raise SettingsError(f"{where}.timeout_ms: must be > 0")
 
 
+def restore_on_keys(section: Any) -> Any:
+    """YAML 1.1 reads a bare `on:` key as the boolean true: give policy specs their `on` back.
+
+    The docs (and users) write `on: output`; PyYAML hands that over as {True: "output"}, which no
+    struct can accept. Only policy specs have an `on` field, so only their mappings are touched.
+    """
+    if not isinstance(section, dict) or not isinstance(section.get("policies"), dict):
+        return section
+    policies = {
+        route: [{("on" if key is True else key): value for key, value in spec.items()}
+                if isinstance(spec, dict) else spec for spec in specs]
+        if isinstance(specs, list) else specs
+        for route, specs in section["policies"].items()
+    }
+    return {**section, "policies": policies}
+
+
 def parse_settings(data: Any) -> GovernanceSettings:
     if isinstance(data, dict) and "governance" in data:
         data = data["governance"]
+    data = restore_on_keys(data)
     try:
         settings = msgspec.convert(data or {}, GovernanceSettings, strict=False)
     except msgspec.ValidationError as exc:

@@ -73,7 +73,10 @@ def test_multi_stage_builder_and_slim_runtime() -> None:
     runtime_env = " ".join(rest for kw, rest in runtime if kw == "ENV")
     assert "GATEWAY_STRICT_NATIVE=1" in builder_env, "a failed native build must fail the image"
     assert "GATEWAY_STRICT_NATIVE=1" in runtime_env
-    assert any(kw == "RUN" and "pip install" in rest and " ." in rest for kw, rest in builder)
+    # Dependencies only from the hashed lockfile, then the gateway itself without resolving anything.
+    installs = [rest for kw, rest in builder if kw == "RUN" and "pip install" in rest]
+    assert "--require-hashes -r requirements.lock" in installs[0]
+    assert any("--no-deps ." in rest for rest in installs[1:])
     assert any(kw == "COPY" and "--from=builder" in rest for kw, rest in runtime)
     # Nothing in the runtime stage compiles or downloads.
     assert not any(kw == "RUN" and re.search(r"pip install|apt-get|curl|wget", rest) for kw, rest in runtime)
@@ -100,6 +103,28 @@ def test_healthcheck_uses_python_against_healthz() -> None:
     assert "/healthz" in exec_form[-1] and "8080" in exec_form[-1]
     # The probe really is valid Python (slim has no curl).
     compile(exec_form[-1], "HEALTHCHECK", "exec")
+
+
+def test_lockfile_pins_every_runtime_dependency_with_hashes() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "requirements.lock").read_text())
+    pins = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            spec, *hashes = line.split(" --hash=")
+            name, _, version = spec.strip().partition("==")
+            assert version and hashes, f"unpinned or unhashed: {line[:80]}"
+            assert all(h.startswith("sha256:") for h in hashes)
+            pins[name.lower().replace("_", "-")] = version
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in declared:
+        req = Requirement(dep)
+        name = req.name.lower().replace("_", "-")
+        assert name in pins, f"{name} is a runtime dependency missing from requirements.lock (make lock)"
+        assert req.specifier.contains(pins[name]), f"{name}=={pins[name]} does not satisfy {req}"
 
 
 def test_dockerignore_sends_only_what_the_build_needs() -> None:

@@ -34,6 +34,13 @@ MINI = ("gpt-4o-mini", BUILTIN["gpt-4o-mini"])
     ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"), ("claude-sonnet-4-0", "claude-sonnet-4"),
     ("claude-3-5-haiku-latest", "claude-3-5-haiku"), ("claude-opus-4-1-20250805", "claude-opus-4-1"),
     ("claude-3-7-sonnet-20250219", "claude-3-7-sonnet"), ("Claude-Haiku-4-5", "claude-haiku-4-5"),
+    ("gpt-5.1-2025-11-13", "gpt-5.1"), ("gpt-5.1-codex-mini", "gpt-5.1-codex-mini"), ("gpt-5.2", "gpt-5.2"),
+    ("gemini-2.5-pro", "gemini-2.5-pro"), ("models/gemini-2.5-flash", "gemini-2.5-flash"),
+    ("gemini-2.5-flash-lite-preview-09-2025", "gemini-2.5-flash-lite"), ("gemini-3-pro-preview", "gemini-3-pro"),
+    ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "claude-sonnet-4-5"),
+    ("anthropic.claude-3-5-haiku-20241022-v1:0", "claude-3-5-haiku"), ("amazon.nova-pro-v1:0", "nova-pro"),
+    ("global.anthropic.claude-haiku-4-5-20251001-v1:0", "claude-haiku-4-5"),
+    ("meta.llama3-3-70b-instruct-v1:0", "llama3-3-70b-instruct"), ("eu.amazon.nova-micro-v1:0", "nova-micro"),
 ])
 def test_lookup(model: str, entry: str) -> None:
     found = PriceTable().lookup(model)
@@ -45,6 +52,15 @@ def test_published_rates() -> None:
     assert (s.input, s.cached_input, s.cache_write, s.cache_write_1h, s.output) == (3.0, 0.3, 3.75, 6.0, 15.0)
     o = BUILTIN["gpt-4o"]
     assert (o.input, o.cached_input, o.cache_write, o.output) == (2.5, 1.25, 2.5, 10.0)
+
+
+def test_gemini_and_bedrock_rates() -> None:
+    g = BUILTIN["gemini-2.5-flash"]
+    assert (g.input, g.cached_input, g.cache_write, g.output) == (0.30, 0.03, 0.30, 2.50)
+    n = PriceTable().lookup("amazon.nova-lite-v1:0")
+    assert n is not None and (n[1].input, n[1].output) == (0.06, 0.24)
+    # Claude through Bedrock costs what Claude costs at Anthropic.
+    assert PriceTable().lookup("us.anthropic.claude-opus-4-1-20250805-v1:0") == PriceTable().lookup("claude-opus-4-1")
 
 
 def test_unknown_models_are_unpriced_unless_a_default_is_set() -> None:

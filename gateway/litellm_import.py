@@ -1,0 +1,310 @@
+"""`gateway config import-litellm`: a LiteLLM proxy config.yaml turned into an equivalent gateway config.
+
+What maps (LiteLLM -> gateway):
+- model_list[].model_name -> models[].name; entries sharing a name become one model's deployments.
+- litellm_params.model "openai/X" or bare "X" -> an `openai` provider; "azure/DEPLOYMENT" -> `azure`
+  (api_version from litellm_params, else 2024-10-21); "anthropic/X" -> `anthropic`; ollama,
+  hosted_vllm and the OpenAI-compatible hosted APIs (openrouter, groq, mistral, deepseek, ...) ->
+  `openai` at their base URL. One provider per distinct (kind, api_base, key, api_version).
+- api_key "os.environ/NAME" -> api_key_env NAME; a literal key is never written into the file: the
+  provider reads it from a named variable instead (reported). api_base -> base_url.
+- rpm/tpm of a deployment -> its weight (LiteLLM's simple-shuffle picks weighted by rpm, else tpm);
+  the limits themselves are reported, not enforced per deployment.
+- router_settings / litellm_settings: fallbacks -> models[].fallbacks, num_retries ->
+  retries.attempts (LiteLLM counts retries per model group, the gateway per deployment),
+  timeout / request_timeout -> every provider's timeouts.total_s, model_group_alias -> aliases.
+- general_settings.master_key -> auth (its value comes from the environment variable named); none
+  -> auth off, as LiteLLM runs without one. litellm_settings.cache -> cache.enabled (LiteLLM caches
+  only when asked), cache_params redis host/port -> store.redis_url.
+Everything else is named in `ImportResult.skipped`, which the CLI prints to stderr and writes as a
+comment block at the top of the output.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+__all__ = ["ImportResult", "LiteLLMImportError", "convert", "render"]
+
+AZURE_API_VERSION = "2024-10-21"
+
+# LiteLLM provider prefix -> (gateway kind, default base_url, LiteLLM's default key variable)
+PROVIDERS: dict[str, tuple[str, str, str | None]] = {
+    "openai": ("openai", "https://api.openai.com/v1", "OPENAI_API_KEY"),
+    "text-completion-openai": ("openai", "https://api.openai.com/v1", "OPENAI_API_KEY"),
+    "azure": ("azure", "", "AZURE_API_KEY"),
+    "anthropic": ("anthropic", "https://api.anthropic.com", "ANTHROPIC_API_KEY"),
+    "ollama": ("openai", "http://localhost:11434", None),
+    "ollama_chat": ("openai", "http://localhost:11434", None),
+    "hosted_vllm": ("openai", "", None),
+    "vllm": ("openai", "", None),
+    "openrouter": ("openai", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
+    "groq": ("openai", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
+    "mistral": ("openai", "https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
+    "deepseek": ("openai", "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
+    "together_ai": ("openai", "https://api.together.xyz/v1", "TOGETHERAI_API_KEY"),
+    "fireworks_ai": ("openai", "https://api.fireworks.ai/inference/v1", "FIREWORKS_AI_API_KEY"),
+    "xai": ("openai", "https://api.x.ai/v1", "XAI_API_KEY"),
+    "perplexity": ("openai", "https://api.perplexity.ai", "PERPLEXITYAI_API_KEY"),
+}
+# litellm_params understood here; any other key of a deployment is reported.
+_DEPLOYMENT_KEYS = {"model", "api_base", "api_key", "api_version", "rpm", "tpm", "weight", "timeout",
+                    "extra_headers", "organization"}
+_ROUTER_KEYS = {"fallbacks", "num_retries", "timeout", "model_group_alias", "routing_strategy"}
+_LITELLM_KEYS = {"fallbacks", "num_retries", "request_timeout", "cache", "cache_params"}
+
+
+class LiteLLMImportError(Exception):
+    """The input is not a LiteLLM proxy configuration this importer can read."""
+
+
+@dataclass
+class ImportResult:
+    config: dict[str, Any]
+    skipped: list[str] = field(default_factory=list)
+
+
+def _env_name(value: Any) -> str | None:
+    if isinstance(value, str) and value.startswith("os.environ/"):
+        return value[len("os.environ/"):]
+    return None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+class _Importer:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.skipped: list[str] = []
+        self.providers: dict[str, dict[str, Any]] = {}
+        self._provider_ids: dict[tuple[Any, ...], str] = {}
+        self.models: dict[str, dict[str, Any]] = {}
+        self._weights: dict[str, list[tuple[dict[str, Any], Any, Any]]] = {}  # name -> (deployment, rpm, tpm)
+
+    def skip(self, where: str, why: str) -> None:
+        self.skipped.append(f"{where}: {why}")
+
+    def provider(self, where: str, prefix: str, params: dict[str, Any]) -> str | None:
+        kind, default_base, default_key = PROVIDERS[prefix]
+        base = params.get("api_base") or default_base
+        if _env_name(base):
+            self.skip(f"{where}.api_base", f"read from ${_env_name(base)} by LiteLLM; the gateway needs the URL itself")
+            return None
+        if not base:
+            self.skip(where, f"{prefix} needs an api_base")
+            return None
+        base = str(base).rstrip("/")
+        if prefix.startswith("ollama"):
+            base += "/v1"  # Ollama's OpenAI-compatible endpoint
+        version = params.get("api_version") or (AZURE_API_VERSION if kind == "azure" else None)
+        if _env_name(version):
+            self.skip(f"{where}.api_version", f"read from ${_env_name(version)}; {AZURE_API_VERSION} assumed")
+            version = AZURE_API_VERSION
+        raw_key = params.get("api_key")
+        host = _slug(urlsplit(base).hostname or prefix).split("-")
+        name = _slug(f"{prefix}-{'-'.join(host[:3])}") if params.get("api_base") else prefix
+        identity = (kind, base, str(raw_key), version, repr(params.get("extra_headers")), params.get("organization"))
+        if identity in self._provider_ids:
+            return self._provider_ids[identity]
+        unique, n = name, 2
+        while unique in self.providers:
+            unique, n = f"{name}-{n}", n + 1
+        if raw_key is None:
+            key_env = default_key  # LiteLLM reads the provider's usual variable
+        elif _env_name(raw_key):
+            key_env = _env_name(raw_key)
+        elif str(raw_key).lower() in ("none", "", "dummy"):
+            key_env = None  # a keyless server (vLLM, Ollama)
+        else:
+            # A literal key is never copied into a file: the provider reads it from a variable instead.
+            key_env = f"{unique.upper().replace('-', '_')}_API_KEY"
+            self.skip(f"{where}.api_key", f"a literal key is not written to the file: export it as ${key_env}")
+        entry: dict[str, Any] = {"kind": kind, "base_url": base}
+        if key_env:
+            entry["api_key_env"] = key_env
+        if version and kind == "azure":
+            entry["api_version"] = str(version)
+        headers = dict(params.get("extra_headers") or {})
+        if params.get("organization"):
+            headers["OpenAI-Organization"] = str(params["organization"])
+        if headers:
+            entry["headers"] = {str(k): str(v) for k, v in headers.items()}
+        if params.get("timeout") is not None:
+            entry["timeouts"] = {"total_s": float(params["timeout"])}
+        self.providers[unique] = entry
+        self._provider_ids[identity] = unique
+        return unique
+
+    def deployment(self, i: int, item: dict[str, Any]) -> None:
+        where = f"model_list[{i}]"
+        name = item.get("model_name")
+        params = item.get("litellm_params") or {}
+        if not isinstance(name, str) or not isinstance(params, dict) or "model" not in params:
+            self.skip(where, "needs model_name and litellm_params.model")
+            return
+        for key in sorted(set(item) - {"model_name", "litellm_params", "rpm", "tpm"}):
+            self.skip(f"{where}.{key}", "no gateway equivalent")
+        for key in sorted(set(params) - _DEPLOYMENT_KEYS):
+            self.skip(f"{where}.litellm_params.{key}", "no gateway equivalent")
+        target = str(params["model"])
+        prefix, _, rest = target.partition("/")
+        if not rest:
+            prefix, rest = "openai", target  # LiteLLM infers OpenAI for bare model names
+        if target == "*":
+            self.skip(f"{where} ({name})", "model '*' (every provider LiteLLM knows, by prefix) has no gateway"
+                      " equivalent: route '*' to one provider")
+            return
+        if prefix not in PROVIDERS:
+            self.skip(f"{where} ({name})", f"provider {prefix!r} of {target!r} is not supported by the gateway")
+            return
+        provider = self.provider(where, prefix, params)
+        if provider is None:
+            return
+        dep: dict[str, Any] = {"provider": provider}
+        if rest != "*" and rest != name:
+            dep["model"] = rest
+        model = self.models.setdefault(name, {"name": name, "deployments": []})
+        model["deployments"].append(dep)
+        rpm = params.get("rpm", item.get("rpm"))
+        tpm = params.get("tpm", item.get("tpm"))
+        if params.get("weight") is not None:
+            dep["weight"] = float(params["weight"])
+        self._weights.setdefault(name, []).append((dep, rpm, tpm))
+
+    def weights(self) -> None:
+        # LiteLLM's simple-shuffle weighs by rpm when every deployment has one, else by tpm.
+        for name, deps in self._weights.items():
+            if all(rpm is None and tpm is None for _, rpm, tpm in deps):
+                continue
+            used = ""
+            for index, label in ((1, "rpm"), (2, "tpm")):
+                values: list[Any] = [d[index] for d in deps]
+                if len(deps) > 1 and all(v is not None for v in values):
+                    for (dep, _, _), v in zip(deps, values, strict=True):
+                        dep.setdefault("weight", float(v) if float(v) > 0 else 1.0)
+                    used = f"{label} became the deployments' weights; "
+                    break
+            self.skip(f"models {name!r} rpm/tpm", f"{used}per-deployment limits are not enforced"
+                      " (use governance limits per key or team)")
+
+    def fallbacks(self, where: str, entries: Any) -> None:
+        for entry in entries or []:
+            if not isinstance(entry, dict):
+                self.skip(where, f"unreadable entry {entry!r}")
+                continue
+            for source, targets in entry.items():
+                model = self.models.get(source)
+                known = [t for t in (targets or []) if t in self.models and t != source]
+                if model is None or not known:
+                    self.skip(f"{where} ({source})", "names a model that was not imported")
+                    continue
+                model.setdefault("fallbacks", [])
+                model["fallbacks"] += [t for t in known if t not in model["fallbacks"]]
+
+    def run(self) -> dict[str, Any]:
+        items = self.data.get("model_list") or []
+        if not isinstance(items, list):
+            raise LiteLLMImportError("model_list: expected a list")
+        for i, item in enumerate(items):
+            if isinstance(item, dict):
+                self.deployment(i, item)
+        self.weights()
+        router = self.data.get("router_settings") or {}
+        settings = self.data.get("litellm_settings") or {}
+        general = self.data.get("general_settings") or {}
+        cfg: dict[str, Any] = {}
+        for section, table, known in (("router_settings", router, _ROUTER_KEYS),
+                                      ("litellm_settings", settings, _LITELLM_KEYS)):
+            for key in sorted(set(table) - known):
+                self.skip(f"{section}.{key}", "no gateway equivalent")
+        if router.get("routing_strategy") not in (None, "simple-shuffle"):
+            self.skip("router_settings.routing_strategy", "the gateway picks deployments by weight (simple-shuffle)")
+        self.fallbacks("litellm_settings.fallbacks", settings.get("fallbacks"))
+        self.fallbacks("router_settings.fallbacks", router.get("fallbacks"))
+        for alias, target in (router.get("model_group_alias") or {}).items():
+            target = target.get("model") if isinstance(target, dict) else target
+            if target in self.models and alias not in self.models:
+                self.models[target].setdefault("aliases", []).append(alias)
+            else:
+                self.skip(f"router_settings.model_group_alias.{alias}", "its model was not imported")
+        retries = router.get("num_retries", settings.get("num_retries"))
+        if retries is not None:
+            cfg["retries"] = {"attempts": int(retries)}
+        timeout = router.get("timeout", settings.get("request_timeout"))
+        if timeout is not None:
+            for entry in self.providers.values():
+                entry.setdefault("timeouts", {}).setdefault("total_s", float(timeout))
+        cfg["auth"] = self.auth(general)
+        for key in sorted(set(general) - {"master_key"}):
+            self.skip(f"general_settings.{key}", "no gateway equivalent")
+        cfg.update(self.cache(settings))
+        for name in (self.data.get("environment_variables") or {}):
+            self.skip(f"environment_variables.{name}", "set it in the gateway's environment if still needed")
+        for key in sorted(set(self.data) - {"model_list", "router_settings", "litellm_settings",
+                                            "general_settings", "environment_variables"}):
+            self.skip(key, "no gateway equivalent")
+        cfg["providers"] = self.providers
+        cfg["models"] = list(self.models.values())
+        return cfg
+
+    def auth(self, general: dict[str, Any]) -> dict[str, Any]:
+        key = general.get("master_key")
+        if key is None:
+            self.skip("general_settings.master_key", "absent: LiteLLM accepts every caller, so auth is off here too")
+            return {"enabled": False}
+        env = _env_name(key)
+        if env is None:
+            env = "GATEWAY_MASTER_KEY"
+            self.skip("general_settings.master_key", f"a literal key is not written to the file: export it as ${env}")
+        return {"enabled": True, "master_key_env": env}
+
+    def cache(self, settings: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"cache": {"enabled": bool(settings.get("cache"))}}
+        params = settings.get("cache_params") or {}
+        if not settings.get("cache"):
+            return out
+        if params.get("ttl") is not None:
+            out["cache"]["ttl_s"] = float(params["ttl"])
+        kind = params.get("type", "redis" if params.get("host") else "local")
+        if kind == "redis" and params.get("host") and not _env_name(params.get("host")):
+            port = params.get("port") or 6379
+            out["store"] = {"redis_url": f"redis://{params['host']}:{port}/0"}
+            if params.get("password"):
+                self.skip("litellm_settings.cache_params.password", "put it in the URL through $GATEWAY_REDIS_URL")
+        elif kind not in ("local", "redis"):
+            self.skip("litellm_settings.cache_params.type", f"{kind!r} caches are not supported (embedded store used)")
+        elif kind == "redis":
+            self.skip("litellm_settings.cache_params", "Redis from the environment: set $GATEWAY_REDIS_URL")
+        for key in sorted(set(params) - {"type", "host", "port", "password", "ttl"}):
+            self.skip(f"litellm_settings.cache_params.{key}", "no gateway equivalent")
+        return out
+
+
+def convert(text: str) -> ImportResult:
+    """The gateway configuration equivalent to a LiteLLM config.yaml, and what could not be carried over."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise LiteLLMImportError(f"not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or "model_list" not in data:
+        raise LiteLLMImportError("not a LiteLLM proxy config (no model_list)")
+    importer = _Importer(data)
+    cfg = importer.run()
+    return ImportResult(cfg, importer.skipped)
+
+
+def render(result: ImportResult, source: str) -> str:
+    """The configuration as YAML, headed by a comment naming every setting not carried over."""
+    lines = [f"# Imported from the LiteLLM config {source} by `gateway config import-litellm`."]
+    if result.skipped:
+        lines.append("# Not carried over (review these):")
+        lines += [f"#   - {s}" for s in result.skipped]
+    body = yaml.safe_dump(result.config, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return "\n".join(lines) + "\n" + body

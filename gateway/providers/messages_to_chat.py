@@ -1,0 +1,428 @@
+"""Pure translators from Anthropic /v1/messages to the OpenAI chat wire format and back (no I/O inside).
+
+Used when an Anthropic-SDK client (Claude Code, say) asks for a model whose deployment speaks only
+OpenAI chat (vLLM, Ollama, any OpenAI model): the request goes out as a chat completion, the answer
+(plain or streamed) comes back as an Anthropic message, and /v1/messages/count_tokens is counted
+locally with the deployment model's tokenizer. The other direction lives in translate.py, whose
+helpers are reused here; `MessagesToChat` at the end has the same shape as its `Translator`s.
+
+Choices where the two wires differ (each deliberate):
+- tool_result blocks become `tool` messages placed before the rest of their user turn (OpenAI wants
+  them right after the assistant's tool_calls); is_error results are prefixed "[tool error] ".
+- thinking / redacted_thinking blocks, top_k, cache_control and server tools (no input_schema) have
+  no chat equivalent and are dropped.
+- OpenAI's "stop" means either end_turn or a stop sequence; it maps to end_turn.
+- Reasoning models (o-series, gpt-5) take max_completion_tokens; others max_tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from gateway.protocol.sse import SSEParser, encode_event
+from gateway.protocol.usage import Usage, parse_usage
+from gateway.protocol.views import decode_any, encode
+from gateway.providers.translate import _text_of, _tool_use_blocks
+from gateway.transform.compress.tokens import count_tokens as _count_text
+
+if TYPE_CHECKING:
+    from gateway.pipeline.context import Events
+    from gateway.providers.upstream import Endpoint
+
+__all__ = ["MESSAGES_TO_CHAT", "ChatToMessagesSSE", "ChatToMessagesStream", "MessagesToChat", "chat_to_message",
+           "count_tokens", "messages_to_chat"]
+
+_enc = msgspec.json.Encoder()
+_dec = msgspec.json.Decoder()
+
+# OpenAI finish_reason -> Anthropic stop_reason (the inverse of translate.STOP_REASONS, one per reason).
+FINISH_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
+                  "function_call": "tool_use", "content_filter": "refusal"}
+
+_REASONING_MODEL = re.compile(r"^(?:.*/)?(?:o\d|gpt-5)")
+IMAGE_TOKENS = 1600  # count_tokens: what Anthropic charges at most for one (resized) image
+
+
+# ------------------------------------------------------------------------------------------ request
+
+
+def _image_part(block: dict[str, Any]) -> dict[str, Any]:
+    source = block.get("source") or {}
+    if source.get("type") == "base64":
+        url = f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
+    else:
+        url = source.get("url", "")
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _parts(content: Any) -> list[dict[str, Any]]:
+    """Anthropic text/image blocks as OpenAI content parts (other block types are handled by the caller)."""
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    parts: list[dict[str, Any]] = []
+    for block in content or []:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            parts.append({"type": "text", "text": block.get("text", "")})
+        elif block.get("type") == "image":
+            parts.append(_image_part(block))
+    return parts
+
+
+def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    # A plain string where it can be: some OpenAI-compatible servers' chat templates take no arrays.
+    if all(p["type"] == "text" for p in parts):
+        return "".join(p["text"] for p in parts)
+    return parts
+
+
+def _tool_result(block: dict[str, Any]) -> dict[str, Any]:
+    text = _text_of(block.get("content"))
+    if block.get("is_error"):
+        text = "[tool error] " + text
+    return {"role": "tool", "tool_call_id": block.get("tool_use_id", ""), "content": text}
+
+
+def _user(content: Any, out: list[dict[str, Any]]) -> None:
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+    results = [b for b in blocks if isinstance(b, dict) and b.get("type") == "tool_result"]
+    out.extend(_tool_result(b) for b in results)
+    parts = _parts([b for b in blocks if not (isinstance(b, dict) and b.get("type") == "tool_result")])
+    if parts or not results:
+        out.append({"role": "user", "content": _content(parts)})
+
+
+def _assistant(content: Any, out: list[dict[str, Any]]) -> None:
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+    text = "".join(b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text")
+    calls = [{"id": b.get("id", ""), "type": "function",
+              "function": {"name": b.get("name", ""), "arguments": json.dumps(b.get("input") or {})}}
+             for b in blocks if isinstance(b, dict) and b.get("type") == "tool_use"]
+    msg: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+    if calls:
+        msg["tool_calls"] = calls
+    out.append(msg)
+
+
+def _tool_choice(choice: Any) -> Any:
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    if kind == "any":
+        return "required"
+    if kind == "tool":
+        return {"type": "function", "function": {"name": choice.get("name", "")}}
+    if kind in ("auto", "none"):
+        return kind
+    return None
+
+
+def messages_to_chat(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """An Anthropic /v1/messages request as an OpenAI chat.completions request for `model`."""
+    messages: list[dict[str, Any]] = []
+    system = body.get("system")
+    if system:
+        messages.append({"role": "system", "content": _text_of(system) if not isinstance(system, str) else system})
+    for msg in body.get("messages") or []:
+        if not isinstance(msg, dict):
+            continue
+        if msg.get("role") == "assistant":
+            _assistant(msg.get("content"), messages)
+        else:
+            _user(msg.get("content"), messages)
+    out: dict[str, Any] = {"model": model, "messages": messages}
+    if body.get("max_tokens") is not None:
+        out["max_completion_tokens" if _REASONING_MODEL.match(model.lower()) else "max_tokens"] = body["max_tokens"]
+    for key in ("temperature", "top_p"):
+        if body.get(key) is not None:
+            out[key] = body[key]
+    if body.get("stop_sequences"):
+        out["stop"] = list(body["stop_sequences"])
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and "input_schema" in t]
+    if tools:
+        out["tools"] = [{"type": "function", "function": {
+            "name": t.get("name", ""), "description": t.get("description", ""), "parameters": t["input_schema"]}}
+            for t in tools]
+        choice = body.get("tool_choice")
+        mapped = _tool_choice(choice)
+        if mapped is not None:
+            out["tool_choice"] = mapped
+        if isinstance(choice, dict) and choice.get("disable_parallel_tool_use"):
+            out["parallel_tool_calls"] = False
+    user = (body.get("metadata") or {}).get("user_id")
+    if user:
+        out["user"] = str(user)
+    if body.get("stream"):
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}  # Anthropic streams always end with usage
+    return out
+
+
+# ----------------------------------------------------------------------------------------- response
+
+
+def usage_to_anthropic(usage: dict[str, Any] | None) -> dict[str, Any]:
+    """OpenAI usage (prompt includes cached) as Anthropic's (input excludes cache reads)."""
+    parsed = parse_usage(usage) if usage else None
+    if parsed is None:
+        return {"input_tokens": 0, "output_tokens": 0}
+    return {"input_tokens": parsed.input, "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": parsed.cache_read, "output_tokens": parsed.output}
+
+
+def _message_id(chat_id: Any) -> str:
+    return "msg_" + (str(chat_id or "gw").removeprefix("chatcmpl-"))
+
+
+def chat_to_message(resp: dict[str, Any], model: str) -> dict[str, Any]:
+    """An OpenAI chat.completion as an Anthropic message (tool_use input parsed from the arguments)."""
+    choice = (resp.get("choices") or [{}])[0]
+    msg = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    text = _text_of(msg.get("content"))
+    if text:
+        content.append({"type": "text", "text": text})
+    content.extend(_tool_use_blocks(msg.get("tool_calls") or []))
+    return {
+        "id": _message_id(resp.get("id")),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": FINISH_REASONS.get(choice.get("finish_reason") or "stop", "end_turn"),
+        "stop_sequence": None,
+        "usage": usage_to_anthropic(resp.get("usage")),
+    }
+
+
+# ---------------------------------------------------------------------------------------- streaming
+
+StreamEvent = tuple[str, dict[str, Any]]  # (Anthropic event name, its data)
+
+
+class ChatToMessagesStream:
+    """Turns OpenAI chat.completion.chunk objects, one at a time, into Anthropic stream events.
+
+    `feed` takes each decoded chunk, `finish` is called once when the upstream stream ended (its
+    `[DONE]` or the connection's end) and closes the open block, then message_delta, message_stop.
+    `input_tokens` is what message_start reports before the upstream's usage is known (a local count).
+    """
+
+    def __init__(self, model: str, input_tokens: int = 0) -> None:
+        self.model = model
+        self.input_tokens = input_tokens
+        self.usage: dict[str, Any] | None = None  # the upstream's OpenAI usage, once it came
+        self._started = False
+        self._finished = False
+        self._open: int | None = None  # index of the open content block
+        self._open_kind = ""
+        self._blocks = 0
+        self._tools: dict[int, int] = {}  # OpenAI tool_calls index -> Anthropic block index
+        self._stop_reason: str | None = None
+
+    def _start(self, chunk_id: Any) -> list[StreamEvent]:
+        if self._started:
+            return []
+        self._started = True
+        return [("message_start", {"type": "message_start", "message": {
+            "id": _message_id(chunk_id), "type": "message", "role": "assistant", "model": self.model,
+            "content": [], "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": self.input_tokens, "output_tokens": 0}}})]
+
+    def _close(self) -> list[StreamEvent]:
+        if self._open is None:
+            return []
+        index, self._open = self._open, None
+        return [("content_block_stop", {"type": "content_block_stop", "index": index})]
+
+    def _open_block(self, kind: str, block: dict[str, Any]) -> list[StreamEvent]:
+        events = self._close()
+        self._open, self._open_kind = self._blocks, kind
+        self._blocks += 1
+        events.append(("content_block_start", {"type": "content_block_start", "index": self._open,
+                                               "content_block": block}))
+        return events
+
+    def feed(self, chunk: dict[str, Any]) -> list[StreamEvent]:
+        if self._finished:
+            return []
+        events = self._start(chunk.get("id"))
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            if text:
+                if self._open_kind != "text" or self._open is None:
+                    events += self._open_block("text", {"type": "text", "text": ""})
+                events.append(("content_block_delta", {"type": "content_block_delta", "index": self._open,
+                                                       "delta": {"type": "text_delta", "text": text}}))
+            for call in delta.get("tool_calls") or []:
+                events += self._tool_delta(call)
+            if choice.get("finish_reason"):
+                self._stop_reason = FINISH_REASONS.get(choice["finish_reason"], "end_turn")
+        return events
+
+    def _tool_delta(self, call: dict[str, Any]) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        index = int(call.get("index", 0))
+        fn = call.get("function") or {}
+        if index not in self._tools:
+            events += self._open_block("tool_use", {"type": "tool_use", "id": call.get("id", ""),
+                                                    "name": fn.get("name", ""), "input": {}})
+            assert self._open is not None
+            self._tools[index] = self._open
+        if fn.get("arguments"):
+            events.append(("content_block_delta", {"type": "content_block_delta", "index": self._tools[index],
+                                                   "delta": {"type": "input_json_delta",
+                                                             "partial_json": fn["arguments"]}}))
+        return events
+
+    def error(self, error: Any) -> list[StreamEvent]:
+        """An upstream error mid-stream: Anthropic ends such a stream with an `error` event, no message_stop."""
+        if self._finished:
+            return []
+        events = self._start(None)
+        self._finished = True
+        message = error.get("message", "upstream error") if isinstance(error, dict) else str(error)
+        events.append(("error", {"type": "error", "error": {"type": "api_error", "message": message}}))
+        return events
+
+    def finish(self) -> list[StreamEvent]:
+        if self._finished:
+            return []
+        events = self._start(None) + self._close()
+        self._finished = True
+        usage = usage_to_anthropic(self.usage) if self.usage else {"output_tokens": 0}
+        events.append(("message_delta", {"type": "message_delta",
+                                         "delta": {"stop_reason": self._stop_reason or "end_turn",
+                                                   "stop_sequence": None},
+                                         "usage": usage}))
+        events.append(("message_stop", {"type": "message_stop"}))
+        return events
+
+
+class ChatToMessagesSSE:
+    """OpenAI chat SSE bytes in, Anthropic SSE bytes out (a translate.StreamTranslator)."""
+
+    def __init__(self, model: str, input_tokens: int = 0, keep: Events | None = None) -> None:
+        self._translator = ChatToMessagesStream(model, input_tokens)
+        self._parser = SSEParser()
+        self._keep = keep
+        self.usage: Usage | None = None
+
+    def _emit(self, events: list[StreamEvent]) -> bytes:
+        out = []
+        for name, data in events:
+            encoded = _enc.encode(data)
+            out.append(encode_event(encoded, name))
+            if self._keep is not None:
+                self._keep.append((name, encoded))
+        return b"".join(out)
+
+    def feed(self, chunk: bytes) -> bytes:
+        events: list[StreamEvent] = []
+        for _, data in self._parser.feed(chunk):
+            if data.strip() == b"[DONE]":
+                events += self._translator.finish()
+                continue
+            try:
+                obj = _dec.decode(data)
+            except msgspec.DecodeError:
+                continue
+            if not isinstance(obj, dict):
+                continue
+            if "error" in obj:
+                events += self._translator.error(obj["error"])
+                continue
+            events += self._translator.feed(obj)
+        return self._emit(events)
+
+    def finish(self) -> bytes:
+        rest = self.feed(b"\n\n") if self._parser.pending else b""
+        out = rest + self._emit(self._translator.finish())
+        self.usage = parse_usage(self._translator.usage)
+        return out
+
+
+# ------------------------------------------------------------------------------------- count_tokens
+
+
+def _block_text(block: Any) -> tuple[str, int]:
+    """(the text a block puts in the prompt, images it holds)."""
+    if isinstance(block, str):
+        return block, 0
+    if not isinstance(block, dict):
+        return "", 0
+    kind = block.get("type")
+    if kind == "text":
+        return block.get("text", ""), 0
+    if kind == "image":
+        return "", 1
+    if kind == "tool_use":
+        return block.get("name", "") + json.dumps(block.get("input") or {}), 0
+    if kind == "tool_result":
+        inner = block.get("content")
+        parts = [_block_text(b) for b in (inner if isinstance(inner, list) else [inner])]
+        return "".join(t for t, _ in parts), sum(n for _, n in parts)
+    return "", 0
+
+
+def count_tokens(body: dict[str, Any], model: str) -> int:
+    """/v1/messages/count_tokens counted locally: system, messages, tools, with `model`'s tokenizer.
+
+    Like OpenAI's own accounting, each message adds 3 tokens of framing and the reply 3 more; an
+    image counts IMAGE_TOKENS. The figure is an estimate for models whose tokenizer is not public.
+    """
+    texts: list[str] = []
+    images = 0
+    framing = 3
+    system = body.get("system")
+    if system:
+        texts.append(system if isinstance(system, str) else _text_of(system))
+        framing += 3
+    for msg in body.get("messages") or []:
+        if not isinstance(msg, dict):
+            continue
+        framing += 3
+        content = msg.get("content")
+        for block in [content] if isinstance(content, str) else (content or []):
+            text, n = _block_text(block)
+            texts.append(text)
+            images += n
+    for tool in body.get("tools") or []:
+        if isinstance(tool, dict):
+            texts.append(tool.get("name", "") + (tool.get("description") or "")
+                         + json.dumps(tool.get("input_schema") or {}, separators=(",", ":")))
+    return sum(_count_text(t, model) for t in texts if t) + images * IMAGE_TOKENS + framing
+
+
+# ------------------------------------------------------------------------------------- the translator
+
+
+class MessagesToChat:
+    """An Anthropic messages request to an OpenAI-chat-only deployment, and its answer back as a message."""
+
+    translates = True
+
+    def endpoint(self, client_endpoint: Endpoint) -> Endpoint:
+        return "chat"
+
+    def request(self, body: bytes, data: dict[str, Any] | None, model: str, client_model: str, *,
+                changed: bool, mark_cache: bool) -> bytes:
+        # mark_cache: OpenAI-compatible servers cache prefixes on their own; nothing to mark.
+        return encode(messages_to_chat(data if data is not None else decode_any(body), model))
+
+    def response(self, body: bytes, model: str) -> tuple[bytes, Usage | None]:
+        data = _dec.decode(body)
+        return _enc.encode(chat_to_message(data, model)), parse_usage(data.get("usage"))
+
+    def stream(self, model: str, include_usage: bool, keep: Events | None) -> ChatToMessagesSSE:
+        # include_usage: Anthropic streams always carry usage, so it is always asked for upstream.
+        return ChatToMessagesSSE(model, 0, keep)
+
+
+MESSAGES_TO_CHAT = MessagesToChat()
