@@ -21,6 +21,8 @@ from gateway.mock.app import MockApp
 from gateway.observe import logging as gw_logging
 from gateway.pipeline.context import EndpointSpec, RequestContext
 from gateway.pipeline.stages import Pipeline
+from gateway.protocol.views import framing_error
+from gateway.providers.shedding import client_host
 from gateway.providers.upstream import Transport
 from gateway.worker.memtrim import lower_trim_threshold
 from gateway.worker.routes import Routes
@@ -106,7 +108,7 @@ class GatewayApp:
         spec = PROXY_ROUTES.get(path)
         pipeline = self.pipeline
         if spec is not None and scope.method == "POST" and pipeline is not None:
-            await pipeline.handle(RequestContext(spec, dict(scope.headers.items())), proto)
+            await self.proxy(scope, proto, spec, pipeline)
             return
         if self.mock is not None and path.startswith("/_mock/"):
             await self.mock.__rsgi__(scope, proto)
@@ -125,6 +127,25 @@ class GatewayApp:
         except GatewayError as exc:
             status, body = render(exc, protocol)
             proto.response_bytes(status, JSON, body)
+
+    async def proxy(self, scope: Any, proto: Any, spec: EndpointSpec, pipeline: Pipeline) -> None:
+        """A proxied request: refused at once past the worker's in-flight bound (a 503 the client can
+        retry, not a queue that outgrows its deadline) or when its framing is ambiguous."""
+        assert self.rt is not None
+        admission = self.rt.admission
+        host = client_host(scope.client) if self.rt.per_client else None
+        headers = dict(scope.headers.items())
+        refusal: GatewayError | None = framing_error(headers)
+        if refusal is None and not admission.try_enter(host):
+            refusal = admission.refusal()
+        if refusal is not None:
+            status, body = render(refusal, spec.protocol)
+            proto.response_bytes(status, [*JSON, *((k.lower(), v) for k, v in refusal.headers.items())], body)
+            return
+        try:
+            await pipeline.handle(RequestContext(spec, headers), proto)
+        finally:
+            admission.leave(host)
 
     def healthz(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
         proto.response_bytes(200, JSON, b'{"status":"alive"}')

@@ -36,7 +36,8 @@ def _serve(args: argparse.Namespace) -> int:
         args.config or f"upstream {args.upstream}")
     print(f"gateway {__version__}: serving on http://{host}:{port} with {workers} worker(s), config: {mode}",
           file=sys.stderr)
-    serve(host, port, workers, cfg.server.drain_timeout_s)
+    serve(host, port, workers, cfg.server.drain_timeout_s, header_timeout_ms=cfg.server.header_timeout_ms,
+          max_in_flight=cfg.resilience.admission.max_in_flight)
     return 0
 
 

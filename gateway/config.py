@@ -101,6 +101,8 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_body_bytes: int = 10 * 1024 * 1024
     drain_timeout_s: float = 30.0
     mount_mock: bool = False  # serve the built-in mock under /_mock (embedded defaults)
+    header_timeout_ms: int = 5000  # a client must send its request headers within this (slowloris)
+    body_timeout_s: float = 30.0  # and its body within this once the headers arrived (else 408)
 
 
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -33,8 +33,10 @@ def default_workers() -> int:
     return max(1, cores)
 
 
-def serve(host: str, port: int, workers: int, drain_timeout_s: float, log_level: str = "warning") -> None:
+def serve(host: str, port: int, workers: int, drain_timeout_s: float, log_level: str = "warning", *,
+          header_timeout_ms: int = 5000, max_in_flight: int = 512) -> None:
     from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
     from granian.server import Server
 
     server = Server(
@@ -48,6 +50,11 @@ def serve(host: str, port: int, workers: int, drain_timeout_s: float, log_level:
         log_level=log_level,  # type: ignore[arg-type]
         workers_kill_timeout=int(drain_timeout_s) + 1,
         respawn_failed_workers=True,
+        # A client has this long to send its request headers once it started (slowloris connections
+        # are closed), and Granian hands the worker more requests than its in-flight bound, so the
+        # worker's own admission answers the excess at once instead of Granian queueing it.
+        http1_settings=HTTP1Settings(header_read_timeout=header_timeout_ms),
+        backpressure=max(2 * max_in_flight, 64) if max_in_flight else None,
     )
     server.serve()
 

@@ -18,7 +18,7 @@ from gateway.observe.archive import ArchiveRecord, ArchiveSink, build_record
 from gateway.observe.audit_store import AuditSink
 from gateway.observe.batcher import Batcher
 from gateway.observe.entry import TIERS, AuditEntry, encoder, entry_from_ctx
-from gateway.observe.metrics import Metrics, Snapshot, dump, load_others, merge
+from gateway.observe.metrics import Metrics, ModelLabels, Snapshot, dump, load_others, merge, observe_resilience
 from gateway.observe.settings import Settings
 
 if TYPE_CHECKING:
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
     from gateway.cache.metacache import MetaCache
     from gateway.pipeline.context import RequestContext
+    from gateway.providers.resilience import Resilience
+    from gateway.providers.shedding import Admission
     from gateway.providers.upstream import Provider
     from gateway.store import Store
 
@@ -42,15 +44,17 @@ class Sources(NamedTuple):
     store: Store | None
     cache: MetaCache | None
     loop_lag_ms: Callable[[], float]
+    resilience: Resilience | None = None
+    admission: Admission | None = None
 
 
 class Observer:
     def __init__(self, settings: Settings, sources: Sources | None, audit_sink: AuditSink | None,
-                 archive_sink: ArchiveSink | None, metrics_dir: str) -> None:
+                 archive_sink: ArchiveSink | None, metrics_dir: str, models: ModelLabels | None = None) -> None:
         self.settings = settings
         self.sources = sources
         self.pid = os.getpid()
-        self.metrics = Metrics()
+        self.metrics = Metrics(models)  # model labels only from configured routes (bounded)
         self.metrics_dir = metrics_dir
         obs, arc = settings.observe, settings.archive
         self.audit_sink = audit_sink
@@ -137,6 +141,8 @@ class Observer:
                     ()).set((), src.loop_lag_ms() / 1000.0)
             _pool_gauges(m, src)
             _cache_gauges(m, src)
+            if src.resilience is not None:
+                observe_resilience(m, src.resilience.breakers, src.admission, src.resilience.budgets)
 
     async def close(self) -> None:
         if self._dumper is not None:

@@ -12,8 +12,9 @@ from gateway.governance.auth import Authenticator
 from gateway.observe.api import ObserveAPI
 from gateway.observe.archive import ArchiveSink, open_archive
 from gateway.observe.audit_store import AuditSink, open_audit_sink
-from gateway.observe.metrics import prune_stale
+from gateway.observe.metrics import ModelLabels, prune_stale
 from gateway.observe.observer import Observer, Sources
+from gateway.observe.session import dashboard_sessions
 from gateway.observe.settings import audit_path, metrics_dir, resolve
 from gateway.pipeline.context import RequestContext
 from gateway.worker.routes import Routes
@@ -30,18 +31,17 @@ def build_observer(cfg: Config, sources: Sources, auth: Authenticator) -> tuple[
         audit = open_audit_sink(store_cfg.redis_url, audit_path(obs_cfg, store_cfg.embedded_path),
                                 obs_cfg.audit_max_entries, obs_cfg.audit_retention_s)
     archive: ArchiveSink | None = open_archive(settings.archive) if settings.archive.enabled else None
-    observer = Observer(settings, sources, audit, archive, metrics_dir(obs_cfg))
+    observer = Observer(settings, sources, audit, archive, metrics_dir(obs_cfg), ModelLabels.from_routes(cfg.models))
     if obs_cfg.metrics and not obs_cfg.metrics_dir:
         prune_stale(observer.metrics_dir)  # earlier runs' default directories (their server is gone)
-    api = ObserveAPI(observer, auth)
+    api = ObserveAPI(observer, auth, dashboard_sessions(cfg.auth.master_key_env, obs_cfg.dashboard_session_s))
     routes: Routes = {}
     if obs_cfg.metrics:
         routes[("GET", "/metrics")] = api.metrics
     if audit is not None:
         routes[("GET", "/api/vas/logs")] = api.logs
     if obs_cfg.dashboard:
-        routes[("GET", "/api/vas/summary")] = api.summary
-        routes[("GET", "/dashboard")] = api.dashboard
+        routes.update(api.routes())
     if archive is not None:
         routes[("GET", "/api/vas/archive")] = api.archive
     log.debug("observe_built", pid=os.getpid(), audit=type(audit).__name__ if audit else None,

@@ -54,6 +54,8 @@ class CompressionRecord(msgspec.Struct):
 
     phrases_replaced: int = 0
     blocks_deduped: int = 0
+    json_compacted: int = 0  # tool results and arguments re-serialised compactly
+    outputs_referenced: int = 0  # tool outputs sent as a reference to an identical earlier one
     tokens_before: int = 0
     tokens_after: int = 0
     changed_texts: list[tuple[str, str]] = msgspec.field(default_factory=list)

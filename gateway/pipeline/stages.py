@@ -15,7 +15,14 @@ from typing import Any
 import structlog
 
 from gateway.config import ResilienceConfig, RetryConfig
-from gateway.errors import DeploymentsEjected, GatewayError, PayloadTooLarge, UpstreamError, UpstreamStatus
+from gateway.errors import (
+    DeploymentsEjected,
+    GatewayError,
+    PayloadTooLarge,
+    RequestTimeout,
+    UpstreamError,
+    UpstreamStatus,
+)
 from gateway.observe.tracing import CACHE_LOOKUP, LIMITS, POLICIES, NullTracer, TracerPart, provider_name
 from gateway.pipeline.after import AfterWork
 from gateway.pipeline.context import RequestContext
@@ -33,8 +40,9 @@ class Pipeline:
     def __init__(self, *, max_body: int, retries: RetryConfig, auth: Auth, router: Router, limits: Limits,
                  policies: Policies, cache: Cache, transform: Transform, respond: Responder, after: AfterWork,
                  tracer: TracerPart | None = None, resilience: Resilience | None = None,
-                 collect_streams: bool = False) -> None:
+                 collect_streams: bool = False, body_timeout_s: float = 30.0) -> None:
         self.max_body = max_body
+        self.body_timeout_s = body_timeout_s
         self.retries = retries
         self.auth = auth
         self.router = router
@@ -51,7 +59,7 @@ class Pipeline:
     async def handle(self, ctx: RequestContext, proto: Any) -> None:
         span = ctx.span = self.tracer.start_request(ctx.headers, ctx.endpoint.name, "")  # a null span when off
         try:
-            await receive(ctx, proto, self.max_body)                         # 1 body, size limit
+            await receive(ctx, proto, self.max_body, self.body_timeout_s)    # 1 body, size and time limits
             parse(ctx, self.collect_streams)                                 # 2 msgspec view, raw bytes kept
             span.set_model(ctx.model)
             ctx.key = await self.auth.resolve(ctx.headers, ctx.model)        # 3 configured + virtual keys
@@ -199,18 +207,23 @@ class Pipeline:
         return opener.result()
 
 
-async def receive(ctx: RequestContext, proto: Any, limit: int) -> None:
+async def receive(ctx: RequestContext, proto: Any, limit: int, timeout_s: float = 30.0) -> None:
+    """The request body, within `limit` bytes and `timeout_s` (a trickled body is a 408). A body over
+    the limit is read anyway, up to a bound, before the 413: a client still sending never reads an
+    answer to a request it has not finished."""
     declared = ctx.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"The request body is {declared} bytes; the limit is {limit}.")
-    body = await proto()
-    if len(body) > limit:
-        raise PayloadTooLarge(f"The request body is {len(body)} bytes; the limit is {limit}.")
+    try:
+        async with asyncio.timeout(timeout_s):
+            body = await proto()
+    except TimeoutError:
+        raise RequestTimeout(f"The request body did not arrive within {timeout_s:g} s.") from None
+    if len(body) > limit or (declared is not None and declared.isdigit() and int(declared) > limit):
+        raise PayloadTooLarge(f"The request body is {declared or len(body)} bytes; the limit is {limit}.")
     ctx.body = body
 
 
 def parse(ctx: RequestContext, collect_streams: bool) -> None:
-    view = decode_view(ctx.body)
+    view = decode_view(ctx.body, ctx.endpoint.name)
     ctx.view = view
     ctx.model = require_model(view)
     ctx.stream = bool(view.stream) and ctx.endpoint.streamable

@@ -36,6 +36,7 @@ class RouteFacts(NamedTuple):
     family: Family  # whose compression defaults apply: Anthropic only when every deployment is
     translates: bool  # a chat request goes out as an Anthropic message on some deployment
     billing_model: str  # the first deployment's model ("" = the name the client asked for)
+    openai_only: bool = False  # every deployment is OpenAI's own API (it knows prompt_cache_key)
 
 
 class Plan(NamedTuple):
@@ -74,7 +75,8 @@ class Router:
                 translated = [not p.speaks("openai") and p.speaks("anthropic") for p in providers]
                 found = RouteFacts("anthropic" if all(translated) else "openai",
                                    endpoint == "chat" and any(translated),  # only chat is translated
-                                   route.deployments[0].model or "")
+                                   route.deployments[0].model or "",
+                                   all(p.kind == "openai" for p in providers))
             self._facts[(id(route), endpoint)] = found
         return found
 

@@ -39,6 +39,7 @@ log = structlog.get_logger("gateway.transform")
 COMPRESSION_HEADER = "x-gateway-compression"
 PROMPT_CACHE_HEADER = "x-gateway-prompt-cache"
 THREAD_BYTES = 32 * 1024  # bodies above this are compressed in a worker thread
+KEYED_BYTES = 4096  # OpenAI caches from 1,024 tokens: a shorter prompt needs no prompt_cache_key
 SEEN_BUDGET_S = 0.05  # the store's sighting count may hold a request this long at most
 COMPRESSORS = {"chat": compress_openai_chat, "messages": compress_anthropic_messages,
                "responses": compress_openai_responses, "completions": compress_openai_completion}
@@ -69,13 +70,17 @@ class Transform:
             result = await self._compress(ctx, body, level)
             if result is not None:
                 # Tokens are counted by `count_tokens_saved`, after the answer went out.
-                ctx.compression = CompressionRecord(phrases_replaced=result.phrases_replaced,
-                                                    blocks_deduped=result.blocks_deduped,
-                                                    changed_texts=list(result.changed_texts or ()))
+                ctx.compression = CompressionRecord(
+                    phrases_replaced=result.phrases_replaced, blocks_deduped=result.blocks_deduped,
+                    json_compacted=result.json_compacted, outputs_referenced=result.outputs_referenced,
+                    # Compaction's texts are counted with the phrase layer's: one saving, in tokens.
+                    changed_texts=[*(result.changed_texts or ()), *(result.compaction_texts or ())])
                 if result.changed:
                     out = result.body
         if endpoint == "messages" or plan.facts.translates:
             out = await self._mark(ctx, out, plan.facts.billing_model or ctx.model)
+        elif endpoint in ("chat", "responses") and plan.facts.openai_only and len(ctx.body) >= KEYED_BYTES:
+            out = self._keyed(ctx, out)
         if out is not body:
             ctx.data = out
             ctx.changed = True
@@ -91,11 +96,31 @@ class Transform:
             log.exception("compression_failed", request_id=ctx.request_id)
             return None
 
+    def _keyed(self, ctx: RequestContext, body: dict[str, Any]) -> dict[str, Any]:
+        """OpenAI caches long prefixes by itself; a `prompt_cache_key` per tenant and conversation
+        keeps one conversation on one cache (set only where the client did not set its own)."""
+        if ctx.key is None or ctx.headers.get(PROMPT_CACHE_HEADER, "").strip().lower() == "off":
+            return body
+        key = pc.prompt_cache_key(ctx.key.id, body)
+        if key is None:
+            return body
+        ctx.prompt_cache = PromptCacheRecord(rule="prompt_cache_key")
+        return {**body, pc.CACHE_KEY_FIELD: key}
+
     async def _mark(self, ctx: RequestContext, body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
         record = ctx.prompt_cache = PromptCacheRecord()
         if ctx.headers.get(PROMPT_CACHE_HEADER, "").strip().lower() == "off":
             return body
         native = ctx.endpoint.name == "messages"
+        # A conversation long enough to cache gets the documented breakpoints: tools and system,
+        # then the latest turns (the last one moves forward every turn), within the limit of four.
+        if native and pc.eligible(body) and pc.worth_marking(body, upstream_model):
+            marks = pc.mark_conversation(body, upstream_model)
+            if marks.placed:
+                record.injected, record.rule = True, "conversation"
+                return marks.body
+        if not native:
+            record.mark_translated = True  # the translated body is marked as a conversation too
         text = pc.system_text(body) if native else pc.chat_system_text(body)
         if len(text) < pc.REPEAT_CHARS or (native and not pc.eligible(body)):
             return body

@@ -39,7 +39,9 @@ from gateway.pipeline.parts import Costs as CostsPart
 from gateway.pipeline.parts import Transform as TransformPart
 from gateway.pipeline.respond import Responder
 from gateway.pipeline.stages import Pipeline
+from gateway.providers.resilience import Resilience
 from gateway.providers.routing import Router
+from gateway.providers.shedding import Admission
 from gateway.providers.upstream import Provider, Transport, open_providers
 from gateway.store import Store, open_configured
 from gateway.transform.part import NullTransform, Transform
@@ -69,6 +71,9 @@ class Runtime:
         self.auth = Authenticator(cfg.auth)
         self.loop_monitor = LoopMonitor()
         self.tracer = build_tracer()  # OTEL_* variables; a null tracer unless OTLP export is configured
+        self.resilience = Resilience(cfg.resilience, cfg.providers)  # retry budgets, breakers
+        self.admission = Admission(cfg.resilience.admission)  # in-flight bound: past it, a fast 503
+        self.per_client = cfg.resilience.admission.max_per_client > 0
         self.degraded: dict[str, str] = {}  # optional parts that are degraded, with the reason (/readyz)
         self.routes: Routes = {}  # extra HTTP routes the parts serve (admin, metrics, dashboard)
         self.ready = False
@@ -98,10 +103,11 @@ class Runtime:
         costs = self._costs(store, prices)
         observer = self._observe()
         self.pipeline = Pipeline(
-            max_body=cfg.server.max_body_bytes, retries=cfg.retries, auth=self.auth, router=router,
+            max_body=cfg.server.max_body_bytes, body_timeout_s=cfg.server.body_timeout_s, retries=cfg.retries,
+            auth=self.auth, router=router,
             limits=limits, policies=policies, cache=cache, transform=transform, respond=Responder(),
             after=AfterWork(limits, policies, transform, costs, observer),
-            tracer=self.tracer, collect_streams=observer.wants_events,
+            tracer=self.tracer, resilience=self.resilience, collect_streams=observer.wants_events,
         )
         self.ready = True
         return self.pipeline
@@ -184,7 +190,8 @@ class Runtime:
     def _observe(self) -> Observe:
         if not self._on("observe"):
             return self.observer
-        sources = Sources(self.providers, self.store, self.metacache, lambda: self.loop_monitor.lag_ms)
+        sources = Sources(self.providers, self.store, self.metacache, lambda: self.loop_monitor.lag_ms,
+                          self.resilience, self.admission)
         try:
             observer, routes = build_observer(self.cfg, sources, self.auth)
         except Exception as exc:
@@ -203,6 +210,9 @@ class Runtime:
             shed = self.shed_watch.check()
             if shed is not None:
                 out["semantic_cache"] = shed
+        for name, state in self.resilience.breakers.states().items():
+            if state.state != "closed":
+                out[f"deployment {name}"] = f"{state.state}: ejected after failing, probed again shortly"
         return out
 
     # ------------------------------------------------------------------ lifecycle

@@ -263,10 +263,11 @@ def sent_system(ctx: RequestContext) -> Any:
     return (ctx.data if ctx.changed else ctx.json())["system"]  # type: ignore[index]
 
 
-async def test_large_system_is_marked_at_once(rt: Rig) -> None:
+async def test_a_cacheable_conversation_gets_its_breakpoints_at_once(rt: Rig) -> None:
+    """Over the model's minimum cacheable length: the conversation's breakpoints, no sighting count."""
     ctx = await run(rt, "messages", body(text_of(4200)))
     assert ctx.changed and sent_system(ctx)[-1]["cache_control"] == MARK
-    assert pcr(ctx) == PromptCacheRecord(injected=True, rule="large", system_hash=pc.system_hash(text_of(4200)))
+    assert pcr(ctx) == PromptCacheRecord(injected=True, rule="conversation")
     assert rt.store is not None and rt.store.counts == {}  # large prompts need no counting
 
 
@@ -364,7 +365,7 @@ async def test_large_bodies_are_compressed_in_a_thread(rt: Rig, monkeypatch: Any
     await rt.part().count_tokens_saved(large)
     assert small.compression is not None and small.compression.phrases_replaced > 0
     assert large.compression is not None and large.compression.tokens_after > 0
-    assert pcr(large).rule == "large"  # marked after compression
+    assert pcr(large).rule == "conversation"  # marked after compression
 
 
 async def test_unplanned_requests_pass(rt: Rig) -> None:
