@@ -21,7 +21,8 @@ from gateway.mock.app import MockApp
 from gateway.observe import logging as gw_logging
 from gateway.pipeline.context import EndpointSpec, RequestContext
 from gateway.pipeline.stages import Pipeline
-from gateway.protocol.views import framing_error
+from gateway.protocol.views import decode_any, decode_view, framing_error, require_model
+from gateway.providers.messages_to_chat import count_tokens as count_message_tokens
 from gateway.providers.shedding import client_host
 from gateway.providers.upstream import Transport
 from gateway.worker.memtrim import lower_trim_threshold
@@ -63,6 +64,8 @@ class GatewayApp:
             ("GET", "/healthz"): self.healthz,
             ("GET", "/readyz"): self.readyz,
             ("GET", "/v1/models"): self.models,
+            ("POST", "/v1/messages/count_tokens"): self.count_tokens,
+            ("POST", "/messages/count_tokens"): self.count_tokens,
             ("GET", "/models"): self.models,
         }
 
@@ -164,6 +167,21 @@ class GatewayApp:
             "degraded": degraded,
         }
         proto.response_bytes(200 if ready else 503, JSON, _enc.encode(body))
+
+    async def count_tokens(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
+        """Anthropic's /v1/messages/count_tokens (Claude Code calls it), counted locally with the
+        tokenizer of the model's first deployment, whichever provider serves it."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            raise GatewayError("The gateway is not ready.")
+        body = await proto()
+        view = decode_view(body)
+        model = require_model(view)
+        await pipeline.auth.resolve(headers, model)
+        plan = pipeline.router.plan(model, "anthropic", "messages")
+        data = decode_any(body)
+        tokens = await asyncio.to_thread(count_message_tokens, data, plan.targets[0].model)
+        proto.response_bytes(200, JSON, _enc.encode({"input_tokens": tokens}))
 
     async def models(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
         pipeline = self.pipeline

@@ -8,6 +8,7 @@ from typing import Literal, NamedTuple
 
 from gateway.config import Config, Deployment, ModelConfig
 from gateway.errors import UnknownModel, UnsupportedRoute
+from gateway.providers.messages_to_chat import MESSAGES_TO_CHAT
 from gateway.providers.translate import CHAT_TO_ANTHROPIC, PASSTHROUGH, Translator
 from gateway.providers.upstream import Provider
 
@@ -122,6 +123,8 @@ class Router:
                     targets.append(Target(provider, upstream_model, r, PASSTHROUGH))
                 elif endpoint == "chat" and provider.speaks("anthropic"):
                     targets.append(Target(provider, upstream_model, r, CHAT_TO_ANTHROPIC))
+                elif endpoint == "messages" and provider.speaks("openai"):
+                    targets.append(Target(provider, upstream_model, r, MESSAGES_TO_CHAT))  # any OpenAI model
         if not targets:
             raise UnsupportedRoute(
                 f"The model {model!r} has no deployment that serves this endpoint ({endpoint}).", param="model"
