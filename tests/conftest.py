@@ -189,11 +189,12 @@ def own_redis_cluster(prefix: str = "gw-cluster-") -> Iterator[RedisClusterNodes
     nodes = RedisClusterNodes(ports, procs, workdir)
     try:
         for p in ports:
-            # node-timeout 1 s: a killed master is failed over within a few seconds. The bus port is
-            # chosen too (port + 10000 may be taken, or past 65535).
+            # node-timeout 3 s: a killed master is failed over within seconds, and a node that a
+            # loaded machine stalls for a second is not. The bus port is chosen too (port + 10000
+            # may be taken, or past 65535).
             procs[p] = subprocess.Popen(
                 [binary, "--port", str(p), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                 "--cluster-config-file", f"nodes-{p}.conf", "--cluster-node-timeout", "1000",
+                 "--cluster-config-file", f"nodes-{p}.conf", "--cluster-node-timeout", "3000",
                  "--cluster-require-full-coverage", "no", "--cluster-port", str(free_port()),
                  "--save", "", "--appendonly", "no", "--dir", workdir, "--daemonize", "no",
                  "--loglevel", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

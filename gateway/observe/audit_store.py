@@ -21,7 +21,7 @@ import msgspec
 from gateway.observe.entry import AuditEntry, decoder
 from gateway.store import Breaker, StoreUnavailable
 from gateway.store.redis import CLUSTER_LOG_SHARDS, spread_tags
-from gateway.store.redis_url import REDIS_ERRORS, redis_client
+from gateway.store.redis_url import redis_client
 from gateway.store.sqlite import SqliteThread
 
 __all__ = ["AuditQuery", "AuditSink", "Page", "StoreUnavailable", "open_audit_sink"]
@@ -103,7 +103,7 @@ class RedisAuditSink:
         self.max_entries = max_entries
         self._per_shard = max(1, max_entries // n)
         self._next = random.randrange(n)  # workers start on different shards
-        self._b = Breaker("redis-audit", REDIS_ERRORS)
+        self._b = Breaker("redis-audit", self._conn.errors)
 
     async def write(self, entries: list[bytes]) -> None:
         key = self._keys[self._next % len(self._keys)]

@@ -20,7 +20,7 @@ import structlog
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from gateway.store.base import CLEAR, VLOG_MAX, Breaker, EntryWrite, StoreUnavailable, VecChange
-from gateway.store.redis_url import REDIS_ERRORS, redis_client
+from gateway.store.redis_url import redis_client
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -64,7 +64,7 @@ class RedisStore:
         shards = log_shards or (CLUSTER_LOG_SHARDS if self.cluster else 1)
         # One stream keeps the standalone layout of earlier versions; shards only where they spread.
         self._vlogs = [self.VLOG] if shards == 1 else [f"{self.VLOG}:{{{t}}}" for t in spread_tags("vlog", shards)]
-        self._b = Breaker("redis", REDIS_ERRORS)
+        self._b = Breaker("redis", self._conn.errors)
 
     @property
     def degraded(self) -> bool:

@@ -26,6 +26,10 @@ from redis.retry import Retry
 # Everything a Redis call can raise that means "the store is not usable now": the breaker's list.
 # RedisClusterException is not a RedisError (a slot not covered during a failover, for one).
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError, TimeoutError)
+# redis-py 8.1's asyncio cluster client can write on a connection that a concurrent failure of the
+# same node has just disconnected ("'NoneType' object has no attribute 'writelines'", seen when a
+# master is killed under load): for a cluster client that is an outage too, not a crash.
+CLUSTER_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, AttributeError)
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
 
@@ -37,6 +41,11 @@ class RedisClient:
     cluster: bool = False
     pool: Any = None
     extra: list[Any] = field(default_factory=list)  # Sentinel clients
+
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """What the breaker in front of this client translates into StoreUnavailable."""
+        return CLUSTER_ERRORS if self.cluster else REDIS_ERRORS
 
     async def close(self) -> None:
         await self.client.aclose()
