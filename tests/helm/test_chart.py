@@ -205,7 +205,6 @@ def test_hpa_on_requests_per_second_alone(render) -> None:
         "redis://redis.internal:6379/0",
         "rediss://:s3cret@redis.internal:6380/2",
         "redis+sentinel://sentinel-0.internal:26379,sentinel-1.internal:26379/mymaster/0",
-        "rediss+cluster://redis-0.internal:6379,redis-1.internal:6379,redis-2.internal:6379/0",
     ],
 )
 def test_external_redis_url(render, url: str) -> None:
