@@ -23,7 +23,8 @@ from gateway.providers.shedding import AdmissionConfig
 
 ProviderKind = Literal["openai", "azure", "anthropic", "compatible"]
 BUILTIN_MOCK = "builtin:mock"
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://", "redis+cluster://",
+                 "rediss+cluster://")
 
 
 class ConfigError(Exception):
@@ -263,8 +264,7 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"auth.keys[{i}] ({k.id}): needs key_sha256 or key_env")
     url = cfg.store.redis_url
     if url and not url.startswith(REDIS_SCHEMES):
-        hint = " (Redis Cluster is not supported yet)" if "cluster" in url.split("://")[0] else ""
-        raise ConfigError(f"store.redis_url: expected one of {', '.join(REDIS_SCHEMES)}{hint}")
+        raise ConfigError(f"store.redis_url: expected one of {', '.join(REDIS_SCHEMES)}")
     if cfg.server.max_body_bytes <= 0:
         raise ConfigError("server.max_body_bytes: must be > 0")
     if not 0.0 < cfg.cache.semantic_threshold <= 1.0:

@@ -14,6 +14,14 @@ that land in another tenant's partition, so the digest must resist crafted colli
 does not promise. It costs 0.7 us per KB (measured: 51 us for a 100 KB conversation vs 0.8 us for
 xxh3), inside the phase 1-3 budget. xxh3_128 is used where a collision cannot serve a wrong answer:
 the intent signature (the stored normalised text is compared on a hit) and in-process table keys.
+
+Store layout: every key of one partition carries the partition digest as its Redis Cluster hash
+tag, so a lookup's one MGET (intent pointer + entry) and an entry's writes stay in one slot:
+    gw:c:e:{<partition>}<sha256>   the entry (the exact key is the partition followed by the SHA-256)
+    gw:c:i:{<partition>}<xxh3>     intent pointer -> exact key
+    gw:c:n:{<partition>}           the partition's recent intents (phase 2)
+    gw:v:{<partition>}             the partition's vectors (store/redis.py)
+    gw:c:lru                       one sorted set for eviction (single-key commands only)
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ _encode = msgspec.json.Encoder(order="sorted").encode
 
 PREFIX = "gw:c:"
 LRU_GROUP = PREFIX + "lru"
+PARTITION_LEN = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,21 +55,22 @@ class Keys:
     """Everything the four phases need from one request, computed once per request."""
 
     partition: str  # 32 hex chars
-    exact: str  # 64 hex chars
+    exact: str  # the partition, then the 64 hex chars of the whole request's SHA-256
     text: str | None  # the last user turn when it is plain text, else None
     tools: bool  # the request declares tools (phases 1, 2, 4 don't apply)
 
 
 def entry_key(exact: str) -> str:
-    return f"{PREFIX}e:{exact}"
+    # The exact key starts with its partition: that prefix is the hash tag.
+    return f"{PREFIX}e:{{{exact[:PARTITION_LEN]}}}{exact[PARTITION_LEN:]}"
 
 
 def intent_key(partition: str, signature: str) -> str:
-    return f"{PREFIX}i:{partition}:{signature}"
+    return f"{PREFIX}i:{{{partition}}}{signature}"
 
 
 def recent_key(partition: str) -> str:
-    return f"{PREFIX}n:{partition}"
+    return f"{PREFIX}n:{{{partition}}}"
 
 
 def lru_member(partition: str, exact: str) -> str:
@@ -138,8 +148,8 @@ def compute(tenant: str, endpoint: str, body: dict[str, Any]) -> Keys:
             last = messages[i]
             text = _text_of(last.get("content"))
     h = hashlib.sha256(_encode([tenant, endpoint, params, head]))
-    partition = h.copy().hexdigest()[:32]
+    partition = h.copy().hexdigest()[:PARTITION_LEN]
     h.update(b"\x1e")
     h.update(_encode(last))
     tools = bool(body.get("tools")) or bool(body.get("functions"))
-    return Keys(partition=partition, exact=h.hexdigest(), text=text, tools=tools)
+    return Keys(partition=partition, exact=partition + h.hexdigest(), text=text, tools=tools)

@@ -19,6 +19,8 @@ import sqlite3
 import time
 from typing import Any, NamedTuple, Protocol
 
+from redis.crc import key_slot
+
 from gateway.store import StoreUnavailable
 
 
@@ -153,14 +155,26 @@ def _verdict(raw: list[Any], nw: int) -> Verdict:
 
 
 class RedisCounters:
-    """Scripts registered once per worker; redis-py runs EVALSHA and reloads after a SCRIPT FLUSH."""
+    """Scripts registered once per worker; redis-py runs EVALSHA and reloads after a SCRIPT FLUSH.
 
-    def __init__(self, client: Any, guard: Any, window_s: int) -> None:
+    On a Redis Cluster a script's keys must share one slot. limits.py tags every counter of a
+    request with its team (or, without one, its key), so an admit is one script on one master. When
+    the keys of one admit still span slots (`two_step_admits` counts them), each slot's group is
+    admitted by its own script, all in parallel, and if any group refuses, the groups that admitted
+    are rolled back. That never admits past a limit (each counter checks and adds atomically on its
+    master); its error is on the refusing side only: until the rollback lands (one round trip) a
+    refused request's reservation still counts in the other groups, and a rollback lost to an outage
+    leaves one request's amount there until its window slides out (or its budget period ends).
+    """
+
+    def __init__(self, client: Any, guard: Any, window_s: int, *, cluster: bool = False) -> None:
         self._r = client
         self._guard = guard  # the store's breaker: `await guard(fn)`, errors -> StoreUnavailable
         self._win = window_s
+        self._cluster = cluster
         self._admit = client.register_script(ADMIT_LUA)
         self._adjust = client.register_script(ADJUST_LUA)
+        self.two_step_admits = 0
 
     async def setup(self, connections: int = 8) -> None:
         """Load the scripts and open a few pooled connections before the first burst of requests
@@ -176,6 +190,28 @@ class RedisCounters:
             pass  # Redis is away at start-up: limits fail open (or closed) until it is back
 
     async def admit(self, windows: list[Window], caps: list[Cap]) -> Verdict:
+        groups = _by_slot(windows, caps) if self._cluster else []
+        if len(groups) <= 1:
+            return await self._admit_one(windows, caps)
+        self.two_step_admits += 1
+        verdicts = await asyncio.gather(*(self._admit_one(w, c) for w, c in groups), return_exceptions=True)
+        failed = next((v for v in verdicts if isinstance(v, BaseException)), None)
+        done = [(g, v) for g, v in zip(groups, verdicts, strict=True) if isinstance(v, Verdict)]
+        if failed is None and all(v.ok for _, v in done):
+            return _merge(windows, caps, done)
+        rollback_w = [(v.now, w.key, -w.amount) for (ws, _), v in done if v.ok for w in ws]
+        rollback_c = [(c.key, -c.amount, c.ttl_s) for (_, cs), v in done if v.ok for c in cs]
+        if rollback_w or rollback_c:
+            try:
+                await self.adjust(rollback_w, rollback_c)
+            except StoreUnavailable:
+                pass  # the bounded error above: one request's amount until its window slides out
+        if failed is not None:
+            raise failed
+        merged = _merge(windows, caps, done)
+        return merged._replace(ok=False)
+
+    async def _admit_one(self, windows: list[Window], caps: list[Cap]) -> Verdict:
         keys = [w.key for w in windows] + [c.key for c in caps]
         args: list[int] = [self._win, len(windows), len(caps)]
         for w in windows:
@@ -186,6 +222,18 @@ class RedisCounters:
         return _verdict(raw, len(windows))
 
     async def adjust(self, windows: list[tuple[int, str, int]], caps: list[tuple[str, int, int]]) -> None:
+        if not self._cluster:
+            await self._adjust_one(windows, caps)
+            return
+        # Corrections of many requests are merged (corrections.py): one script per slot, in parallel.
+        groups: dict[int, tuple[list[tuple[int, str, int]], list[tuple[str, int, int]]]] = {}
+        for w in windows:
+            groups.setdefault(key_slot(w[1].encode()), ([], []))[0].append(w)
+        for c in caps:
+            groups.setdefault(key_slot(c[0].encode()), ([], []))[1].append(c)
+        await asyncio.gather(*(self._adjust_one(w, c) for w, c in groups.values()))
+
+    async def _adjust_one(self, windows: list[tuple[int, str, int]], caps: list[tuple[str, int, int]]) -> None:
         keys = [k for _, k, _ in windows] + [k for k, _, _ in caps]
         args: list[int] = [self._win, len(windows), len(caps)]
         for sec, _, d in windows:
@@ -195,8 +243,33 @@ class RedisCounters:
         await self._guard(lambda: self._adjust(keys=keys, args=args))
 
     async def read(self, keys: list[str]) -> list[int]:
-        raw = await self._guard(lambda: self._r.mget(keys)) if keys else []
+        if not keys:
+            return []
+        mget = self._r.mget_nonatomic if self._cluster else self._r.mget
+        raw = await self._guard(lambda: mget(keys))
         return [int(v or 0) for v in raw]
+
+
+def _by_slot(windows: list[Window], caps: list[Cap]) -> list[tuple[list[Window], list[Cap]]]:
+    groups: dict[int, tuple[list[Window], list[Cap]]] = {}
+    for w in windows:
+        groups.setdefault(key_slot(w.key.encode()), ([], []))[0].append(w)
+    for c in caps:
+        groups.setdefault(key_slot(c.key.encode()), ([], []))[1].append(c)
+    return list(groups.values())
+
+
+def _merge(windows: list[Window], caps: list[Cap], done: list[tuple[tuple[list[Window], list[Cap]], Verdict]]
+           ) -> Verdict:
+    """One verdict in the caller's order from the verdicts of its slot groups."""
+    states: dict[str, WindowState] = {}
+    spent: dict[str, int] = {}
+    for (ws, cs), v in done:
+        states.update(zip((w.key for w in ws), v.windows, strict=True))
+        spent.update(zip((c.key for c in cs), v.spent, strict=True))
+    ok = all(v.ok for _, v in done)
+    now = min(v.now for _, v in done)  # the buckets the settle step corrects (the nearest second)
+    return Verdict(ok, now, [states[w.key] for w in windows], [spent[c.key] for c in caps])
 
 
 SCHEMA = """
@@ -315,7 +388,7 @@ async def open_counters(store: Any, window_s: int) -> Counters:
     from gateway.store.redis import RedisStore
 
     if isinstance(store, RedisStore):
-        redis_counters = RedisCounters(store.client, store.guarded, window_s)
+        redis_counters = RedisCounters(store.client, store.guarded, window_s, cluster=store.cluster)
         await redis_counters.setup()
         return redis_counters
     run = getattr(store, "run", None)

@@ -1,9 +1,9 @@
 """Where audit entries live and how they are queried: a Redis stream (pods) or a SQLite table (one machine).
 
 Chosen like the shared store (`store.redis_url` empty = embedded): every worker and every instance
-pointed at the same Redis writes one stream, so one query sees them all. Both keep the newest
-`max_entries`; SQLite also drops rows older than the retention. Pages are newest first; a cursor is
-opaque (a stream id, a row id). `after=<cursor>` reads forward instead, oldest first, for tails.
+pointed at the same Redis writes one stream (a few shards on a Cluster), so one query sees them all.
+Both keep the newest `max_entries`; SQLite also drops rows older than the retention. Pages are newest
+first; a cursor is opaque (stream ids, a row id). `after=<cursor>` reads forward instead, oldest first, for tails.
 
 Errors: Redis, SQLite and socket exceptions become `StoreUnavailable` in the store's breaker
 (`gateway.store.base.Breaker`), the one boundary; an outage then fails fast until it probes again.
@@ -11,18 +11,17 @@ Errors: Redis, SQLite and socket exceptions become `StoreUnavailable` in the sto
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import time
 from typing import Any, Protocol
 
 import msgspec
-import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from gateway.observe.entry import AuditEntry, decoder
 from gateway.store import Breaker, StoreUnavailable
+from gateway.store.redis import CLUSTER_LOG_SHARDS, spread_tags
+from gateway.store.redis_url import redis_client
 from gateway.store.sqlite import SqliteThread
 
 __all__ = ["AuditQuery", "AuditSink", "Page", "StoreUnavailable", "open_audit_sink"]
@@ -87,21 +86,33 @@ def open_audit_sink(redis_url: str | None, path: str, max_entries: int, retentio
 
 
 class RedisAuditSink:
+    """A stream on standalone Redis; on a Cluster `shards` streams whose tags spread over the masters.
+
+    Each write batch goes to one shard (round robin), so no master carries the whole log; each shard
+    keeps `max_entries / shards`, about `max_entries` in all while writes are spread. A query merges
+    the shards by stream id (milliseconds; ties by shard), and its cursor holds one position per shard.
+    """
+
     KEY = "gw:audit"
 
-    def __init__(self, url: str, max_entries: int, *, op_timeout_s: float = 2.0) -> None:
+    def __init__(self, url: str, max_entries: int, *, op_timeout_s: float = 2.0, shards: int | None = None) -> None:
+        self._conn = redis_client(url, max_connections=4, connect_s=0.5, op_s=op_timeout_s)
+        self._r: Any = self._conn.client
+        n = shards or (CLUSTER_LOG_SHARDS if self._conn.cluster else 1)
+        self._keys = [self.KEY] if n == 1 else [f"{self.KEY}:{{{t}}}" for t in spread_tags("audit", n)]
         self.max_entries = max_entries
-        self._pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=4, timeout=op_timeout_s, socket_connect_timeout=0.5,
-            socket_timeout=op_timeout_s, retry=Retry(NoBackoff(), 0), protocol=2)
-        self._r: Any = aioredis.Redis(connection_pool=self._pool)
-        self._b = Breaker("redis-audit", (RedisError, OSError, TimeoutError))
+        self._per_shard = max(1, max_entries // n)
+        self._next = random.randrange(n)  # workers start on different shards
+        self._b = Breaker("redis-audit", self._conn.errors)
 
     async def write(self, entries: list[bytes]) -> None:
+        key = self._keys[self._next % len(self._keys)]
+        self._next += 1
+
         async def go() -> None:
             pipe = self._r.pipeline(transaction=False)
             for e in entries:
-                pipe.xadd(self.KEY, {"e": e}, maxlen=self.max_entries, approximate=True)
+                pipe.xadd(key, {"e": e}, maxlen=self._per_shard, approximate=True)
             await pipe.execute()
 
         await self._b.run(go)
@@ -111,43 +122,64 @@ class RedisAuditSink:
 
     async def _scan(self, q: AuditQuery) -> Page:
         forward = q.after is not None
+        n = len(self._keys)
+        given = (q.after if forward else q.cursor) or ""
+        start = given.split(",") if given and given != "0" else [""] * n
+        if len(start) != n:
+            start = [""] * n  # a cursor from another shard layout: start over
         if forward:
-            lo = "-" if q.after in ("0", "") else "(" + str(q.after)
-            hi = "+"
+            bounds = ["-" if s in ("", "0") else "(" + s for s in start]
         else:
-            hi = "(" + q.cursor if q.cursor else (f"{int((q.until + _SLACK_S) * 1000)}" if q.until else "+")
-            lo = f"{int(q.since * 1000)}" if q.since else "-"
-        out: list[AuditEntry] = []
-        scanned, last, ended, head = 0, None, False, None
+            top = f"{int((q.until + _SLACK_S) * 1000)}" if q.until else "+"
+            bounds = ["(" + s if s else top for s in start]
+        lo = f"{int(q.since * 1000)}" if q.since and not forward else "-"
         chunk = max(100, min(1000, q.limit * 4))
+        bufs: list[list[tuple[bytes, dict[bytes, bytes]]]] = [[] for _ in range(n)]
+        ended = [False] * n
+        pos = list(start)
+        heads: list[str] = [""] * n
+
+        async def refill(i: int) -> None:
+            rows = (await self._r.xrange(self._keys[i], min=bounds[i], max="+", count=chunk) if forward
+                    else await self._r.xrevrange(self._keys[i], max=bounds[i], min=lo, count=chunk))
+            ended[i] = len(rows) < chunk
+            if rows:
+                last = rows[-1][0].decode()
+                bounds[i] = "(" + last
+                heads[i] = heads[i] or rows[0][0].decode()
+            bufs[i] = list(reversed(rows))  # pop() takes the next in order
+
+        out: list[AuditEntry] = []
+        scanned = 0
         while len(out) < q.limit and scanned < SCAN_MAX:
-            rows = (await self._r.xrange(self.KEY, min=lo, max=hi, count=chunk) if forward
-                    else await self._r.xrevrange(self.KEY, max=hi, min=lo, count=chunk))
-            used = 0
-            for sid, fields in rows:
-                last = sid.decode()
-                head = head or last
-                used += 1
-                e = _decode(fields)
-                if e is not None and q.matches(e):
-                    out.append(e)
-                    if len(out) >= q.limit:
-                        break
-            scanned += used
-            if len(rows) < chunk and used == len(rows):
-                ended = True  # the range holds nothing past `last`
+            for i in range(n):
+                if not bufs[i] and not ended[i]:
+                    await refill(i)
+            live = [i for i in range(n) if bufs[i]]
+            if not live:
                 break
-            if forward:
-                lo = "(" + str(last)
-            else:
-                hi = "(" + str(last)
+            pick = (min if forward else max)(live, key=lambda i: (_sid(bufs[i][-1][0]), i))
+            sid, fields = bufs[pick].pop()
+            pos[pick] = sid.decode()
+            scanned += 1
+            e = _decode(fields)
+            if e is not None and q.matches(e):
+                out.append(e)
+        done = all(ended[i] and not bufs[i] for i in range(n))
+        cursor = ",".join(pos)
         if forward:
-            return Page(out, last or q.after, last or q.after)
-        return Page(out, None if ended else last, head)
+            moved = cursor if any(pos) else (q.after or None)
+            return Page(out, moved, moved)
+        head = ",".join(h or "0-0" for h in heads) if any(heads) else None
+        return Page(out, None if done else cursor, head)
 
     async def close(self) -> None:
-        await self._r.aclose()
-        await self._pool.disconnect()
+        await self._conn.close()
+
+
+def _sid(raw: bytes) -> tuple[int, int]:
+    ms, _, seq = raw.partition(b"-")
+    return int(ms), int(seq or 0)
 
 
 def _decode(fields: dict[bytes, bytes]) -> AuditEntry | None:

@@ -1,53 +1,47 @@
-"""The Redis store (standalone, Sentinel): what pods share. Every call goes through `Breaker`."""
+"""The Redis store (standalone, Sentinel, Cluster): what pods share. Every call goes through `Breaker`.
+
+On a Cluster every multi-key command stays inside one hash slot: the cache's keys carry the
+partition as their hash tag (cache/keys.py), the vector hash of a partition too (`gw:v:{<partition>}`),
+and the limit counters carry the key's or team's tag (governance/limits.py). Pipelines that span slots
+(a group commit of many partitions) are split by the client into one round trip per master, in
+parallel. The vector change log is sharded (`log_shards` streams whose tags spread over the slot
+range, so each master holds some); a partition's changes always go to the same shard, so their order
+holds, and every worker follows every shard with a per-shard cursor. No KEYS or SCAN outside `clear`.
+"""
 
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
 import structlog
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from gateway.store.base import CLEAR, VLOG_MAX, Breaker, EntryWrite, StoreUnavailable, VecChange
+from gateway.store.redis_url import redis_client
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+CLUSTER_LOG_SHARDS = 8  # vector-log streams on a Cluster: a few per master for 3-8 masters
 
 
-def _redis_client(url: str, max_connections: int, connect_s: float, op_s: float) -> tuple[Any, Any, list[Any]]:
-    """The client for a redis:// or rediss:// URL, or for a Sentinel-managed master given as
-    redis+sentinel://host1:26379,host2:26379/<service>[/<db>] (rediss+sentinel:// for TLS).
+def spread_tags(name: str, n: int) -> list[str]:
+    """`n` hash tags whose slots fall in `n` equal bands of the slot range, so that a cluster whose
+    masters own equal slot ranges (what `redis-cli --cluster create` makes) holds n/masters each."""
+    band = REDIS_CLUSTER_HASH_SLOTS // n
+    tags = []
+    for i in range(n):
+        j = 0
+        while min(n - 1, key_slot(f"{name}{i}.{j}".encode()) // band) != i:
+            j += 1
+        tags.append(f"{name}{i}.{j}")
+    return tags
 
-    Any: redis-py types every command as "Awaitable[T] | T" (sync and async share stubs), which
-    says nothing here; each RedisStore method states its own result type instead.
-    """
-    common: dict[str, Any] = {"socket_connect_timeout": connect_s, "socket_timeout": op_s,
-                              "retry": Retry(NoBackoff(), 0), "protocol": 2}
-    parts = urlsplit(url)
-    if parts.scheme in ("redis+sentinel", "rediss+sentinel"):
-        from redis.asyncio.sentinel import Sentinel
 
-        hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1]) if ":" in h else 26379)
-                 for h in parts.netloc.rsplit("@", 1)[-1].split(",") if h]
-        path = [p for p in parts.path.split("/") if p]
-        if not hosts or not path:
-            raise ValueError("a Sentinel URL needs hosts and a service: redis+sentinel://h1:26379,h2/mymaster/0")
-        db = int(path[1]) if len(path) > 1 else 0
-        auth = {"password": parts.password, "username": parts.username} if parts.password else {}
-        ssl = {"ssl": True} if parts.scheme.startswith("rediss") else {}
-        sentinel = Sentinel(hosts, sentinel_kwargs={"socket_timeout": op_s}, **common, **auth, **ssl)
-        client = sentinel.master_for(path[0], db=db, max_connections=max_connections)
-        return client.connection_pool, client, list(sentinel.sentinels)
-    # No retries inside redis-py: a retry loop would multiply the timeout on the request path;
-    # the breaker decides when to try again. hiredis is picked up automatically when installed.
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=op_s,
-                                                    **common)
-    return pool, aioredis.Redis(connection_pool=pool), []
+def vec_key(partition: str) -> str:
+    return f"{RedisStore.VEC_PREFIX}{{{partition}}}"
 
 
 class RedisStore:
@@ -61,12 +55,16 @@ class RedisStore:
         max_connections: int = 64,
         connect_timeout_s: float = 0.25,
         op_timeout_s: float = 0.5,
+        log_shards: int | None = None,
     ) -> None:
-        # No retries inside redis-py: a retry loop would multiply the timeout on the request path;
-        # the breaker decides when to try again. hiredis is picked up automatically when installed.
-        self._pool, self._r, self._sentinels = _redis_client(url, max_connections, connect_timeout_s,
-                                                             op_timeout_s)
-        self._b = Breaker("redis", (RedisError, OSError, TimeoutError))
+        self._conn = redis_client(url, max_connections=max_connections, connect_s=connect_timeout_s,
+                                  op_s=op_timeout_s)
+        self._r = self._conn.client
+        self.cluster = self._conn.cluster
+        shards = log_shards or (CLUSTER_LOG_SHARDS if self.cluster else 1)
+        # One stream keeps the standalone layout of earlier versions; shards only where they spread.
+        self._vlogs = [self.VLOG] if shards == 1 else [f"{self.VLOG}:{{{t}}}" for t in spread_tags("vlog", shards)]
+        self._b = Breaker("redis", self._conn.errors)
 
     @property
     def degraded(self) -> bool:
@@ -81,12 +79,18 @@ class RedisStore:
         """Run `fn` behind this store's circuit breaker (errors become StoreUnavailable)."""
         return await self._b.run(fn)
 
+    def _vlog_of(self, partition: str) -> str:
+        logs = self._vlogs
+        return logs[0] if len(logs) == 1 else logs[zlib.crc32(partition.encode()) % len(logs)]
+
     async def get(self, key: str) -> bytes | None:
         return await self._b.run(lambda: self._r.get(key))
 
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
         if not keys:
             return []
+        if self.cluster:  # one MGET per slot (one for the cache's lookup: its keys share a tag)
+            return await self._b.run(lambda: self._r.mget_nonatomic(keys))
         return await self._b.run(lambda: self._r.mget(keys))
 
     async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
@@ -94,7 +98,7 @@ class RedisStore:
         await self._b.run(lambda: self._r.set(key, value, px=px))
 
     async def delete(self, *keys: str) -> None:
-        if keys:
+        if keys:  # the cluster client splits a DEL across slots
             await self._b.run(lambda: self._r.delete(*keys))
 
     async def claim(self, key: str, ttl_s: float) -> bool:
@@ -157,12 +161,13 @@ class RedisStore:
         return [m.decode() for m, _ in popped]
 
     async def vec_add(self, partition: str, member: str, vec: bytes, ttl_s: float) -> None:
-        key = self.VEC_PREFIX + partition
+        key = vec_key(partition)
         await self._pipe(
             lambda p: (
                 p.hset(key, member, vec),
                 p.pexpire(key, int(ttl_s * 1000)),
-                p.xadd(self.VLOG, {"p": partition, "m": member, "v": vec}, maxlen=VLOG_MAX, approximate=True),
+                p.xadd(self._vlog_of(partition), {"p": partition, "m": member, "v": vec}, maxlen=VLOG_MAX,
+                       approximate=True),
             )
         )
 
@@ -171,38 +176,62 @@ class RedisStore:
             return
 
         def build(p: Any) -> object:
-            p.hdel(self.VEC_PREFIX + partition, *members)
+            p.hdel(vec_key(partition), *members)
             for m in members:
-                p.xadd(self.VLOG, {"p": partition, "m": m, "v": b""}, maxlen=VLOG_MAX, approximate=True)
+                p.xadd(self._vlog_of(partition), {"p": partition, "m": m, "v": b""}, maxlen=VLOG_MAX,
+                       approximate=True)
             return None
 
         await self._pipe(build)
 
     async def vec_load(self, partition: str) -> dict[str, bytes]:
-        raw = await self._b.run(lambda: self._r.hgetall(self.VEC_PREFIX + partition))
+        raw = await self._b.run(lambda: self._r.hgetall(vec_key(partition)))
         return {k.decode(): v for k, v in raw.items()}
 
     async def vec_cursor(self) -> str:
-        last = await self._b.run(lambda: self._r.xrevrange(self.VLOG, count=1))
-        return last[0][0].decode() if last else "0-0"
+        """The newest id of every log shard, comma-separated (one plain stream id when unsharded)."""
+        lasts = await self._pipe(lambda p: [p.xrevrange(log, count=1) for log in self._vlogs])
+        return ",".join(last[0][0].decode() if last else "0-0" for last in lasts)
 
     async def vec_changes(self, cursor: str, limit: int = 1000) -> tuple[str, list[VecChange]] | None:
-        res = await self._pipe(
-            lambda p: (p.xrange(self.VLOG, min="(" + cursor, count=limit), p.xrange(self.VLOG, count=1))
-        )
-        entries, first = res
-        if cursor != "0-0" and first and _sid(first[0][0].decode()) > _sid(cursor):
-            return None  # the oldest entry kept is newer than our cursor: some were trimmed unseen
-        changes: list[VecChange] = [(f[b"p"].decode(), f[b"m"].decode(), f[b"v"] or None) for _, f in entries]
-        return (entries[-1][0].decode() if entries else cursor), changes
+        cursors = cursor.split(",")
+        if len(cursors) != len(self._vlogs):
+            return None  # a cursor from another shard layout: reload
+        # Inclusive reads: the cursor's own entry first proves nothing after it was trimmed unseen,
+        # at one command per shard per sync.
+        res = await self._pipe(lambda p: [p.xrange(log, min=c, count=limit + 1)
+                                          for log, c in zip(self._vlogs, cursors, strict=True)])
+        out_cursors, changes = [], []
+        for c, entries in zip(cursors, res, strict=True):
+            if entries and entries[0][0].decode() == c:
+                entries = entries[1:]
+            elif c != "0-0" and entries:
+                return None  # the oldest entry kept is newer than our cursor: some were trimmed unseen
+            elif c != "0-0" and not entries:
+                # The cursor's entry is gone and nothing follows: the shard was trimmed past it or
+                # deleted; only a reload is safe.
+                return None
+            changes += [(f[b"p"].decode(), f[b"m"].decode(), f[b"v"] or None) for _, f in entries]
+            out_cursors.append(entries[-1][0].decode() if entries else c)
+        return ",".join(out_cursors), changes
 
     async def clear(self, prefix: str) -> None:
         async def go() -> None:
+            # SCAN visits every master on a Cluster (redis-py's scan_iter); never on the request path.
             for pattern in (prefix + "*", self.VEC_PREFIX + "*"):
+                batch: list[Any] = []
                 async for key in self._r.scan_iter(match=pattern, count=1000):
-                    await self._r.unlink(key)
+                    batch.append(key)
+                    if len(batch) >= 500:
+                        await self._r.unlink(*batch)
+                        batch = []
+                if batch:
+                    await self._r.unlink(*batch)
             event = {"p": CLEAR, "m": CLEAR, "v": b""}
-            await self._r.xadd(self.VLOG, event, maxlen=VLOG_MAX, approximate=True)
+            pipe = self._r.pipeline(transaction=False)
+            for vlog in self._vlogs:  # every shard: each worker applies the clear in order with it
+                pipe.xadd(vlog, event, maxlen=VLOG_MAX, approximate=True)
+            await pipe.execute()
 
         await self._b.run(go)
 
@@ -213,12 +242,4 @@ class RedisStore:
             return False
 
     async def close(self) -> None:
-        await self._r.aclose()
-        await self._pool.disconnect()  # a pool passed in explicitly is not closed by aclose()
-        for client in self._sentinels:
-            await client.aclose()
-
-
-def _sid(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
+        await self._conn.close()
