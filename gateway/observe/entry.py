@@ -63,7 +63,8 @@ class AuditEntry(msgspec.Struct, kw_only=True):
     tokens_in: int = 0
     tokens_out: int = 0
     tokens_cached: int = 0  # read from the provider's cache (prompt_tokens_details / cache_read_input_tokens)
-    tokens_compressed: int = 0  # removed from the prompt by compression
+    tokens_compressed: int = 0  # removed from the prompt by compression (phrases, dedup)
+    tokens_compacted: int = 0  # removed by lossless compaction (JSON, whitespace, repeated tool outputs)
     prompt_cache_injected: bool = False
     metacache: MetaCacheInfo = msgspec.field(default_factory=MetaCacheInfo)
     cost_usd: float = 0.0
@@ -147,6 +148,7 @@ def entry_from_ctx(ctx: RequestContext) -> AuditEntry:
         tokens_out=usage.output if usage is not None else 0,
         tokens_cached=usage.cache_read if usage is not None else 0,
         tokens_compressed=ctx.compression.tokens_saved if ctx.compression is not None else 0,
+        tokens_compacted=ctx.compression.compaction_saved if ctx.compression is not None else 0,
         prompt_cache_injected=pc.injected if pc is not None else False,
         metacache=cache,
         cost_usd=cost.cost_usd if cost is not None else 0.0,

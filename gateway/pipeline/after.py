@@ -39,7 +39,8 @@ class AfterWork:
     def submit(self, ctx: RequestContext) -> None:
         if not ctx.t_end:
             ctx.t_end = time.perf_counter()
-        if ctx.write_back is not None or (ctx.compression is not None and ctx.compression.changed_texts):
+        if ctx.write_back is not None or (ctx.compression is not None and (ctx.compression.changed_texts
+                                                                          or ctx.compression.compaction_texts)):
             task = asyncio.ensure_future(self._run_async(ctx))
             self._tasks.add(task)
             task.add_done_callback(self._done)

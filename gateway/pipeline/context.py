@@ -58,11 +58,18 @@ class CompressionRecord(msgspec.Struct):
     outputs_referenced: int = 0  # tool outputs sent as a reference to an identical earlier one
     tokens_before: int = 0
     tokens_after: int = 0
+    compaction_before: int = 0  # the lossless compaction layer, counted apart
+    compaction_after: int = 0
     changed_texts: list[tuple[str, str]] = msgspec.field(default_factory=list)
+    compaction_texts: list[tuple[str, str]] = msgspec.field(default_factory=list)
 
     @property
     def tokens_saved(self) -> int:
         return max(0, self.tokens_before - self.tokens_after)
+
+    @property
+    def compaction_saved(self) -> int:
+        return max(0, self.compaction_before - self.compaction_after)
 
 
 class PromptCacheRecord(msgspec.Struct):

@@ -73,8 +73,8 @@ class Transform:
                 ctx.compression = CompressionRecord(
                     phrases_replaced=result.phrases_replaced, blocks_deduped=result.blocks_deduped,
                     json_compacted=result.json_compacted, outputs_referenced=result.outputs_referenced,
-                    # Compaction's texts are counted with the phrase layer's: one saving, in tokens.
-                    changed_texts=[*(result.changed_texts or ()), *(result.compaction_texts or ())])
+                    changed_texts=list(result.changed_texts or ()),
+                    compaction_texts=list(result.compaction_texts or ()))
                 if result.changed:
                     out = result.body
         if endpoint == "messages" or plan.facts.translates:
@@ -119,8 +119,9 @@ class Transform:
             if marks.placed:
                 record.injected, record.rule = True, "conversation"
                 return marks.body
-        if not native:
-            record.mark_translated = True  # the translated body is marked as a conversation too
+        if not native and len(ctx.body) >= pc.CHARS_PER_TOKEN * pc.min_tokens(upstream_model):
+            # Long enough to cache: the translated body gets the conversation's breakpoints.
+            record.mark_translated, record.injected, record.rule = True, True, "conversation"
         text = pc.system_text(body) if native else pc.chat_system_text(body)
         if len(text) < pc.REPEAT_CHARS or (native and not pc.eligible(body)):
             return body
@@ -158,14 +159,19 @@ class Transform:
         """After-work: token counts of what compression changed, off the request path and off the
         event loop (the saving is the difference; unchanged texts count the same before and after)."""
         record = ctx.compression
-        if record is None or not record.changed_texts:
+        if record is None or not (record.changed_texts or record.compaction_texts):
             return
         pairs, record.changed_texts = record.changed_texts, []
+        compacted, record.compaction_texts = record.compaction_texts, []
 
-        def count() -> tuple[int, int]:
-            return sum(count_tokens(a) for a, _ in pairs), sum(count_tokens(b) for _, b in pairs)
+        def count(texts: list[tuple[str, str]]) -> tuple[int, int]:
+            return sum(count_tokens(a) for a, _ in texts), sum(count_tokens(b) for _, b in texts)
 
-        record.tokens_before, record.tokens_after = await asyncio.to_thread(count)
+        def both() -> tuple[tuple[int, int], tuple[int, int]]:
+            return count(pairs), count(compacted)
+
+        (record.tokens_before, record.tokens_after), (record.compaction_before, record.compaction_after) = \
+            await asyncio.to_thread(both)
 
 
 class NullTransform:
