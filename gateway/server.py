@@ -34,7 +34,7 @@ def default_workers() -> int:
 
 
 def serve(host: str, port: int, workers: int, drain_timeout_s: float, log_level: str = "warning", *,
-          header_timeout_ms: int = 5000, max_in_flight: int = 512) -> None:
+          header_timeout_ms: int = 5000, max_in_flight: int = 1024) -> None:
     from granian.constants import Interfaces, Loops
     from granian.http import HTTP1Settings
     from granian.server import Server

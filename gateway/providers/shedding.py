@@ -18,7 +18,7 @@ from gateway.errors import Overloaded
 
 
 class AdmissionConfig(msgspec.Struct, forbid_unknown_fields=True):
-    max_in_flight: int = 512  # per worker; 0 = no bound
+    max_in_flight: int = 1024  # per worker; 0 = no bound (Little: about capacity x the latency one accepts)
     retry_after_s: int = 1  # what the refusal tells the client to wait
     # Per worker and client address; 0 = no bound. Off by default: behind a load balancer or an
     # ingress every request comes from the proxy's address (cap connections there instead).
