@@ -1,7 +1,7 @@
 """The gateway configurations measured: the company one ("everything on") and the feature-cost ladder.
 
 Each is the pinned one-worker gateway (`serve --upstream MOCK`), with capabilities switched off
-through `GATEWAY_DISABLE` (gateway/plugins.py) or governance switched on through a configuration
+through `GATEWAY_DISABLE` (gateway/worker/runtime.py) or governance switched on through a configuration
 file. The ladder, each step switching more on:
 
     gateway-bare        every capability off (the bare pipeline)
@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 ALL_ON = "gateway"  # embedded defaults (`serve --upstream`, auth off)
 COMPANY = "gateway-company"  # the company configuration: the headline "everything on"
-CAPABILITIES = ("store", "governance", "cache", "transform", "ledger", "observe")
+CAPABILITIES = ("governance", "cache", "transform", "ledger", "observe")  # gateway/worker/runtime.py
 COMPLIANCE_LATENCY_MS = 20  # the external check's own answer time, well under the mock's 60 ms
 COMPLIANCE_TIMEOUT_MS = 500  # fail-closed: a check that cannot answer shows as errors, not as speed
 

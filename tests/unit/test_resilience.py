@@ -358,7 +358,7 @@ def test_config_section_defaults_and_overrides() -> None:
     from gateway.config import load_config
 
     cfg = load_config(environ={})
-    assert cfg.resilience.retry_budget.ratio == 0.10 and cfg.resilience.admission.max_in_flight == 512
+    assert cfg.resilience.retry_budget.ratio == 0.10 and cfg.resilience.admission.max_in_flight == 1024
     cfg = load_config(environ={"GATEWAY_RESILIENCE__BREAKER__BASE_EJECTION_S": "2",
                                "GATEWAY_RESILIENCE__ADMISSION__MAX_IN_FLIGHT": "64"})
     assert cfg.resilience.breaker.base_ejection_s == 2.0 and cfg.resilience.admission.max_in_flight == 64

@@ -37,8 +37,8 @@ def test_zero_means_no_bound() -> None:
 
 def test_default_bound() -> None:
     adm = Admission()
-    assert adm.limit == 512
-    assert sum(adm.try_enter() for _ in range(600)) == 512
+    assert adm.limit == 1024
+    assert sum(adm.try_enter() for _ in range(1100)) == 1024
 
 
 def test_unbalanced_leave_is_a_bug_not_a_negative_count() -> None:
