@@ -17,6 +17,7 @@ import msgspec
 import structlog
 
 from gateway.cache.replay import replay_anthropic, replay_openai
+from gateway.costs.prices import PriceTable, price_tokens
 from gateway.errors import GatewayError, UpstreamError, render
 from gateway.pipeline.context import CacheOutcome, Events, RequestContext
 from gateway.protocol.sse import SSEParser
@@ -78,11 +79,29 @@ class StreamTap:
 
 
 class Responder:
-    """Writes every answer the client gets. Stateless: built once per worker."""
+    """Writes every answer the client gets. Built once per worker, with the price table that gives a
+    plain answer its `x-gateway-cost-usd` (the ledger's own figure for it)."""
+
+    def __init__(self, prices: PriceTable | None = None) -> None:
+        self.prices = prices
+
+    def _figures(self, ctx: RequestContext, read_ms: float) -> list[tuple[str, str]]:
+        """What this answer cost at list prices, and what the gateway itself added to it."""
+        out: list[tuple[str, str]] = []
+        usage, target = ctx.usage, ctx.target
+        if self.prices is not None and usage is not None and target is not None:
+            found = self.prices.lookup(target.model) or self.prices.lookup(ctx.model)
+            if found is not None:
+                out.append(("x-gateway-cost-usd", f"{price_tokens(usage, found[1]):.8f}"))
+        own = ctx.elapsed_ms() - ctx.upstream_ms - read_ms
+        out.append(("x-gateway-overhead-ms", f"{max(0.0, own):.2f}"))
+        return out
 
     async def plain(self, ctx: RequestContext, proto: Any, resp: UpstreamResponse, translator: Translator) -> None:
         """Read the whole answer, translate it if needed, pass it through the output policies, send it."""
+        t_read = time.perf_counter()
         raw = await resp.read()
+        read_ms = (time.perf_counter() - t_read) * 1000.0
         try:
             body, ctx.usage = translator.response(raw, ctx.model)
         except msgspec.DecodeError:
@@ -92,7 +111,9 @@ class Responder:
         ctx.status = resp.status
         ctx.t_first_byte = time.perf_counter()
         ctype = resp.headers.get("content-type", JSON_TYPE)
-        proto.response_bytes(resp.status, response_headers(ctx, resp.headers, ctype), body)
+        headers = response_headers(ctx, resp.headers, ctype)
+        headers.extend(self._figures(ctx, read_ms))
+        proto.response_bytes(resp.status, headers, body)
         ctx.response = body
         ctx.t_end = ctx.t_first_byte
 
@@ -149,7 +170,8 @@ class Responder:
         ctx.status = 200
         headers = [*response_headers(ctx, None, JSON_TYPE if not ctx.stream else SSE_TYPE),
                    ("x-cache-hit", "true"), ("x-cache-similarity", f"{hit.similarity:.4f}"),
-                   ("x-tokens-saved", str(hit.tokens_saved)), ("x-cache-phase", str(hit.phase))]
+                   ("x-tokens-saved", str(hit.tokens_saved)), ("x-cache-phase", str(hit.phase)),
+                   ("x-gateway-cost-usd", "0")]  # answered without the provider
         ctx.t_first_byte = time.perf_counter()
         if not ctx.stream:
             proto.response_bytes(200, headers, response)

@@ -105,7 +105,7 @@ class Runtime:
         self.pipeline = Pipeline(
             max_body=cfg.server.max_body_bytes, body_timeout_s=cfg.server.body_timeout_s, retries=cfg.retries,
             auth=self.auth, router=router,
-            limits=limits, policies=policies, cache=cache, transform=transform, respond=Responder(),
+            limits=limits, policies=policies, cache=cache, transform=transform, respond=Responder(prices),
             after=AfterWork(limits, policies, transform, costs, observer),
             tracer=self.tracer, resilience=self.resilience, collect_streams=observer.wants_events,
         )

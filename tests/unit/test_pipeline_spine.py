@@ -233,3 +233,16 @@ async def test_policy_flags_reach_the_audit_entry(tmp_path: Path) -> None:
     assert proto.status == 200
     [entry] = page.entries
     assert [(f.policy, f.reason, f.direction) for f in entry.policy_flags] == [("inj", "prompt_injection", "input")]
+
+
+async def test_the_cost_header_is_the_ledgers_figure(tmp_path: Path) -> None:
+    async with Rig(tmp_path, models=[{"name": "gpt", "deployments": [{"provider": "oa", "model": "gpt-4o"}]}]) as rig:
+        proto = await rig.send("/v1/chat/completions", chat())
+        await rig.settled()
+        observer = rig.app.rt.observer if rig.app.rt else None
+        assert observer is not None and observer.audit is not None and observer.audit_sink is not None
+        await observer.audit.flush()
+        [entry] = (await observer.audit_sink.query(AuditQuery())).entries
+    assert entry.cost_usd > 0
+    assert float(proto.headers["x-gateway-cost-usd"]) == pytest.approx(entry.cost_usd, abs=1e-8)
+    assert 0 <= float(proto.headers["x-gateway-overhead-ms"]) < entry.latency_ms
