@@ -21,7 +21,7 @@ from gateway.errors import BudgetExceeded, RateLimited, ServiceUnavailable
 from gateway.governance.auth import KeyRecord
 from gateway.governance.corrections import Corrections
 from gateway.governance.counters import Cap, Counters, Verdict, Window
-from gateway.governance.leases import Leases
+from gateway.governance.leases import Lease, Leases
 from gateway.governance.prices import PriceTable
 from gateway.governance.settings import Budget, GovernanceSettings, Quota
 from gateway.store import StoreUnavailable
@@ -43,6 +43,7 @@ class KeyPlan(NamedTuple):
     token_keys: list[str]
     team: str | None
     expires: float
+    tightest: list[tuple[str, int]]  # per kind ("requests", "tokens"): the window with the lowest limit
 
 
 class Reservation:
@@ -161,8 +162,14 @@ class Limiter:
             if q.tpm is not None:
                 specs.append((base + ":t", q.tpm, True))
                 names.append((scope, "tokens"))
+        tightest = []
+        for kind in ("requests", "tokens"):
+            idx = [i for i, (_, k) in enumerate(names) if k == kind]
+            if idx:
+                tightest.append((kind, min(idx, key=lambda i: specs[i][1])))
         plan = KeyPlan(kq, tq, specs, names, [k for k, _, t in specs if t], key.team,
-                       now + self.s.key_cache_ttl_s / 2)  # with the key cache: a change holds within a second
+                       now + self.s.key_cache_ttl_s / 2,  # with the key cache: a change holds within a second
+                       tightest)
         if len(self._plans) > 100_000:
             self._plans.clear()  # bounded: virtual keys come and go
         self._plans[key.id] = plan
@@ -202,9 +209,7 @@ class Limiter:
             if lease is not None:  # admitted from this worker's slice: no store call
                 self._store_up()
                 if windows:
-                    states = [st._replace(reset_s=self.window) for st in lease.states()]
-                    ctx.own_headers = list(_rate_headers(Verdict(True, lease.sec, states, []), windows,
-                                                         names).items())
+                    ctx.own_headers = self._lease_headers(plan, lease)
                 ctx.reservation = Reservation(lease.sec, plan.token_keys, tokens, prompt,
                                               [(c.key, c.ttl_s) for c in caps], cost, ctx.model)
                 return
@@ -224,6 +229,18 @@ class Limiter:
         ctx.reservation = Reservation(
             verdict.now, token_keys, tokens, prompt, [(c.key, c.ttl_s) for c in caps], cost, ctx.model,
             urgent=_near_limit(verdict, windows, caps))
+
+    def _lease_headers(self, plan: KeyPlan, lease: Lease) -> list[tuple[str, str]]:
+        """The x-ratelimit-* headers of a request admitted from a lease: as `_rate_headers` gives
+        them (the tightest window per kind), from what the lease saw and still holds."""
+        reset = fmt_duration(self.window)
+        out: list[tuple[str, str]] = []
+        for kind, i in plan.tightest:
+            limit = plan.specs[i][1]
+            remaining = max(0, limit - (lease.used[i] - lease.left[i]))
+            out += ((f"x-ratelimit-limit-{kind}", str(limit)), (f"x-ratelimit-remaining-{kind}", str(remaining)),
+                    (f"x-ratelimit-reset-{kind}", reset))
+        return out
 
     def _store_down(self, exc: StoreUnavailable) -> None:
         if self.s.store_failure == "closed":

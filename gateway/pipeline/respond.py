@@ -17,7 +17,7 @@ import msgspec
 import structlog
 
 from gateway.cache.replay import replay_anthropic, replay_openai
-from gateway.costs.prices import PriceTable, price_tokens
+from gateway.costs.prices import ModelPrice, PriceTable, price_tokens
 from gateway.errors import GatewayError, UpstreamError, render
 from gateway.pipeline.context import CacheOutcome, Events, RequestContext
 from gateway.protocol.sse import SSEParser
@@ -84,15 +84,26 @@ class Responder:
 
     def __init__(self, prices: PriceTable | None = None) -> None:
         self.prices = prices
+        self._price: dict[tuple[str, str], ModelPrice | None] = {}  # looked up once per model
+
+    def _price_of(self, upstream: str, requested: str) -> ModelPrice | None:
+        key = (upstream, requested)
+        if key not in self._price:
+            assert self.prices is not None
+            found = self.prices.lookup(upstream) or self.prices.lookup(requested)
+            if len(self._price) > 10_000:
+                self._price.clear()  # bounded: wildcard routes see any name a client sends
+            self._price[key] = found[1] if found is not None else None
+        return self._price[key]
 
     def _figures(self, ctx: RequestContext, read_ms: float) -> list[tuple[str, str]]:
         """What this answer cost at list prices, and what the gateway itself added to it."""
         out: list[tuple[str, str]] = []
         usage, target = ctx.usage, ctx.target
         if self.prices is not None and usage is not None and target is not None:
-            found = self.prices.lookup(target.model) or self.prices.lookup(ctx.model)
-            if found is not None:
-                out.append(("x-gateway-cost-usd", f"{price_tokens(usage, found[1]):.8f}"))
+            price = self._price_of(target.model, ctx.model)
+            if price is not None:
+                out.append(("x-gateway-cost-usd", f"{price_tokens(usage, price):.8f}"))
         own = ctx.elapsed_ms() - ctx.upstream_ms - read_ms
         out.append(("x-gateway-overhead-ms", f"{max(0.0, own):.2f}"))
         return out

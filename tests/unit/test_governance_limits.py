@@ -294,3 +294,16 @@ async def test_small_limits_are_never_leased() -> None:
     for _ in range(10):
         await limiter.check(request(BODY, KEY))
     assert counters.admits == 10 and counters.values["gw:rl:{t1}:k:k1:r"] == 10
+
+
+async def test_requests_from_a_lease_say_where_the_caller_stands() -> None:
+    limiter, _ = make(keys={"*": {"rpm": 64_000, "tpm": 10_000_000}}, leases=True)
+    seen = []
+    for _ in range(3):
+        ctx = request(BODY, KEY)
+        await limiter.check(ctx)
+        seen.append(dict(ctx.own_headers))
+    assert [h["x-ratelimit-limit-requests"] for h in seen] == ["64000"] * 3
+    remaining = [int(h["x-ratelimit-remaining-requests"]) for h in seen]
+    assert remaining == [63_999, 63_998, 63_997]  # as if each request had gone to the store
+    assert seen[0]["x-ratelimit-reset-requests"] == "1m0s" and "x-ratelimit-remaining-tokens" in seen[0]
