@@ -25,7 +25,8 @@ from gateway.providers.messages_to_chat import (
 )
 from gateway.providers.translate import STOP_REASONS, chat_to_anthropic
 from gateway.transform.compress.tokens import count_tokens as count_text
-from tests.unit.golden.messages_to_chat import DIR, HERE, REQUESTS, RESPONSES, render_all
+from tests.unit.golden import HERE
+from tests.unit.golden.messages_to_chat import DIR, REQUESTS, RESPONSES, render_all
 
 RENDERED = render_all()
 

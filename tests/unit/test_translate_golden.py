@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.golden.translators import HERE, render_all
+from tests.unit.golden import HERE
+from tests.unit.golden.translators import render_all
 
 RENDERED = render_all()
 

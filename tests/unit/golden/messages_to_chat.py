@@ -8,14 +8,13 @@ tool_result turns, images, streaming). Regenerate after a deliberate change, the
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from gateway.providers.messages_to_chat import MESSAGES_TO_CHAT, ChatToMessagesSSE, count_tokens
+from tests.unit.golden import write
 
-HERE = Path(__file__).parent
 DIR = "messages_to_chat"
 
 TOOLS = [
@@ -158,14 +157,5 @@ def render_all() -> dict[str, bytes]:
     return out
 
 
-def main() -> int:
-    for name, data in render_all().items():
-        path = HERE / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)  # as sent: the comparison is byte for byte
-        print("wrote", path.relative_to(HERE))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(write(render_all()))

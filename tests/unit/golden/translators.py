@@ -6,15 +6,14 @@ Regenerate (after a deliberate change, then review the diff):  python -m tests.u
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import msgspec
 
 from gateway.providers.translate import CHAT_TO_ANTHROPIC, PASSTHROUGH
+from tests.unit.golden import write
 
-HERE = Path(__file__).parent
 FROZEN_TIME = 1_767_225_600.0  # the translators stamp `created`: frozen so outputs are byte-stable
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
@@ -133,15 +132,6 @@ def render_all() -> dict[str, bytes]:
     return out
 
 
-def main() -> int:
-    for name, data in render_all().items():
-        path = HERE / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)  # as sent: the comparison is byte for byte
-        print("wrote", path.relative_to(HERE))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(write(render_all()))
 
