@@ -22,7 +22,7 @@ from gateway.observe import logging as gw_logging
 from gateway.pipeline.context import EndpointSpec, RequestContext
 from gateway.pipeline.stages import Pipeline
 from gateway.protocol.views import decode_any, decode_view, framing_error, require_model
-from gateway.providers.messages_to_chat import count_tokens as count_message_tokens
+from gateway.providers.count_tokens import count_tokens as count_message_tokens
 from gateway.providers.shedding import client_host
 from gateway.providers.upstream import Transport
 from gateway.worker.memtrim import lower_trim_threshold

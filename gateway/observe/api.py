@@ -23,7 +23,7 @@ from gateway.errors import BadRequest, MalformedBody, NotFound, PayloadTooLarge,
 from gateway.observe.archive import StoreUnavailable
 from gateway.observe.audit_store import AuditQuery, Page
 from gateway.observe.entry import AuditEntry
-from gateway.observe.metrics import hit_ratios, render
+from gateway.observe.exposition import hit_ratios, render
 from gateway.observe.session import Sessions, cookie_value
 from gateway.observe.stats import parse_duration, summarize
 

@@ -2,8 +2,8 @@
 
 Used when an Anthropic-SDK client (Claude Code, say) asks for a model whose deployment speaks only
 OpenAI chat (vLLM, Ollama, any OpenAI model): the request goes out as a chat completion, the answer
-(plain or streamed) comes back as an Anthropic message, and /v1/messages/count_tokens is counted
-locally with the deployment model's tokenizer. The other direction lives in translate.py, whose
+(plain or streamed) comes back as an Anthropic message (count_tokens.py counts
+/v1/messages/count_tokens locally). The other direction lives in translate.py, whose
 helpers are reused here; `MessagesToChat` at the end has the same shape as its `Translator`s.
 
 Choices where the two wires differ (each deliberate):
@@ -27,14 +27,13 @@ from gateway.protocol.sse import SSEParser, encode_event
 from gateway.protocol.usage import Usage, parse_usage
 from gateway.protocol.views import decode_any, encode
 from gateway.providers.translate import _text_of, _tool_use_blocks
-from gateway.transform.compress.tokens import count_tokens as _count_text
 
 if TYPE_CHECKING:
     from gateway.pipeline.context import Events
     from gateway.providers.upstream import Endpoint
 
 __all__ = ["MESSAGES_TO_CHAT", "ChatToMessagesSSE", "ChatToMessagesStream", "MessagesToChat", "chat_to_message",
-           "count_tokens", "messages_to_chat"]
+           "messages_to_chat"]
 
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
@@ -44,7 +43,6 @@ FINISH_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "too
                   "function_call": "tool_use", "content_filter": "refusal"}
 
 _REASONING_MODEL = re.compile(r"^(?:.*/)?(?:o\d|gpt-5)")
-IMAGE_TOKENS = 1600  # count_tokens: what Anthropic charges at most for one (resized) image
 
 
 # ------------------------------------------------------------------------------------------ request
@@ -346,58 +344,6 @@ class ChatToMessagesSSE:
         out = rest + self._emit(self._translator.finish())
         self.usage = parse_usage(self._translator.usage)
         return out
-
-
-# ------------------------------------------------------------------------------------- count_tokens
-
-
-def _block_text(block: Any) -> tuple[str, int]:
-    """(the text a block puts in the prompt, images it holds)."""
-    if isinstance(block, str):
-        return block, 0
-    if not isinstance(block, dict):
-        return "", 0
-    kind = block.get("type")
-    if kind == "text":
-        return block.get("text", ""), 0
-    if kind == "image":
-        return "", 1
-    if kind == "tool_use":
-        return block.get("name", "") + json.dumps(block.get("input") or {}), 0
-    if kind == "tool_result":
-        inner = block.get("content")
-        parts = [_block_text(b) for b in (inner if isinstance(inner, list) else [inner])]
-        return "".join(t for t, _ in parts), sum(n for _, n in parts)
-    return "", 0
-
-
-def count_tokens(body: dict[str, Any], model: str) -> int:
-    """/v1/messages/count_tokens counted locally: system, messages, tools, with `model`'s tokenizer.
-
-    Like OpenAI's own accounting, each message adds 3 tokens of framing and the reply 3 more; an
-    image counts IMAGE_TOKENS. The figure is an estimate for models whose tokenizer is not public.
-    """
-    texts: list[str] = []
-    images = 0
-    framing = 3
-    system = body.get("system")
-    if system:
-        texts.append(system if isinstance(system, str) else _text_of(system))
-        framing += 3
-    for msg in body.get("messages") or []:
-        if not isinstance(msg, dict):
-            continue
-        framing += 3
-        content = msg.get("content")
-        for block in [content] if isinstance(content, str) else (content or []):
-            text, n = _block_text(block)
-            texts.append(text)
-            images += n
-    for tool in body.get("tools") or []:
-        if isinstance(tool, dict):
-            texts.append(tool.get("name", "") + (tool.get("description") or "")
-                         + json.dumps(tool.get("input_schema") or {}, separators=(",", ":")))
-    return sum(_count_text(t, model) for t in texts if t) + images * IMAGE_TOKENS + framing
 
 
 # ------------------------------------------------------------------------------------- the translator

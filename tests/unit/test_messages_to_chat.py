@@ -15,12 +15,12 @@ import httpx2
 import msgspec
 import pytest
 
+from gateway.providers.count_tokens import count_tokens
 from gateway.providers.messages_to_chat import (
     MESSAGES_TO_CHAT,
     ChatToMessagesSSE,
     ChatToMessagesStream,
     chat_to_message,
-    count_tokens,
     messages_to_chat,
 )
 from gateway.providers.translate import STOP_REASONS, chat_to_anthropic

@@ -9,16 +9,15 @@ import sys
 from pathlib import Path
 
 from gateway.observe.entry import AuditEntry, MetaCacheInfo
+from gateway.observe.exposition import hit_ratios, render
 from gateway.observe.metrics import (
     Metrics,
     ModelLabels,
     dump,
-    hit_ratios,
     load_others,
     merge,
     observe_resilience,
     prune_stale,
-    render,
 )
 
 

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from gateway.observe.entry import AuditEntry, MetaCacheInfo
+from gateway.observe.exposition import render
 from gateway.observe.genai_metrics import GenAIMetrics
-from gateway.observe.metrics import Metrics, render
+from gateway.observe.metrics import Metrics
 from gateway.observe.traceconf import from_env
 from gateway.observe.tracecontext import clean_tracestate, parse_traceparent, valid_traceparent
 from gateway.observe.tracing import (

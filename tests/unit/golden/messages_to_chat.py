@@ -12,7 +12,8 @@ from typing import Any
 
 import msgspec
 
-from gateway.providers.messages_to_chat import MESSAGES_TO_CHAT, ChatToMessagesSSE, count_tokens
+from gateway.providers.count_tokens import count_tokens
+from gateway.providers.messages_to_chat import MESSAGES_TO_CHAT, ChatToMessagesSSE
 from tests.unit.golden import write
 
 DIR = "messages_to_chat"
