@@ -71,11 +71,16 @@ class Policy:
         reason = str(answer.get("reason") or "compliance_check")
         return reason, ("flag" if verdict == "flag" or self.action == "flag" else "block")
 
+    def local(self, text: str) -> tuple[str, str] | None:
+        """A local detector's verdict, without a coroutine: (reason, action), or None when it passes."""
+        assert self.detector is not None
+        reason = self.detector.find(text)
+        return (reason, self.action) if reason is not None else None
+
     async def evaluate(self, ctx: RequestContext, text: str, direction: str) -> tuple[str, str] | None:
         """(reason, action) when the policy triggers, None when it passes."""
         if self.detector is not None:
-            reason = self.detector.find(text)
-            return (reason, self.action) if reason is not None else None
+            return self.local(text)
         try:
             return await asyncio.wait_for(self._ask(ctx, text, direction), self.timeout)
         except (TimeoutError, aiohttp.ClientError, msgspec.DecodeError, OSError) as exc:
@@ -146,7 +151,8 @@ class PolicySet:
             return
         text = "\n".join(s for _, _, s in slots)
         for p in self.before_in:
-            apply(ctx, p, await p.evaluate(ctx, text, "input"), "input")
+            found = p.local(text) if not p.remote else await p.evaluate(ctx, text, "input")
+            apply(ctx, p, found, "input")
         if self.beside_in:
             guard = asyncio.ensure_future(self._beside(ctx, text))
             guard.add_done_callback(_retrieve)

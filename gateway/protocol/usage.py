@@ -25,16 +25,6 @@ class Usage(msgspec.Struct, frozen=True):
         """Every input token, however billed (what a token limit counts)."""
         return self.input + self.cache_read + self.cache_write + self.cache_write_1h
 
-    @property
-    def cache_writes(self) -> int:
-        return self.cache_write + self.cache_write_1h
-
-    def to_openai(self) -> dict[str, Any]:
-        """As an OpenAI chat `usage` object (cache writes count as prompt tokens there)."""
-        return {"prompt_tokens": self.prompt, "completion_tokens": self.output,
-                "total_tokens": self.prompt + self.output,
-                "prompt_tokens_details": {"cached_tokens": self.cache_read}}
-
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
