@@ -70,6 +70,9 @@ def test_a_revoked_key_is_refused_on_the_other_instance_within_a_second(pair: tu
         assert _chat(gw, "hi", created["key"]).status_code == 200
     admin(a, "POST", "/admin/keys/revoke", {"id": created["id"]})
     t = time.monotonic()
-    while _chat(b, "hi", created["key"]).status_code == 200:
-        assert time.monotonic() - t < 1.0, "still accepted a second after revocation"
+    while True:
+        sent = time.monotonic() - t  # when this request left: its answer may take a while on a busy machine
+        if _chat(b, "hi", created["key"]).status_code != 200:
+            break
+        assert sent < 1.0, "a request sent a second after the revocation was still accepted"
     assert _chat(b, "hi", created["key"]).status_code == 401
