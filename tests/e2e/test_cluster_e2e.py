@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import RedisClusterNodes, free_port, own_redis_cluster
 
 from .conftest import API_KEY, MASTER_KEY, Proc, start_mock, start_process, write_config
-from .test_governance_limits import GOVERNANCE, _fire, admin, chat_body, new_key
+from .test_governance_limits import GOVERNANCE, _fire, admin, assert_refused_a_second_after, chat_body, new_key
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +69,4 @@ def test_a_revoked_key_is_refused_on_the_other_instance_within_a_second(pair: tu
     for gw in (a, b, b, b):
         assert _chat(gw, "hi", created["key"]).status_code == 200
     admin(a, "POST", "/admin/keys/revoke", {"id": created["id"]})
-    t = time.monotonic()
-    while True:
-        sent = time.monotonic() - t  # when this request left: its answer may take a while on a busy machine
-        if _chat(b, "hi", created["key"]).status_code != 200:
-            break
-        assert sent < 1.0, "a request sent a second after the revocation was still accepted"
-    assert _chat(b, "hi", created["key"]).status_code == 401
+    assert_refused_a_second_after(lambda: _chat(b, "hi", created["key"]))

@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -207,14 +207,24 @@ def test_revoked_key_is_refused_on_the_other_instance_within_a_second(pair: tupl
     for gw in (a, b, b, b):  # warm the caches of both instances (both workers, likely)
         assert httpx.post(gw.url + "/v1/chat/completions", json=chat_body("hi"), headers=headers).status_code == 200
     admin(a, "POST", "/admin/keys/revoke", {"id": created["id"]})
+    assert_refused_a_second_after(lambda: httpx.post(b.url + "/v1/chat/completions", json=chat_body("hi"),
+                                                     headers=headers))
+
+
+def assert_refused_a_second_after(send: Callable[[], httpx.Response]) -> None:
+    """Every request sent a second or more after a revocation is refused. Each worker caches a key
+    for at most its TTL, so one worker may refuse it before another does: the promise is about when
+    a request leaves, not when the first refusal comes back (answers may be slow on a busy machine)."""
     t = time.monotonic()
-    while httpx.post(b.url + "/v1/chat/completions", json=chat_body("hi"), headers=headers).status_code == 200:
-        assert time.monotonic() - t < 1.0, "still accepted a second after revocation"
-        time.sleep(0.02)
-    time.sleep(max(0.0, t + 1.0 - time.monotonic()))  # a second after revoking: no worker has it cached
-    for _ in range(6):  # every worker now refuses it
-        resp = httpx.post(b.url + "/v1/chat/completions", json=chat_body("hi"), headers=headers)
-        assert resp.status_code == 401 and resp.json()["error"]["code"] == "invalid_api_key"
+    late: list[httpx.Response] = []
+    while len(late) < 6:
+        sent = time.monotonic() - t
+        resp = send()
+        assert resp.status_code in (200, 401), resp.text
+        if sent >= 1.0:
+            late.append(resp)
+    assert [r.status_code for r in late] == [401] * 6, "accepted a second after revocation"
+    assert all(r.json()["error"]["code"] == "invalid_api_key" for r in late)
 
 
 def test_key_rotation_and_model_allow_list(pair: tuple[Proc, Proc]) -> None:
