@@ -30,7 +30,26 @@ _SECRETS = (
 )
 _EMAIL_LOCAL = re.compile(r"[\w.%+-]{1,64}$")
 _EMAIL_DOMAIN = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
-_DIGIT = re.compile(r"\d")  # cards and phones need one: most answers are skipped in a single C scan
+_DIGIT = re.compile(r"\d")
+# What a match needs, checked with str.find/str.count (memchr speed) before any pattern runs: the re
+# module scans at ~25 ns a character whatever the pattern, these at a few. Every secret pattern holds
+# one of these literals (case-sensitive, as the patterns are).
+_SECRET_LITERALS = ("sk-", "AKIA", "ASIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xox",
+                    "AIza", "k_live_", "k_test_", "eyJ", "earer", "-----BEGIN ")
+_CARD_DIGITS = 13  # the fewest digits a card number has
+_PHONE_DIGITS = 10  # the fewest digits of the national pattern (the other one starts with "+")
+
+
+def _digits(text: str) -> int:
+    """How many digits `text` has, at least; exact for ASCII text. Other text may hold digits of
+    other scripts, which the patterns match too: it reports enough for every pattern to be tried."""
+    if not text.isascii():
+        return _CARD_DIGITS if _DIGIT.search(text) is not None else 0
+    return sum(map(text.count, "0123456789"))
+
+
+def _may_hold_secret(text: str) -> bool:
+    return any(lit in text for lit in _SECRET_LITERALS)
 _CARD = r"\d(?<![\d-]\d)(?:[ -]?\d){12,18}(?!\d)"
 _PHONE = (
     r"\+(?<![\w+]\+)\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\d)",
@@ -105,16 +124,21 @@ class Pii:
                 at = text.find("@", at + 1)
             return
         if entity == "secret":
+            if not _may_hold_secret(text):
+                return
             for rx in self.secrets:
                 for m in rx.finditer(text):
                     yield m.span()
             return
-        if _DIGIT.search(text) is None:
-            return  # cards and phones below
+        digits = _digits(text)  # cards and phones below
         if entity == "card":
+            if digits < _CARD_DIGITS:
+                return
             for m in self.card.finditer(text):
                 if luhn_ok(m.group()):
                     yield m.span()
+            return
+        if digits < _PHONE_DIGITS and "+" not in text:
             return
         for rx in self.phones:
             for m in rx.finditer(text):
@@ -124,13 +148,13 @@ class Pii:
         return [span for e in self.entities for span in self._spans(e, text)]
 
     def find(self, text: str) -> str | None:
-        digits = _DIGIT.search(text) is not None
+        digits = _digits(text) if "card" in self.entities or "phone" in self.entities else 0
         for e in self.entities:
             if e == "secret":
-                found = self.any_secret.search(text) is not None
+                found = _may_hold_secret(text) and self.any_secret.search(text) is not None
             elif e == "phone":
-                found = digits and self.any_phone.search(text) is not None
-            elif e == "card" and not digits:
+                found = (digits >= _PHONE_DIGITS or "+" in text) and self.any_phone.search(text) is not None
+            elif e == "card" and digits < _CARD_DIGITS:
                 found = False
             else:
                 found = next(self._spans(e, text), None) is not None
@@ -197,12 +221,13 @@ class Injection:
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
         self.rules = [(re.compile(p, re.IGNORECASE), w, words) for p, w, words in _INJECTION]
-        # Every rule needs one of its words: a text with none of them is scored 0 in one C scan.
-        self.any_word = re.compile("|".join(re.escape(k) for _, _, words in _INJECTION for k in words))
+        # Every rule needs one of its words: a text with none of them is scored 0 after a few
+        # substring scans (one alternation regex over the text costs several times more).
+        self.words = tuple(dict.fromkeys(k for _, _, words in _INJECTION for k in words))
 
     def score(self, text: str) -> float:
         lower = text.lower()
-        if self.any_word.search(lower) is None:
+        if not any(k in lower for k in self.words):
             return 0.0
         return sum(w for rx, w, words in self.rules if any(k in lower for k in words) and rx.search(text))
 

@@ -122,3 +122,35 @@ def test_injection_shortcut_agrees_with_the_rules(text: str) -> None:
     lower = text.lower()
     full = sum(w for rx, w, words in inj.rules if any(k in lower for k in words) and rx.search(text))
     assert inj.score(text) == full
+
+
+def _unfiltered_spans(pii: Pii, text: str) -> list[tuple[int, int]]:
+    """What the patterns find when every one runs over the whole text (no literal or digit-count checks)."""
+    out: list[tuple[int, int]] = []
+    for e in pii.entities:
+        if e == "email":
+            out += pii._spans(e, text)
+        elif e == "secret":
+            out += [m.span() for rx in pii.secrets for m in rx.finditer(text)]
+        elif e == "card":
+            out += [m.span() for m in pii.card.finditer(text) if luhn_ok(m.group())]
+        else:
+            out += [m.span() for rx in pii.phones for m in rx.finditer(text)]
+    return out
+
+
+@pytest.mark.parametrize("text", [
+    "call 415-555-0134", "call 15-555-0134", "call (415) 555-0134", "+1 41 55", "+44 20 7946 0958",
+    "ids 12345678 and 9", "card 4111111111111111", "thirteen: 4222222222222", "twelve: 422222222222",
+    "arabic-indic ٤١٥-٥٥٥-٠١٣٤ and ٤١١١١١١١١١١١١١١١", "fullwidth ４１５-５５５-０１３４",
+    "token sk-" + "a" * 30, "AKIAIOSFODNN7EXAMPLE", "ASIAIOSFODNN7EXAMPLE", "xoxb-1234567890abc",
+    "AIza" + "b" * 35, "sk_live_" + "c" * 20, "rk_test_" + "d" * 20, "github_pat_" + "e" * 30,
+    "gho_" + "f" * 36, "bearer " + "g" * 24, "-----BEGIN RSA PRIVATE KEY-----", "SK-" + "a" * 30,
+    "eyJabcdefghij.eyJabcdefghij.abcdefghij", "plain prose with no numbers at all", "",
+])
+def test_shortcuts_find_what_every_pattern_finds(text: str) -> None:
+    """The literal and digit-count checks skip only texts where no pattern could match."""
+    pii = Pii(["secret", "email", "card", "phone"])
+    assert pii.spans(text) == _unfiltered_spans(pii, text)
+    first = next((e for e in pii.entities if _unfiltered_spans(Pii([e]), text)), None)
+    assert pii.find(text) == first
