@@ -3,8 +3,9 @@
 Per request (`account`): what the provider bills for the answer's tokens, and what was saved
 - by a gateway cache hit: the whole call that was not made (its stored usage, priced as a fresh
   call that reads the provider cache where the original did; the hit itself costs nothing);
-- by compression: the tokens removed, at the input price (counted with cl100k_base, an estimate
-  of the provider's own tokenizer);
+- by compression (phrases, dedup) and by lossless compaction (JSON, whitespace, repeated tool
+  outputs), each apart: the tokens removed, at the input price (counted with the model's tokenizer
+  family, an estimate of the provider's own);
 - by provider prompt caching: cache reads at the input-minus-cached price difference, minus what
   cache writes cost above the input price. A priming request saves a negative amount: honest.
 
@@ -30,8 +31,9 @@ from gateway.store import Store, StoreUnavailable
 log = structlog.get_logger("gateway.costs.ledger")
 
 COUNT_FIELDS = ("requests", "cache_hits", "input_tokens", "cached_tokens", "cache_write_tokens",
-                "output_tokens", "compression_tokens_saved")
-USD_FIELDS = ("cost_usd", "saved_cache_usd", "saved_compression_usd", "saved_provider_cache_usd")
+                "output_tokens", "compression_tokens_saved", "compaction_tokens_saved")
+USD_FIELDS = ("cost_usd", "saved_cache_usd", "saved_compression_usd", "saved_provider_cache_usd",
+              "saved_compaction_usd")
 FIELDS = COUNT_FIELDS + USD_FIELDS
 NANO = 1_000_000_000
 PREFIX = "gw:ledger:"
@@ -45,33 +47,44 @@ class RequestCost(msgspec.Struct):
     saved_cache_usd: float = 0.0
     saved_compression_usd: float = 0.0
     saved_provider_cache_usd: float = 0.0
+    saved_compaction_usd: float = 0.0
     usage: Usage | None = None
     cache_hit: bool = False
     compression_tokens_saved: int = 0
+    compaction_tokens_saved: int = 0
     price_model: str | None = None  # the table entry used; None = unpriced
 
     def summary(self) -> dict[str, Any]:
         """The figures as a dict (the CLI and the savings API show them)."""
         return {"cost_usd": self.cost_usd, "saved_cache_usd": self.saved_cache_usd,
                 "saved_compression_usd": self.saved_compression_usd,
-                "saved_provider_cache_usd": self.saved_provider_cache_usd, "price_model": self.price_model}
+                "saved_provider_cache_usd": self.saved_provider_cache_usd,
+                "saved_compaction_usd": self.saved_compaction_usd, "price_model": self.price_model}
+
+    @property
+    def saved_usd(self) -> float:
+        """Every layer's saving together."""
+        return (self.saved_cache_usd + self.saved_compression_usd + self.saved_compaction_usd
+                + self.saved_provider_cache_usd)
 
     def counters(self) -> list[int]:
         u = self.usage or Usage()
         served = u if not self.cache_hit else Usage()  # a hit sent nothing to the provider
         return [1, int(self.cache_hit), served.input, served.cache_read,
                 served.cache_write + served.cache_write_1h, served.output, self.compression_tokens_saved,
+                self.compaction_tokens_saved,
                 *(round(v * NANO) for v in (self.cost_usd, self.saved_cache_usd, self.saved_compression_usd,
-                                            self.saved_provider_cache_usd))]
+                                            self.saved_provider_cache_usd, self.saved_compaction_usd))]
 
 
 def account(usage: Usage | None, price: tuple[str, ModelPrice] | None, *, cache_hit: bool = False,
-            hit_tokens: int = 0, compression_tokens_saved: int = 0) -> RequestCost:
+            hit_tokens: int = 0, compression_tokens_saved: int = 0, compaction_tokens_saved: int = 0
+            ) -> RequestCost:
     """One request's figures. On a hit `usage` is the stored answer's; `hit_tokens` is the fallback
     when it has none (priced as input tokens: a lower bound)."""
     if price is None:
-        return RequestCost(usage=usage, cache_hit=cache_hit,
-                           compression_tokens_saved=compression_tokens_saved)
+        return RequestCost(usage=usage, cache_hit=cache_hit, compression_tokens_saved=compression_tokens_saved,
+                           compaction_tokens_saved=compaction_tokens_saved)
     name, p = price
     if cache_hit:
         u = usage or Usage(input=hit_tokens)
@@ -83,8 +96,10 @@ def account(usage: Usage | None, price: tuple[str, ModelPrice] | None, *, cache_
     return RequestCost(
         cost_usd=price_tokens(u, p),
         saved_compression_usd=compression_tokens_saved * p.input * 1e-6,
+        saved_compaction_usd=compaction_tokens_saved * p.input * 1e-6,
         saved_provider_cache_usd=provider_cache_saving_usd(u, p),
-        usage=usage, compression_tokens_saved=compression_tokens_saved, price_model=name,
+        usage=usage, compression_tokens_saved=compression_tokens_saved,
+        compaction_tokens_saved=compaction_tokens_saved, price_model=name,
     )
 
 

@@ -41,9 +41,11 @@ class Costs:
         price = self.prices.lookup(billing_model(ctx)) or self.prices.lookup(ctx.model)
         hit = ctx.cache
         usage = usage_of_body(hit.response) if hit is not None else ctx.usage
+        sent = ctx.compression if hit is None else None  # a hit sent nothing: no layer saved on it
         cost = account(
             usage, price, cache_hit=hit is not None, hit_tokens=hit.tokens_saved if hit is not None else 0,
-            compression_tokens_saved=ctx.compression.tokens_saved if ctx.compression and hit is None else 0,
+            compression_tokens_saved=sent.tokens_saved if sent is not None else 0,
+            compaction_tokens_saved=sent.compaction_saved if sent is not None else 0,
         )
         ctx.cost = cost
         self.ledger.record(ctx.model, ctx.key.id, cost)

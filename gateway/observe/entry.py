@@ -72,6 +72,7 @@ class AuditEntry(msgspec.Struct, kw_only=True):
     saved_cache_usd: float = 0.0
     saved_compression_usd: float = 0.0
     saved_provider_cache_usd: float = 0.0
+    saved_compaction_usd: float = 0.0
     policy_flags: list[PolicyFlag] = []  # policies that flagged the request or answer (never the text)
     policy_beside_ms: float | None = None  # how long the checks beside the upstream call took
     pod: str = ""
@@ -152,11 +153,11 @@ def entry_from_ctx(ctx: RequestContext) -> AuditEntry:
         prompt_cache_injected=pc.injected if pc is not None else False,
         metacache=cache,
         cost_usd=cost.cost_usd if cost is not None else 0.0,
-        saved_usd=(cost.saved_cache_usd + cost.saved_compression_usd + cost.saved_provider_cache_usd)
-        if cost is not None else 0.0,
+        saved_usd=cost.saved_usd if cost is not None else 0.0,
         saved_cache_usd=cost.saved_cache_usd if cost is not None else 0.0,
         saved_compression_usd=cost.saved_compression_usd if cost is not None else 0.0,
         saved_provider_cache_usd=cost.saved_provider_cache_usd if cost is not None else 0.0,
+        saved_compaction_usd=cost.saved_compaction_usd if cost is not None else 0.0,
         policy_flags=list(ctx.policy_flags),
         policy_beside_ms=round(ctx.policy_beside_ms, 3) if ctx.policy_beside_ms is not None else None,
         pod=POD,

@@ -221,6 +221,8 @@ class Metrics:
             tok.inc(("saved_cache", model), mc.tokens_saved)
         if e.tokens_compressed:
             tok.inc(("saved_compression", model), e.tokens_compressed)
+        if e.tokens_compacted:
+            tok.inc(("saved_compaction", model), e.tokens_compacted)
         if e.cost_usd:
             self.cost.inc((model,), e.cost_usd)
         if e.saved_usd:
@@ -228,6 +230,7 @@ class Metrics:
             sv.inc(("cache",), e.saved_cache_usd)
             sv.inc(("compression",), e.saved_compression_usd)
             sv.inc(("provider_cache",), e.saved_provider_cache_usd)
+            sv.inc(("compaction",), e.saved_compaction_usd)
         self.genai.observe_entry(e)
 
     def gauge(self, name: str, help: str, labels: Labels) -> Gauge:

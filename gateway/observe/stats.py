@@ -53,9 +53,10 @@ def summarize(entries: Iterable[AuditEntry], *, since: float, until: float | Non
               percentiles: Sequence[float] = (50, 90, 95, 99)) -> Summary:
     until = until if until is not None else time.time()
     series: dict[str, list[float]] = {"total": [], "upstream": [], "overhead": [], "ttfb": []}
-    tokens = dict.fromkeys(("input", "output", "cached", "saved_cache", "saved_compression"), 0)
-    dollars = dict.fromkeys(("cost", "saved_cache", "saved_compression", "saved_provider_cache", "saved_total"),
-                            0.0)
+    tokens = dict.fromkeys(("input", "output", "cached", "saved_cache", "saved_compression", "saved_compaction"),
+                           0)
+    dollars = dict.fromkeys(("cost", "saved_cache", "saved_compression", "saved_compaction", "saved_provider_cache",
+                             "saved_total"), 0.0)
     phase_hits = dict.fromkeys(TIERS.values(), 0)
     routing: dict[str, int] = {}
     models: dict[str, int] = {}
@@ -90,10 +91,12 @@ def summarize(entries: Iterable[AuditEntry], *, since: float, until: float | Non
         tokens["cached"] += e.tokens_cached
         tokens["saved_cache"] += e.metacache.tokens_saved
         tokens["saved_compression"] += e.tokens_compressed
+        tokens["saved_compaction"] += e.tokens_compacted
         dollars["cost"] += e.cost_usd
         dollars["saved_cache"] += e.saved_cache_usd
         dollars["saved_compression"] += e.saved_compression_usd
         dollars["saved_provider_cache"] += e.saved_provider_cache_usd
+        dollars["saved_compaction"] += e.saved_compaction_usd
         dollars["saved_total"] += e.saved_usd
     latency: dict[str, dict[str, float]] = {}
     for name, values in series.items():

@@ -302,6 +302,7 @@ def test_prose_shrinks_code_and_urls_do_not(claude: Claude, gw: Proc, mock: Proc
 
     row = savings_row(gw, "compress", 3)
     assert row["compression_tokens_saved"] == removed + chat_removed
+    assert row["compaction_tokens_saved"] >= 0 and "saved_compaction_usd" in row  # a layer of its own
     assert row["saved_compression_usd"] == pytest.approx(
         (removed * SONNET["input"] + chat_removed * MINI["input"]) / 1e6, abs=1e-9)
     assert usage.input_tokens > 0

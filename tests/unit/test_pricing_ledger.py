@@ -132,10 +132,10 @@ def test_cache_hit_saves_the_whole_call() -> None:
 
 
 def test_unpriced_model_costs_nothing_but_keeps_tokens() -> None:
-    cost = account(Usage(input=5, output=5), None, compression_tokens_saved=3)
+    cost = account(Usage(input=5, output=5), None, compression_tokens_saved=3, compaction_tokens_saved=2)
     assert cost.summary() == {"cost_usd": 0.0, "saved_cache_usd": 0.0, "saved_compression_usd": 0.0,
-                              "saved_provider_cache_usd": 0.0, "price_model": None}
-    assert cost.counters()[:7] == [1, 0, 5, 0, 0, 5, 3]
+                              "saved_provider_cache_usd": 0.0, "saved_compaction_usd": 0.0, "price_model": None}
+    assert cost.counters()[:8] == [1, 0, 5, 0, 0, 5, 3, 2]
 
 
 def test_cost_of_nothing_is_zero() -> None:
@@ -184,7 +184,7 @@ def costs() -> list[tuple[str, str, RequestCost]]:
     return [
         ("claude", "team-a", account(Usage(input=1200, cache_write=4000, output=300), SONNET)),
         ("claude", "team-a", account(Usage(input=1200, cache_read=4000, output=300), SONNET,
-                                     compression_tokens_saved=100)),
+                                     compression_tokens_saved=100, compaction_tokens_saved=40)),
         ("claude", "team-b", account(Usage(input=10, output=5), SONNET, cache_hit=True)),
         ("gpt-4o-mini", "team-b", account(Usage(input=36, cache_read=64, output=7), MINI)),
     ]
@@ -200,6 +200,8 @@ def check_totals(doc: dict[str, Any]) -> None:
     assert t["cost_usd"] == pytest.approx(hand_cost, abs=1e-9)
     assert t["saved_cache_usd"] == pytest.approx((10 * 3 + 5 * 15) / 1e6, abs=1e-9)
     assert t["saved_compression_usd"] == pytest.approx(100 * 3 / 1e6, abs=1e-9)
+    assert t["compaction_tokens_saved"] == 40  # each layer apart: compaction is not compression
+    assert t["saved_compaction_usd"] == pytest.approx(40 * 3 / 1e6, abs=1e-9)
     assert t["saved_provider_cache_usd"] == pytest.approx((-4000 * 0.75 + 4000 * 2.7 + 64 * 0.075) / 1e6, abs=1e-9)
     assert doc["by_key"]["team-b"]["requests"] == 2 and doc["by_model"]["claude"]["requests"] == 3
     assert {(r["model"], r["key"]) for r in doc["rows"]} == {("claude", "team-a"), ("claude", "team-b"),
@@ -276,12 +278,16 @@ async def test_costs_part_prices_a_request_and_serves_admin_totals(tmp_path: Pat
     ctx.plan = router.plan("claude", "anthropic", "messages")
     ctx.usage = parse_usage({"input_tokens": 100, "output_tokens": 10, "cache_creation_input_tokens": 0,
                              "cache_read_input_tokens": 2000})
-    ctx.compression = CompressionRecord(tokens_before=900, tokens_after=700)
+    ctx.compression = CompressionRecord(tokens_before=900, tokens_after=700, compaction_before=500,
+                                        compaction_after=450)
     costs.account(ctx)
     assert ctx.cost is not None
     assert ctx.cost.price_model == "claude-sonnet-4-5"  # from the route, as no target was set
     assert ctx.cost.cost_usd == pytest.approx((100 * 3 + 2000 * 0.3 + 10 * 15) / 1e6)
     assert ctx.cost.saved_compression_usd == pytest.approx(200 * 3 / 1e6)
+    assert ctx.cost.saved_compaction_usd == pytest.approx(50 * 3 / 1e6) and ctx.cost.compaction_tokens_saved == 50
+    assert ctx.cost.saved_usd == pytest.approx(ctx.cost.saved_compression_usd + ctx.cost.saved_compaction_usd
+                                               + ctx.cost.saved_provider_cache_usd)
 
     hit = RequestContext(EndpointSpec("messages", "anthropic"), {})
     hit.model, hit.key, hit.plan = "claude", ctx.key, ctx.plan
