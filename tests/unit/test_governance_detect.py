@@ -154,3 +154,11 @@ def test_shortcuts_find_what_every_pattern_finds(text: str) -> None:
     assert pii.spans(text) == _unfiltered_spans(pii, text)
     first = next((e for e in pii.entities if _unfiltered_spans(Pii([e]), text)), None)
     assert pii.find(text) == first
+
+
+def test_the_secret_gate_knows_every_literal() -> None:
+    from gateway.governance.detect import _SECRET_LITERALS, _may_hold_secret
+
+    for lit in _SECRET_LITERALS:
+        assert _may_hold_secret(f"x {lit} y") and _may_hold_secret(lit)
+    assert not _may_hold_secret("an ordinary question, with A capital and an_underscore")
