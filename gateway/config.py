@@ -146,6 +146,10 @@ class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     near_miss_window: int = 128  # recent intents per partition compared by phase 2
     knn_k: int = 4  # phase-4 candidates tried (best first) before giving up
     l1_entries: int = 2048  # entries each worker keeps in memory in front of the store
+    # Answers larger than this are not stored (a batch of embeddings can run to megabytes); those
+    # above l1_entry_bytes are served from the store without a copy in each worker's memory.
+    max_entry_bytes: int = 1_048_576
+    l1_entry_bytes: int = 65_536
     # When the lookup could not embed, the write-back tries within this budget: it must never queue
     # ahead of lookups, which can turn into hits (the vector is otherwise reused, never redone).
     write_embed_budget_ms: float = 15.0

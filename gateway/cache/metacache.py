@@ -273,7 +273,7 @@ class MetaCache:
         if not self.storable(req):
             self.stats.not_stored += 1
             return
-        tokens_saved = reusable_answer(response)
+        tokens_saved = reusable_answer(response) if len(response) <= self.settings.max_entry_bytes else None
         if tokens_saved is None:
             self.stats.not_stored += 1
             return
@@ -354,6 +354,8 @@ class MetaCache:
         self._l1.clear()
 
     def _l1_put(self, exact: str, entry: Entry) -> None:
+        if len(entry.response) > self.settings.l1_entry_bytes:
+            return  # bounded memory: l1_entries of these could be gigabytes per worker
         self._l1[exact] = entry
         self._l1.move_to_end(exact)
         while len(self._l1) > self.settings.l1_entries:

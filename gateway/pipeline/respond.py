@@ -9,6 +9,7 @@ mid-stream cancels the upstream request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
@@ -227,21 +228,38 @@ async def _pump(chunks: AsyncIterator[bytes], transport: Any, tap: StreamTap | N
                 await transport.send_bytes(chunk)
                 tap.feed(chunk)
             return
-        async for chunk in chunks:
-            out = cost.feed(chunk)
-            if out:
-                await transport.send_bytes(out)
-            tap.feed(chunk)  # the provider's bytes: the cache keeps the answer without our field
+        try:
+            async for chunk in chunks:
+                out = cost.feed(chunk)
+                if out:
+                    await transport.send_bytes(out)
+                tap.feed(chunk)  # the provider's bytes: the cache keeps the answer without our field
+        except Exception:
+            await _release(transport, cost)
+            raise
         await transport.send_bytes(cost.finish(parse_usage(tap.usage)))  # the usage the ledger prices
         return
-    async for chunk in chunks:
-        out = translated.feed(chunk)
+    try:
+        async for chunk in chunks:
+            out = translated.feed(chunk)
+            if cost is not None:
+                out = cost.feed(out)
+            if out:
+                await transport.send_bytes(out)
+    except Exception:
         if cost is not None:
-            out = cost.feed(out)
-        if out:
-            await transport.send_bytes(out)
+            await _release(transport, cost)
+        raise
     end = translated.finish()
     if cost is not None:
         end = cost.feed(end) + cost.finish(translated.usage)
     await transport.send_bytes(end)
 
+
+
+async def _release(transport: Any, cost: StreamCost) -> None:
+    """The upstream broke after the usage event: the client still gets what arrived, without a figure."""
+    rest = cost.finish(None)
+    if rest:
+        with contextlib.suppress(Exception):
+            await transport.send_bytes(rest)

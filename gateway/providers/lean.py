@@ -256,7 +256,7 @@ class _Pool:
         """HTTP CONNECT through the proxy, then the upstream's TLS inside the tunnel, end to end."""
         raw, tunnel = await self.loop.create_connection(lambda: _Tunnel(self.loop), via.host, via.port)
         try:
-            authority = f"{self.host}:{self.port}"
+            authority = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
             auth = f"proxy-authorization: {via.authorization}\r\n" if via.authorization else ""
             raw.write(f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n{auth}\r\n".encode("latin-1"))
             status = await tunnel.answer

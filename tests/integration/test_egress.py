@@ -185,3 +185,13 @@ async def test_http_upstream_through_http_proxy_in_absolute_form(transport: str,
     for close in (False, True):  # the second on a kept-alive connection to the proxy, when it keeps one
         assert (await chat(p, close))["choices"][0]["message"]["content"] == "plain"
     assert proxy.wait_requests(line, before + 2) == before + 2
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_http_upstream_through_an_authenticating_proxy(transport: str, plain_mock: str, auth_proxy: Tinyproxy,
+                                                             no_env_proxy: pytest.MonkeyPatch) -> None:
+    line = rf"POST {plain_mock.replace('.', '[.]')}/v1/chat/completions "
+    before = auth_proxy.requests(line)
+    p = provider(plain_mock + "/v1", transport, proxy=f"http://gw:s3cret@127.0.0.1:{auth_proxy.port}")
+    assert (await chat(p))["choices"][0]["message"]["content"] == "plain"
+    assert auth_proxy.wait_requests(line, before + 1) == before + 1

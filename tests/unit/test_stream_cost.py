@@ -123,3 +123,25 @@ async def test_no_usage_asked_no_figure(tmp_path: Path) -> None:
     async with Rig(tmp_path) as rig:
         proto = await rig.send("/v1/chat/completions", chat("gpt", stream=True))
     assert proto.status == 200 and b"x_gateway" not in proto.streamed
+
+
+async def test_an_upstream_that_breaks_after_the_usage_chunk_still_delivers_it(tmp_path: Path) -> None:
+    from collections.abc import AsyncIterator
+
+    from gateway.errors import UpstreamUnreachable
+    from gateway.providers.mock_transport import MockRequest, MockResponse
+
+    frames = [f + b"\n\n" for f in openai_stream().split(b"\n\n") if f][:-1]  # no [DONE]: it breaks first
+
+    class Broken(MockResponse):
+        async def chunks(self) -> AsyncIterator[bytes]:
+            for f in frames:
+                yield f
+            raise UpstreamUnreachable("gone mid-answer")
+
+    async def handler(req: MockRequest) -> MockResponse:
+        return Broken(200, frames, {"content-type": "text/event-stream"})
+
+    async with Rig(tmp_path, {"oa": handler}) as rig:
+        proto = await rig.send("/v1/chat/completions", chat("gpt", stream=True))
+    assert proto.streamed == b"".join(frames)  # as the provider sent it, without a figure
