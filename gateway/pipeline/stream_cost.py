@@ -35,6 +35,10 @@ def _last_boundary(buf: bytes) -> int:
 
 
 def _data(event: bytes) -> bytes:
+    i = event.find(b"\ndata:")
+    at = 0 if event.startswith(b"data:") else (i + 1 if i >= 0 else -1)
+    if at >= 0 and event.find(b"\n", at) < 0 and b"\r" not in event:  # one data line, last: the usual form
+        return event[at + 5:].lstrip(b" ")
     lines = [ln[5:].lstrip(b" ") for ln in event.splitlines() if ln.startswith(b"data:")]
     return b"\n".join(lines)
 
@@ -42,12 +46,14 @@ def _data(event: bytes) -> bytes:
 class StreamCost:
     """Finds the usage event in the bytes going to the client and stamps the cost on it at the end."""
 
-    __slots__ = ("anthropic", "held", "marker", "price", "tail")
+    __slots__ = ("anthropic", "held", "marker", "marker2", "price", "tail")
 
     def __init__(self, price: ModelPrice, anthropic: bool) -> None:
         self.price = price
         self.anthropic = anthropic
-        self.marker = b'"message_delta"' if anthropic else b'"usage"'
+        # What the usage event holds and others do not. OpenAI sends `"usage":null` on every chunk
+        # when usage was asked for: only an object is a candidate (compact, or as Python spaces it).
+        self.marker, self.marker2 = (b'"message_delta"',) * 2 if anthropic else (b'"usage":{', b'"usage": {')
         self.tail = b""  # an unfinished event, waiting for the rest
         self.held: list[bytes] | None = None  # the usage event and everything after it
 
@@ -56,12 +62,12 @@ class StreamCost:
         if self.held is not None:
             self.held.append(chunk)
             return b""
-        if not self.tail and chunk.endswith(b"\n\n") and self.marker not in chunk:
+        if not self.tail and chunk.endswith(b"\n\n") and self.marker not in chunk and self.marker2 not in chunk:
             return chunk  # whole events, none of them the usage event: the common case
         buf = self.tail + chunk
         cut = _last_boundary(buf)
         complete, self.tail = buf[:cut], buf[cut:]
-        start = self._usage_event(complete) if self.marker in complete else None
+        start = self._usage_event(complete) if self.marker in complete or self.marker2 in complete else None
         if start is None:
             return complete
         self.held = [complete[start:], self.tail]
@@ -88,7 +94,7 @@ class StreamCost:
         start = 0
         for m in _BOUNDARY.finditer(complete):
             event = complete[start:m.start()]
-            if self.marker in event:
+            if self.marker in event or self.marker2 in event:
                 try:
                     obj = _dec.decode(_data(event))
                 except msgspec.DecodeError:
