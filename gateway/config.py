@@ -18,6 +18,8 @@ from gateway.costs.prices import PricingConfig
 from gateway.governance.settings import GovernanceSettings, SettingsError, restore_on_keys
 from gateway.governance.settings import validate as validate_governance
 from gateway.observe.settings import ArchiveConfig, ObserveConfig
+from gateway.providers.egress import EgressError
+from gateway.providers.egress import build as build_egress
 from gateway.providers.resilience import BreakerConfig, RetryBudgetConfig
 from gateway.providers.shedding import AdmissionConfig
 
@@ -52,6 +54,17 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
     # The HTTP client: "lean" (asyncio + the httptools C parser, the default) or "aiohttp".
     transport: Literal["lean", "aiohttp"] = "lean"
+    # Egress (providers/egress.py): unset = HTTPS_PROXY/HTTP_PROXY/NO_PROXY from the environment,
+    # "none" = direct, or an http:// proxy URL for this provider alone.
+    proxy: str | None = None
+    ca_file: str | None = None  # PEM bundle trusted instead of the system's
+    client_cert: str | None = None  # PEM certificate (chain) presented to the upstream
+    client_key: str | None = None  # its private key, when not in client_cert's file
+
+
+def egress_proxy(p: ProviderConfig) -> str | None:
+    """The built-in mock is the gateway itself: never reached through a proxy."""
+    return "none" if p.base_url.rstrip("/") == BUILTIN_MOCK else p.proxy
 
 
 class Deployment(msgspec.Struct, forbid_unknown_fields=True):
@@ -133,6 +146,10 @@ class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     near_miss_window: int = 128  # recent intents per partition compared by phase 2
     knn_k: int = 4  # phase-4 candidates tried (best first) before giving up
     l1_entries: int = 2048  # entries each worker keeps in memory in front of the store
+    # Answers larger than this are not stored (a batch of embeddings can run to megabytes); those
+    # above l1_entry_bytes are served from the store without a copy in each worker's memory.
+    max_entry_bytes: int = 1_048_576
+    l1_entry_bytes: int = 65_536
     # When the lookup could not embed, the write-back tries within this budget: it must never queue
     # ahead of lookups, which can turn into hits (the vector is otherwise reused, never redone).
     write_embed_budget_ms: float = 15.0
@@ -233,7 +250,7 @@ def _env_overrides(data: dict[str, Any], environ: dict[str, str]) -> None:
         node[path[-1]] = yaml.safe_load(raw) if raw else raw  # "8080" -> 8080, "true" -> True
 
 
-def _validate(cfg: Config) -> None:
+def _validate(cfg: Config, environ: dict[str, str]) -> None:
     names: set[str] = set()
     for i, m in enumerate(cfg.models):
         if not m.deployments:
@@ -259,6 +276,12 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"providers.{name}.base_url: required")
         if p.kind == "azure" and not p.api_version:
             raise ConfigError(f"providers.{name}.api_version: required for Azure OpenAI")
+        try:
+            build_egress(egress_proxy(p), p.ca_file, p.client_cert, p.client_key, environ)
+        except EgressError as exc:
+            where = f"{exc.key} (environment, for providers.{name})" if exc.key.isupper() \
+                else f"providers.{name}.{exc.key}"
+            raise ConfigError(f"{where}: {exc}") from None
     for i, k in enumerate(cfg.auth.keys):
         if not (k.key_sha256 or k.key_env):
             raise ConfigError(f"auth.keys[{i}] ({k.id}): needs key_sha256 or key_env")
@@ -329,7 +352,7 @@ def load_config(
     except msgspec.ValidationError as exc:
         # msgspec names the path, e.g. "Expected `int`, got `str` - at `$.server.port`".
         raise ConfigError(_name_dict_key(str(exc), data).replace("$.", "")) from None
-    _validate(cfg)
+    _validate(cfg, env)
     return cfg
 
 

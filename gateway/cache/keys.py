@@ -6,6 +6,7 @@ A request splits into two parts:
   endpoint, model, system prompt, tools, tool_choice, every sampling/output parameter, all earlier
   turns). Entries are only ever compared inside one partition.
 * the **last user turn**: the only part phases 1, 2 and 4 compare, and only when it is plain prose.
+  For embeddings the `input` takes its place, compared by phase 3 alone (the exact key).
 
 Hashing: one SHA-256 pass over the canonical bytes gives both the partition digest (a `copy()` taken
 before the last turn is fed) and the exact key (after it). SHA-256 rather than xxh3_128 because these
@@ -35,12 +36,13 @@ import xxhash
 
 # Fields that never change the answer: streamed and non-streamed requests share entries, and
 # end-user ids / metadata are bookkeeping for the provider.
-_NOT_PARTITION = frozenset({"messages", "prompt", "stream", "stream_options", "user", "metadata"})
+_NOT_PARTITION = frozenset({"messages", "prompt", "input", "stream", "stream_options", "user", "metadata"})
 # A missing parameter means the provider's default; spell the default out so both forms share a key.
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "chat": {"temperature": 1.0, "n": 1},
     "completions": {"temperature": 1.0, "n": 1},
     "messages": {"temperature": 1.0},
+    "embeddings": {"encoding_format": "float"},
 }
 
 _encode = msgspec.json.Encoder(order="sorted").encode
@@ -129,10 +131,13 @@ def compute(tenant: str, endpoint: str, body: dict[str, Any]) -> Keys:
     """Canonicalise once and derive the partition digest, the exact key and the comparable text."""
     params = _params(endpoint, body)
     text: str | None = None
-    if endpoint == "completions":
+    head: list[Any] = []
+    last: Any
+    if endpoint == "embeddings":
+        last = body.get("input")  # compared by the exact key alone: text stays None
+    elif endpoint == "completions":
         prompt = body.get("prompt")
-        head: list[Any] = []
-        last: Any = prompt
+        last = prompt
         if isinstance(prompt, str):
             text = prompt
     else:

@@ -47,7 +47,7 @@ from gateway.store import EntryWrite, Store, StoreUnavailable
 
 __all__ = ["TIERS", "CacheHit", "CacheRequest", "CacheSettings", "CacheStats", "MetaCache", "PhaseStats"]
 
-ENDPOINTS = frozenset({"chat", "messages", "completions"})
+ENDPOINTS = frozenset({"chat", "messages", "completions", "embeddings"})
 SHARED = "\x00shared"  # the tenant of every request under scope="shared" (no key id looks like it)
 EVICT_EVERY = 32
 
@@ -89,6 +89,8 @@ class MetaCache:
         body = req.body
         if req.endpoint not in ENDPOINTS or not isinstance(body, dict):
             return False
+        if req.endpoint == "embeddings":
+            return True  # deterministic: the same input, model and dimensions give the same vectors
         if _num(body.get("n", 1)) > 1 or _num(body.get("best_of", 1)) > 1:
             return False
         # A missing temperature is the provider's default, 1.0: sampled, so not repeatable.
@@ -271,7 +273,7 @@ class MetaCache:
         if not self.storable(req):
             self.stats.not_stored += 1
             return
-        tokens_saved = reusable_answer(response)
+        tokens_saved = reusable_answer(response) if len(response) <= self.settings.max_entry_bytes else None
         if tokens_saved is None:
             self.stats.not_stored += 1
             return
@@ -352,6 +354,8 @@ class MetaCache:
         self._l1.clear()
 
     def _l1_put(self, exact: str, entry: Entry) -> None:
+        if len(entry.response) > self.settings.l1_entry_bytes:
+            return  # bounded memory: l1_entries of these could be gigabytes per worker
         self._l1[exact] = entry
         self._l1.move_to_end(exact)
         while len(self._l1) > self.settings.l1_entries:

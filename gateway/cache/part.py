@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("gateway.cache")
 _enc = msgspec.json.Encoder()
-CACHED_ENDPOINTS = frozenset({"chat", "messages", "completions"})
+CACHED_ENDPOINTS = frozenset({"chat", "messages", "completions", "embeddings"})
 
 
 def outcome(hit: CacheHit) -> CacheOutcome:
@@ -105,7 +105,7 @@ class CachePart:
         # Cheap rejections first, on the typed view: the pass-through path never decodes the body here.
         if view is None or ctx.endpoint.name not in CACHED_ENDPOINTS or ctx.key is None or ctx.plan is None:
             return None
-        if self.only_t0 and view.temperature != 0:
+        if self.only_t0 and view.temperature != 0 and ctx.endpoint.name != "embeddings":
             return None
         if view.n is not None and view.n > 1:
             return None
@@ -120,10 +120,12 @@ class CachePart:
         )
 
     def flight(self, ctx: RequestContext) -> contextlib.AbstractAsyncContextManager[Flight]:
-        """Most requests are not cacheable (temperature above 0, streams of n > 1, embeddings): for
-        them a constant no-op context, without a generator per request."""
+        """Most requests are not cacheable (temperature above 0, streams of n > 1): for them a
+        constant no-op context, without a generator per request. Embeddings are deterministic: no
+        temperature to ask for."""
         view = ctx.view
-        if view is None or ctx.endpoint.name not in CACHED_ENDPOINTS or (self.only_t0 and view.temperature != 0):
+        if view is None or ctx.endpoint.name not in CACHED_ENDPOINTS or (
+                self.only_t0 and view.temperature != 0 and ctx.endpoint.name != "embeddings"):
             return _MISS_CM
         return self._flight(ctx)
 

@@ -301,7 +301,12 @@ def reusable_answer(response: bytes) -> int | None:
         return None
     if not isinstance(doc, dict) or "error" in doc or doc.get("type") == "error":
         return None
-    if doc.get("type") == "message":  # Anthropic
+    if doc.get("object") == "list":  # embeddings: a vector per input
+        data = doc.get("data")
+        if not isinstance(data, list) or not data or any(not isinstance(d, dict) or "embedding" not in d
+                                                         for d in data):
+            return None
+    elif doc.get("type") == "message":  # Anthropic
         if doc.get("stop_reason") in (None, "max_tokens", "refusal") or not doc.get("content"):
             return None
     else:

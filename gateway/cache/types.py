@@ -21,7 +21,7 @@ CacheSettings = CacheConfig
 
 class CacheRequest(msgspec.Struct, kw_only=True):
     tenant: str  # the key id; ignored under scope "shared"
-    endpoint: str  # "chat" | "messages" | "completions"
+    endpoint: str  # "chat" | "messages" | "completions" | "embeddings"
     body: dict[str, Any]
     no_cache: bool = False  # Cache-Control: no-cache: skip the lookup (still written back)
     no_store: bool = False  # Cache-Control: no-store: never written

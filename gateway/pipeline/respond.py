@@ -9,6 +9,7 @@ mid-stream cancels the upstream request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
@@ -20,6 +21,7 @@ from gateway.cache.replay import replay_anthropic, replay_openai
 from gateway.costs.prices import ModelPrice, PriceTable, price_tokens
 from gateway.errors import GatewayError, UpstreamError, render
 from gateway.pipeline.context import CacheOutcome, Events, RequestContext
+from gateway.pipeline.stream_cost import StreamCost
 from gateway.protocol.sse import SSEParser
 from gateway.protocol.usage import parse_usage
 from gateway.providers.translate import StreamTranslator, Translator
@@ -28,6 +30,7 @@ from gateway.providers.upstream import UpstreamResponse, passback_headers
 log = structlog.get_logger("gateway.respond")
 _dec = msgspec.json.Decoder()
 JSON_TYPE = "application/json"
+_STAMPED = frozenset({"chat", "completions", "messages"})  # streams whose usage event gets the cost
 SSE_TYPE = "text/event-stream"
 
 
@@ -108,6 +111,14 @@ class Responder:
         out.append(("x-gateway-overhead-ms", f"{max(0.0, own):.2f}"))
         return out
 
+    def _stream_cost(self, ctx: RequestContext) -> StreamCost | None:
+        """A priced stream's cost goes on its usage event (stream_cost.py); unpriced ones pass as they are."""
+        target = ctx.target
+        if self.prices is None or target is None or ctx.endpoint.name not in _STAMPED:
+            return None
+        price = self._price_of(target.model, ctx.model)
+        return StreamCost(price, ctx.endpoint.protocol == "anthropic") if price is not None else None
+
     async def plain(self, ctx: RequestContext, proto: Any, resp: UpstreamResponse, translator: Translator) -> None:
         """Read the whole answer, translate it if needed, pass it through the output policies, send it."""
         t_read = time.perf_counter()
@@ -141,7 +152,7 @@ class Responder:
         if ctx.output_filter is not None:
             chunks = ctx.output_filter.stream(ctx, chunks)  # buffers and checks before passing chunks on
         tap = StreamTap(keep) if translated is None else None
-        pump = asyncio.ensure_future(_pump(chunks, transport, tap, translated))
+        pump = asyncio.ensure_future(_pump(chunks, transport, tap, translated, self._stream_cost(ctx)))
         gone = asyncio.ensure_future(proto.client_disconnect())
         try:
             done, _ = await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -209,16 +220,46 @@ class Responder:
 
 
 async def _pump(chunks: AsyncIterator[bytes], transport: Any, tap: StreamTap | None,
-                translated: StreamTranslator | None) -> None:
+                translated: StreamTranslator | None, cost: StreamCost | None = None) -> None:
     if translated is None:
         assert tap is not None
-        async for chunk in chunks:
-            await transport.send_bytes(chunk)
-            tap.feed(chunk)
+        if cost is None:
+            async for chunk in chunks:
+                await transport.send_bytes(chunk)
+                tap.feed(chunk)
+            return
+        try:
+            async for chunk in chunks:
+                out = cost.feed(chunk)
+                if out:
+                    await transport.send_bytes(out)
+                tap.feed(chunk)  # the provider's bytes: the cache keeps the answer without our field
+        except Exception:
+            await _release(transport, cost)
+            raise
+        await transport.send_bytes(cost.finish(parse_usage(tap.usage)))  # the usage the ledger prices
         return
-    async for chunk in chunks:
-        out = translated.feed(chunk)
-        if out:
-            await transport.send_bytes(out)
-    await transport.send_bytes(translated.finish())
+    try:
+        async for chunk in chunks:
+            out = translated.feed(chunk)
+            if cost is not None:
+                out = cost.feed(out)
+            if out:
+                await transport.send_bytes(out)
+    except Exception:
+        if cost is not None:
+            await _release(transport, cost)
+        raise
+    end = translated.finish()
+    if cost is not None:
+        end = cost.feed(end) + cost.finish(translated.usage)
+    await transport.send_bytes(end)
 
+
+
+async def _release(transport: Any, cost: StreamCost) -> None:
+    """The upstream broke after the usage event: the client still gets what arrived, without a figure."""
+    rest = cost.finish(None)
+    if rest:
+        with contextlib.suppress(Exception):
+            await transport.send_bytes(rest)

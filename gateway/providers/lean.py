@@ -1,8 +1,10 @@
 """A lean HTTP/1.1 client transport: asyncio protocols over keep-alive connections, parsed by httptools
 (llhttp, in C). It does only what a provider call needs: POST and GET with a body, a keep-alive pool
-per provider, TLS, chunked or sized answers read whole or streamed, and closing a connection to
-cancel a call. Per request that is a few Python calls around the C parser, where aiohttp's client
-runs a few hundred lines of Python (measured in `make bench`: the transport row).
+per provider, TLS (the provider's own CA and client certificate), a forward proxy (CONNECT tunnels
+for https, absolute-form requests for http; chosen once per origin, see egress.py), chunked or
+sized answers read whole or streamed, and closing a connection to cancel a call. Per request that
+is a few Python calls around the C parser, where aiohttp's client runs a few hundred lines of
+Python (measured in `make bench`: the transport row).
 
 Errors map to the gateway's tree here, like `map_client_errors` does for aiohttp: refused or reset
 before the answer -> UpstreamUnreachable; the caller's first-byte timeout -> UpstreamTimeout. A
@@ -21,6 +23,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from gateway.providers.egress import Egress, Proxy
 
 
 class _Conn(asyncio.Protocol):
@@ -118,6 +121,39 @@ class _Conn(asyncio.Protocol):
             self.waiter = None
 
 
+class ProxyRefused(ConnectionError):
+    pass
+
+
+class _Tunnel(asyncio.Protocol):
+    """Reads the proxy's answer to CONNECT (a status line and headers, no body), nothing more."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.answer: asyncio.Future[int] = loop.create_future()
+        self.buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        if self.answer.done():
+            return
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buf) > 65536:
+                self.answer.set_exception(ProxyRefused("the proxy's answer to CONNECT has no end"))
+            return
+        status_line = self.buf.split(b"\r\n", 1)[0].split()
+        status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else 0
+        # A refusal may carry a body (ignored); a tunnel carries nothing before our TLS hello.
+        if not status or (status == 200 and end + 4 != len(self.buf)):
+            self.answer.set_exception(ProxyRefused("the proxy's answer to CONNECT is malformed"))
+            return
+        self.answer.set_result(status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(ProxyRefused("the proxy closed the connection during CONNECT"))
+
+
 class LeanResponse:
     __slots__ = ("_conn", "headers", "status")
 
@@ -167,11 +203,12 @@ class _Pool:
     """Keep-alive connections to one origin; at most `limit` open, idle ones reused newest first."""
 
     def __init__(self, who: str, host: str, port: int, tls: ssl.SSLContext | None, limit: int,
-                 connect_s: float) -> None:
+                 connect_s: float, via: Proxy | None = None) -> None:
         self.who = who
         self.host = host
         self.port = port
         self.tls = tls
+        self.via = via  # a forward proxy: a CONNECT tunnel for TLS, else absolute-form requests to it
         self.limit = limit
         self.connect_s = connect_s
         self.loop = asyncio.get_event_loop()
@@ -196,16 +233,45 @@ class _Pool:
         self.open.add(conn)
         try:
             async with asyncio.timeout(self.connect_s):
-                await self.loop.create_connection(lambda: conn, self.host, self.port, ssl=self.tls,
-                                                  server_hostname=self.host if self.tls else None)
+                if self.via is None:
+                    await self.loop.create_connection(lambda: conn, self.host, self.port, ssl=self.tls,
+                                                      server_hostname=self.host if self.tls else None)
+                elif self.tls is None:
+                    await self.loop.create_connection(lambda: conn, self.via.host, self.via.port)
+                else:
+                    await self._tunnel(conn, self.via, self.tls)
         except (OSError, TimeoutError) as exc:
             self.forget(conn)
-            raise UpstreamUnreachable(
-                f"The upstream provider {self.who!r} is unreachable: {type(exc).__name__}.") from None
+            why = str(exc) if isinstance(exc, ProxyRefused) else type(exc).__name__
+            if isinstance(exc, ssl.SSLError) and exc.reason:
+                why += f" ({exc.reason})"
+            raise UpstreamUnreachable(f"The upstream provider {self.who!r} is unreachable{self._via_text()}: {why}.") \
+                from None
         except BaseException:
             self.forget(conn)
             raise
         return conn
+
+    async def _tunnel(self, conn: _Conn, via: Proxy, tls: ssl.SSLContext) -> None:
+        """HTTP CONNECT through the proxy, then the upstream's TLS inside the tunnel, end to end."""
+        raw, tunnel = await self.loop.create_connection(lambda: _Tunnel(self.loop), via.host, via.port)
+        try:
+            authority = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+            auth = f"proxy-authorization: {via.authorization}\r\n" if via.authorization else ""
+            raw.write(f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n{auth}\r\n".encode("latin-1"))
+            status = await tunnel.answer
+            if status != 200:
+                hint = " (proxy authentication failed)" if status in (401, 407) else ""
+                raise ProxyRefused(f"the proxy answered CONNECT with {status}{hint}")
+            secure = await self.loop.start_tls(raw, conn, tls, server_hostname=self.host)
+        except BaseException:
+            raw.close()
+            raise
+        assert secure is not None
+        conn.connection_made(secure)
+
+    def _via_text(self) -> str:
+        return f" through the proxy {self.via.where}" if self.via is not None else ""
 
     def put_back(self, conn: _Conn) -> None:
         conn._reset()
@@ -237,8 +303,10 @@ class _Pool:
 class LeanTransport:
     """The `Transport` of a provider over `_Pool`s (one per origin it is asked for)."""
 
-    def __init__(self, who: str, max_connections: int, connect_s: float, total_s: float | None = None) -> None:
+    def __init__(self, who: str, max_connections: int, connect_s: float, total_s: float | None = None,
+                 egress: Egress | None = None) -> None:
         self.who = who
+        self.egress = egress or Egress()
         self.total_s = total_s
         self.max_connections = max_connections
         self.connect_s = connect_s
@@ -254,16 +322,21 @@ class LeanTransport:
             host = parts.hostname or "localhost"
             port = parts.port or (443 if https else 80)
             key = (parts.scheme, host, port)
+            via = self.egress.proxy_for(parts.scheme, host, port)
             pool = self._pools.get(key)
             if pool is None:
                 if https and self._tls is None:
-                    self._tls = ssl.create_default_context()
+                    self._tls = self.egress.ssl_context()
                 pool = self._pools[key] = _Pool(self.who, host, port, self._tls if https else None,
-                                                self.max_connections, self.connect_s)
-            target = parts.path + (f"?{parts.query}" if parts.query else "")
+                                                self.max_connections, self.connect_s, via)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             default = (https and port == 443) or (not https and port == 80)
             authority = host if default else f"{host}:{port}"
-            head = f"{{}} {target or '/'} HTTP/1.1\r\nhost: {authority}\r\n".encode("latin-1")
+            auth = ""
+            if via is not None and not https:  # plain http through a proxy: the absolute form, to the proxy
+                target = f"http://{authority}{target}"
+                auth = f"proxy-authorization: {via.authorization}\r\n" if via.authorization else ""
+            head = f"{{}} {target} HTTP/1.1\r\nhost: {authority}\r\n{auth}".encode("latin-1")
             found = self._targets[url] = (pool, head)
         return found
 

@@ -19,8 +19,10 @@ from urllib.parse import urlsplit
 import aiohttp
 import structlog
 
-from gateway.config import BUILTIN_MOCK, ProviderConfig
+from gateway.config import BUILTIN_MOCK, ProviderConfig, egress_proxy
 from gateway.errors import GatewayError, UpstreamError, UpstreamStatus, UpstreamTimeout, UpstreamUnreachable
+from gateway.providers.egress import Egress
+from gateway.providers.egress import build as build_egress
 from gateway.providers.lean import LeanTransport
 
 log = structlog.get_logger("gateway.upstream")
@@ -48,6 +50,10 @@ def map_client_errors(provider: str) -> Iterator[None]:
         yield
     except GatewayError:
         raise
+    except aiohttp.ClientHttpProxyError as exc:
+        hint = " (proxy authentication failed)" if exc.status in (401, 407) else ""
+        raise UpstreamUnreachable(f"The upstream provider {provider!r} is unreachable: the proxy answered "
+                                  f"{exc.status}{hint}.") from None
     except (TimeoutError, aiohttp.ServerTimeoutError):
         raise UpstreamTimeout(f"The upstream provider {provider!r} did not answer in time.") from None
     except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
@@ -121,22 +127,41 @@ class _AiohttpResponse:
 class AiohttpTransport:
     """One aiohttp session (keep-alive pool) per provider per worker."""
 
-    def __init__(self, who: str, max_connections: int, total_s: float | None, connect_s: float) -> None:
+    def __init__(self, who: str, max_connections: int, total_s: float | None, connect_s: float,
+                 egress: Egress | None = None, force_close: bool = False) -> None:
         self.who = who
-        connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=75, ttl_dns_cache=300,
-                                         enable_cleanup_closed=False)
+        self.egress = egress or Egress()
+        # The proxy per URL, decided once; None (the common case) keeps the call free of the lookup.
+        self._via: dict[str, str | None] | None = None if self.egress.direct else {}
+        keepalive: dict[str, float] = {} if force_close else {"keepalive_timeout": 75}
+        connector = aiohttp.TCPConnector(limit=max_connections, ttl_dns_cache=300, **keepalive,  # type: ignore[arg-type]
+                                         enable_cleanup_closed=False, force_close=force_close,
+                                         ssl=self.egress.tls if self.egress.tls is not None else True)
         timeout = aiohttp.ClientTimeout(total=total_s, connect=connect_s, sock_connect=connect_s)
         self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True,
                                              skip_auto_headers=("User-Agent",), trust_env=False)
 
+    def _proxy(self, url: str) -> str | None:
+        assert self._via is not None
+        if url not in self._via:
+            parts = urlsplit(url)
+            https = parts.scheme == "https"
+            via = self.egress.proxy_for(parts.scheme, parts.hostname or "", parts.port or (443 if https else 80))
+            self._via[url] = via.url if via is not None else None
+        return self._via[url]
+
     async def post(self, url: str, body: bytes, headers: dict[str, str], first_byte_s: float) -> UpstreamResponse:
         with map_client_errors(self.who):
             async with asyncio.timeout(first_byte_s):
-                return _AiohttpResponse(await self.session.post(url, data=body, headers=headers), self.who)
+                if self._via is None:
+                    return _AiohttpResponse(await self.session.post(url, data=body, headers=headers), self.who)
+                resp = await self.session.post(url, data=body, headers=headers, proxy=self._proxy(url))
+                return _AiohttpResponse(resp, self.who)
 
     async def get(self, url: str, headers: dict[str, str], timeout_s: float) -> UpstreamResponse:
         with map_client_errors(self.who):
-            resp = await self.session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s))
+            resp = await self.session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                          proxy=self._proxy(url) if self._via is not None else None)
             return _AiohttpResponse(resp, self.who)
 
     def pool_state(self) -> tuple[int, int]:
@@ -185,6 +210,8 @@ class Provider:
         self.first_byte_s = cfg.timeouts.first_byte_s
         self._auth = self._auth_headers()
         self.transport: Transport | None = transport
+        # Checked by load_config already; read the environment once more for this process.
+        self.egress = build_egress(egress_proxy(cfg), cfg.ca_file, cfg.client_cert, cfg.client_key, os.environ)
 
     def speaks(self, protocol: str) -> bool:
         return self.protocols.get(protocol, False)
@@ -192,10 +219,18 @@ class Provider:
     def open(self) -> None:
         if self.transport is None:
             t = self.cfg.timeouts
+            scheme = urlsplit(self.root).scheme
+            via = self.egress.proxy_for(scheme, self.host, self.port)
             if self.cfg.transport == "lean":
-                self.transport = LeanTransport(self.name, self.cfg.max_connections, t.connect_s, t.total_s)
+                self.transport = LeanTransport(self.name, self.cfg.max_connections, t.connect_s, t.total_s,
+                                               self.egress)
             else:
-                self.transport = AiohttpTransport(self.name, self.cfg.max_connections, t.total_s, t.connect_s)
+                # Proxies may close a plain-http connection after each answer without saying so
+                # (tinyproxy does); aiohttp would then write a POST on it and fail, not retry.
+                self.transport = AiohttpTransport(self.name, self.cfg.max_connections, t.total_s, t.connect_s,
+                                                  self.egress, force_close=via is not None and scheme == "http")
+            if via is not None:  # where, never who: proxy credentials stay out of the log
+                log.info("provider_via_proxy", provider=self.name, proxy=via.where)
 
     async def close(self) -> None:
         if self.transport is not None:

@@ -533,3 +533,30 @@ async def test_shared_flight_lease_expires_when_a_leader_dies(make_cache: Any) -
     assert await fa.claim(k.exact)  # and never releases
     assert await fb.wait(k) is None
     assert await fb.claim(k.exact)
+
+
+def embeddings_answer(n: int, dims: int) -> bytes:
+    data = [{"object": "embedding", "index": i, "embedding": [0.125] * dims} for i in range(n)]
+    return msgspec.json.encode({"object": "list", "data": data, "model": "m",
+                                "usage": {"prompt_tokens": n, "total_tokens": n}})
+
+
+async def test_embeddings_exact_hits_and_size_bounds(make_cache: Any) -> None:
+    cache = make_cache(l1_entry_bytes=4096, max_entry_bytes=200_000)
+    small, big, huge = ({"model": "e", "input": [f"{name} {i}" for i in range(n)]}
+                        for name, n in (("small", 1), ("big", 20), ("huge", 500)))
+    for body, n in ((small, 1), (big, 20), (huge, 500)):
+        r = req(body, endpoint="embeddings")
+        assert await cache.lookup(r) is None
+        await cache.store(r, embeddings_answer(n, 64))
+    hit = await cache.lookup(req(small, endpoint="embeddings"))
+    assert hit is not None and hit.phase == 3 and hit.tokens_saved == 1
+    # Above l1_entry_bytes: served from the store, not kept in the worker's memory.
+    big_hit = await cache.lookup(req(big, endpoint="embeddings"))
+    assert big_hit is not None and big_hit.response == embeddings_answer(20, 64)
+    assert sum(len(e.response) > 4096 for e in cache._l1.values()) == 0
+    # Above max_entry_bytes: never stored.
+    assert len(embeddings_answer(500, 64)) > 200_000
+    assert await cache.lookup(req(huge, endpoint="embeddings")) is None
+    # Another key is another partition.
+    assert await cache.lookup(req(small, tenant="key-b", endpoint="embeddings")) is None

@@ -79,3 +79,21 @@ def test_text_of_the_last_user_turn() -> None:
     assert compute("t", "completions", {"model": "m", "prompt": "Say hi"}).text == "Say hi"
     assert compute("t", "completions", {"model": "m", "prompt": ["a", "b"]}).text is None
     assert compute("t", "chat", {"model": "m", "messages": []}).text is None
+
+
+def test_embeddings_partition_by_parameters_and_key_by_input() -> None:
+    base = {"model": "text-embedding-3-small", "input": "hello"}
+    k = compute("t", "embeddings", base)
+    assert k.text is None and not k.tools  # the exact key alone: no intent, near-miss or semantic phase
+    # Omitted encoding_format is the provider's default, float; "user" is bookkeeping.
+    assert compute("t", "embeddings", {**base, "encoding_format": "float", "user": "u"}) == k
+    same_partition = [{**base, "input": "hello!"}, {**base, "input": ["hello"]}]
+    other_partition = [{**base, "model": "text-embedding-3-large"}, {**base, "dimensions": 256},
+                       {**base, "encoding_format": "base64"}]
+    for b in same_partition:
+        o = compute("t", "embeddings", b)
+        assert o.partition == k.partition and o.exact != k.exact, b
+    for b in other_partition:
+        assert compute("t", "embeddings", b).partition != k.partition, b
+    assert compute("other-key", "embeddings", base).partition != k.partition
+    assert compute("t", "chat", base).partition != k.partition

@@ -119,3 +119,14 @@ def test_anthropic_round_trip() -> None:
     assert names.count("content_block_start") == names.count("content_block_stop") == 3
     assert all(msgspec.json.decode(d)["type"] == e for e, d in events)
     assert assemble_anthropic_stream(events) == original
+
+
+def test_embeddings_answers_are_reusable_unless_empty_or_an_error() -> None:
+    from gateway.cache.replay import reusable_answer
+
+    ok = {"object": "list", "model": "m", "data": [{"object": "embedding", "index": 0, "embedding": [0.1]}],
+          "usage": {"prompt_tokens": 7, "total_tokens": 7}}
+    assert reusable_answer(msgspec.json.encode(ok)) == 7
+    assert reusable_answer(msgspec.json.encode({**ok, "data": []})) is None
+    assert reusable_answer(msgspec.json.encode({**ok, "data": [{"index": 0}]})) is None
+    assert reusable_answer(b'{"error": {"message": "no"}}') is None
