@@ -130,7 +130,8 @@ class Responder:
 
     async def stream(self, ctx: RequestContext, proto: Any, resp: UpstreamResponse, translator: Translator) -> None:
         keep: Events | None = [] if ctx.collect_stream else None
-        translated = translator.stream(ctx.model, ctx.include_usage, keep)
+        filtered = ctx.output_filter is not None
+        translated = translator.stream(ctx.model, ctx.include_usage, None if filtered else keep)
         ctype = resp.headers.get("content-type", SSE_TYPE) if translated is None else SSE_TYPE + "; charset=utf-8"
         headers = response_headers(ctx, resp.headers, ctype)
         headers.append(("cache-control", "no-cache"))
@@ -138,10 +139,14 @@ class Responder:
         transport = proto.response_stream(resp.status, headers)
         ctx.t_first_byte = time.perf_counter()
         chunks = resp.chunks()
+        if translated is not None:
+            chunks = _translate(chunks, translated)
         if ctx.output_filter is not None:
-            chunks = ctx.output_filter.stream(ctx, chunks)  # buffers and checks before passing chunks on
-        tap = StreamTap(keep) if translated is None else None
-        pump = asyncio.ensure_future(_pump(chunks, transport, tap, translated))
+            # Buffers and checks before passing chunks on: what the client reads, whatever the
+            # provider's wire (Gemini's events, Bedrock's binary frames), so it is kept after it.
+            chunks = ctx.output_filter.stream(ctx, chunks)
+        tap = StreamTap(keep) if translated is None or filtered else None
+        pump = asyncio.ensure_future(_pump(chunks, transport, tap))
         gone = asyncio.ensure_future(proto.client_disconnect())
         try:
             done, _ = await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -208,17 +213,20 @@ class Responder:
         ctx.t_end = time.perf_counter()
 
 
-async def _pump(chunks: AsyncIterator[bytes], transport: Any, tap: StreamTap | None,
-                translated: StreamTranslator | None) -> None:
-    if translated is None:
-        assert tap is not None
-        async for chunk in chunks:
-            await transport.send_bytes(chunk)
-            tap.feed(chunk)
-        return
+async def _translate(chunks: AsyncIterator[bytes], translated: StreamTranslator) -> AsyncIterator[bytes]:
     async for chunk in chunks:
         out = translated.feed(chunk)
         if out:
-            await transport.send_bytes(out)
-    await transport.send_bytes(translated.finish())
+            yield out
+    yield translated.finish()
+
+
+async def _pump(chunks: AsyncIterator[bytes], transport: Any, tap: StreamTap | None) -> None:
+    if tap is None:
+        async for chunk in chunks:
+            await transport.send_bytes(chunk)
+        return
+    async for chunk in chunks:
+        await transport.send_bytes(chunk)
+        tap.feed(chunk)
 

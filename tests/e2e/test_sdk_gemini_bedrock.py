@@ -58,7 +58,14 @@ def native_gateway(tmp_path_factory: pytest.TempPathFactory, native_mock: Proc) 
             {"name": "claude-bedrock", "deployments": [{"provider": "bed", "model": CLAUDE_ON_BEDROCK}]},
             {"name": "nova", "deployments": [{"provider": "bed", "model": NOVA}]},
             {"name": "nova-wrong-key", "deployments": [{"provider": "bed-wrong", "model": NOVA}]},
+            {"name": "flash-out", "deployments": [{"provider": "gem", "model": FLASH}]},
+            {"name": "nova-out", "deployments": [{"provider": "bed", "model": NOVA}]},
         ],
+        # Output policies see what the client reads, whatever wire the provider answered in.
+        "governance": {"policies": {
+            r: [{"name": "out-pii", "kind": "pii", "action": "redact", "on": "output"},
+                {"name": "out-deny", "kind": "deny", "patterns": [r"forbidden[- ]topic"], "on": "output"}]
+            for r in ("flash-out", "nova-out")}},
     }
     path = tmp / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -254,3 +261,29 @@ def test_gemini_and_bedrock_answers_are_cached_and_replayed(oai: openai.OpenAI, 
         assert again.headers.get("x-cache-hit") == "true"
         assert again.parse().choices[0].message.content == first.parse().choices[0].message.content
         assert len(mock_requests(native_mock)) == before + 1
+
+
+@pytest.mark.parametrize("model", ["flash-out", "nova-out"])
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_output_policies_apply_to_translated_answers(oai: openai.OpenAI, claude: anthropic.Anthropic,
+                                                    model: str, stream: bool) -> None:
+    email = "jane.doe@example.com"
+    ask: Any = [{"role": "user", "content": f"write to {email} please"}]
+    if stream:
+        chunks = list(oai.chat.completions.create(model=model, messages=ask, stream=True))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        with claude.messages.stream(model=model, max_tokens=100, messages=ask) as s:
+            claude_text = "".join(s.text_stream)
+    else:
+        text = oai.chat.completions.create(model=model, messages=ask).choices[0].message.content or ""
+        block: Any = claude.messages.create(model=model, max_tokens=100, messages=ask).content[0]
+        claude_text = block.text
+    for got in (text, claude_text):
+        assert email not in got and "[REDACTED_EMAIL]" in got
+    with pytest.raises(openai.BadRequestError if not stream else openai.APIError) as info:
+        if stream:
+            list(oai.chat.completions.create(model=model, stream=True,
+                                             messages=[{"role": "user", "content": "the forbidden topic"}]))
+        else:
+            oai.chat.completions.create(model=model, messages=[{"role": "user", "content": "the forbidden topic"}])
+    assert "out-deny" in str(info.value)
