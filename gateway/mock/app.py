@@ -188,6 +188,9 @@ class MockApp:
         if method not in ("generateContent", "streamGenerateContent") or not isinstance(body.get("contents"), list):
             err = gem.error(400, "Invalid JSON payload received: contents is required.")
             return proto.response_bytes(400, JSON + hdrs, _enc.encode(err))
+        if gem.unsigned_call(body):
+            err = gem.error(400, "Function call is missing a thought_signature in functionCall parts.")
+            return proto.response_bytes(400, JSON + hdrs, _enc.encode(err))
         cached = self.state.settings.cached_tokens
         full = gem.generate(body, model, n_id, cached)
         entry["usage"] = full["usageMetadata"]

@@ -34,6 +34,15 @@ def wants_tool(body: dict[str, Any]) -> str | None:
     return str(decls[0].get("name", "tool"))
 
 
+SIGNATURE = "bW9jay10aG91Z2h0LXNpZ25hdHVyZQ=="  # Gemini 3 signs its function calls; they must come back
+
+
+def unsigned_call(body: dict[str, Any]) -> bool:
+    """A model turn's function call sent back without its thoughtSignature (Gemini 3 refuses those)."""
+    return any("functionCall" in p and p.get("thoughtSignature") != SIGNATURE
+               for c in body.get("contents") or [] if c.get("role") == "model" for p in c.get("parts") or [])
+
+
 def usage(body: dict[str, Any], text: str, cached: int) -> dict[str, Any]:
     prompt = approx_tokens(json.dumps([body.get("systemInstruction"), body.get("contents")]))
     out = approx_tokens(text)
@@ -48,8 +57,8 @@ def generate(body: dict[str, Any], model: str, n_id: int, cached: int = 0) -> di
     prompt = last_user_text(body)
     tool = wants_tool(body)
     text = answer_text(prompt)
-    parts: list[dict[str, Any]] = ([{"functionCall": {"name": tool, "args": json.loads(tool_arguments(prompt))}}]
-                                   if tool else [{"text": text}])
+    parts: list[dict[str, Any]] = ([{"functionCall": {"name": tool, "args": json.loads(tool_arguments(prompt))},
+                                     "thoughtSignature": SIGNATURE}] if tool else [{"text": text}])
     n = int((body.get("generationConfig") or {}).get("candidateCount") or 1)
     return {"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": i}
                            for i in range(n)],

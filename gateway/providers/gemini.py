@@ -10,7 +10,10 @@ Choices where the wires differ (each deliberate):
 - tool schemas go as `parametersJsonSchema` and response_format's schema as `responseJsonSchema`
   (full JSON Schema, no conversion to the OpenAPI subset `parameters` takes).
 - Gemini gives function calls no id unless it has one; the gateway names them
-  "call_<responseId>_<n>" so a later turn's result finds its call.
+  "call_<responseId>_<n>" so a later turn's result finds its call. A call's `thoughtSignature`
+  (Gemini 3 refuses a function-calling turn sent back without it) rides in the id, after "_ts_",
+  URL-safe base64 so the id stays in [A-Za-z0-9_-] for Anthropic clients; it is put back on the
+  functionCall part when the client returns the call.
 - parts marked `thought` are the model's reasoning summary: not part of the answer; their tokens
   (thoughtsTokenCount) are billed as output, as Google bills them.
 - finishReason STOP with a function call is "tool_calls"; MAX_TOKENS "length"; the safety family
@@ -20,6 +23,8 @@ Choices where the wires differ (each deliberate):
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import mimetypes
 import time
@@ -73,6 +78,30 @@ def _args(arguments: Any) -> dict[str, Any]:
     except (json.JSONDecodeError, TypeError):
         return {"_raw": arguments}
     return parsed if isinstance(parsed, dict) else {"value": parsed}
+
+
+_SIGNATURE = "_ts_"
+
+
+def _with_signature(call_id: str, signature: Any) -> str:
+    if not isinstance(signature, str) or not signature:
+        return call_id
+    try:
+        raw = base64.b64decode(signature, validate=True)
+    except (binascii.Error, ValueError):
+        return call_id  # not base64: nothing the gateway can carry faithfully
+    return call_id + _SIGNATURE + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _signature_of(call_id: str) -> str | None:
+    _, sep, tail = call_id.partition(_SIGNATURE)
+    if not sep or not tail:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(tail + "=" * (-len(tail) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    return base64.b64encode(raw).decode()
 
 
 def _result(text: str) -> dict[str, Any]:
@@ -149,7 +178,12 @@ def chat_to_gemini(chat: dict[str, Any], model: str) -> dict[str, Any]:
             for call in msg.get("tool_calls") or []:
                 fn = call.get("function") or {}
                 names[call.get("id", "")] = fn.get("name", "")
-                parts.append({"functionCall": {"name": fn.get("name", ""), "args": _args(fn.get("arguments"))}})
+                part: dict[str, Any] = {"functionCall": {"name": fn.get("name", ""),
+                                                         "args": _args(fn.get("arguments"))}}
+                signature = _signature_of(str(call.get("id", "")))
+                if signature:
+                    part["thoughtSignature"] = signature
+                parts.append(part)
             _append(contents, "model", parts)
         elif role == "tool":
             call_id = msg.get("tool_call_id", "")
@@ -204,7 +238,8 @@ def _call_id(response_id: str, n: int) -> str:
     return f"call_{response_id}_{n}" if response_id else f"call_{n}"
 
 
-def _split(parts: list[Any]) -> tuple[str, list[dict[str, Any]]]:
+def _split(parts: list[Any]) -> tuple[str, list[tuple[dict[str, Any], Any]]]:
+    """The answer's text, and its function calls each with its thoughtSignature (or None)."""
     text, calls = [], []
     for part in parts:
         if not isinstance(part, dict) or part.get("thought"):
@@ -212,7 +247,7 @@ def _split(parts: list[Any]) -> tuple[str, list[dict[str, Any]]]:
         if "text" in part:
             text.append(str(part["text"]))
         elif isinstance(part.get("functionCall"), dict):
-            calls.append(part["functionCall"])
+            calls.append((part["functionCall"], part.get("thoughtSignature")))
     return "".join(text), calls
 
 
@@ -224,9 +259,9 @@ def gemini_to_chat(resp: dict[str, Any], model: str) -> dict[str, Any]:
         if not isinstance(cand, dict):
             continue
         text, calls = _split((cand.get("content") or {}).get("parts") or [])
-        tool_calls = [{"id": c.get("id") or _call_id(response_id, n), "type": "function",
+        tool_calls = [{"id": _with_signature(c.get("id") or _call_id(response_id, n), sig), "type": "function",
                        "function": {"name": c.get("name", ""), "arguments": json.dumps(c.get("args") or {})}}
-                      for n, c in enumerate(calls)]
+                      for n, (c, sig) in enumerate(calls)]
         message: dict[str, Any] = {"role": "assistant", "content": text if text or not tool_calls else None}
         if tool_calls:
             message["tool_calls"] = tool_calls
@@ -296,10 +331,11 @@ class GeminiChunks:
             text, calls = _split((cand.get("content") or {}).get("parts") or [])
             if text:
                 out.append(self._chunk(index, {"content": text}))
-            for call in calls:
+            for call, sig in calls:
                 n = self._calls.get(index, 0)
                 self._calls[index] = n + 1
-                delta = {"index": n, "id": call.get("id") or _call_id(self._id.removeprefix("chatcmpl-"), n),
+                call_id = _with_signature(call.get("id") or _call_id(self._id.removeprefix("chatcmpl-"), n), sig)
+                delta = {"index": n, "id": call_id,
                          "type": "function", "function": {"name": call.get("name", ""),
                                                           "arguments": json.dumps(call.get("args") or {})}}
                 out.append(self._chunk(index, {"tool_calls": [delta]}))

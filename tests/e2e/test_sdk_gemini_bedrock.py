@@ -173,6 +173,16 @@ def test_gemini_from_anthropic_plain_streamed_and_tools(claude: anthropic.Anthro
     [use] = [b for b in final.content if b.type == "tool_use"]
     assert final.stop_reason == "tool_use" and use.name == "get_weather"
     assert use.input == {"query": "weather in Rome", "limit": 3}
+    # The mock, like Gemini 3, refuses a function call sent back without its thought signature.
+    second = claude.messages.create(model="flash", max_tokens=200, tools=ANTHROPIC_TOOLS, messages=[
+        {"role": "user", "content": "weather in Rome"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": use.id, "name": use.name, "input": use.input}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "21C"}]}])
+    assert second.stop_reason == "end_turn"
+    parts = _last(native_mock, ":generateContent")["body"]["contents"][-1]["parts"]
+    assert parts == [{"functionResponse": {"name": "get_weather", "response": {"content": "21C"}}}]
+    assert claude.messages.count_tokens(model="flash", messages=[{"role": "user", "content": "count me"}]) \
+        .input_tokens > 0
 
 
 # ------------------------------------------------------------------------------------------ Bedrock

@@ -63,6 +63,15 @@ def test_gemini_call_ids_find_their_calls_in_the_next_turn() -> None:
     assert out["contents"][-1]["parts"][0]["functionResponse"]["name"] == "lookup"
 
 
+def test_a_thought_signature_rides_in_the_call_id_and_comes_back() -> None:
+    [first, second] = _json("gemini/chat_response_function_call.json")["choices"][0]["message"]["tool_calls"]
+    assert first["id"] == "call_r2_0_ts_c2lnLzErPQ" and second["id"] == "call_r2_1"  # URL-safe, unpadded
+    sent = _json("gemini/chat_request_signed_tool_call.json")["contents"][1]["parts"][0]
+    assert sent["thoughtSignature"] == "c2lnLzErPQ=="  # the signature as Gemini gave it
+    result = _json("gemini/chat_request_signed_tool_call.json")["contents"][2]["parts"][0]
+    assert result["functionResponse"]["name"] == "get_weather"
+
+
 def test_thoughts_are_billed_as_output_and_not_shown() -> None:
     body = _json("gemini/chat_response_text.json")
     assert body["choices"][0]["message"]["content"] == "Hello there."

@@ -45,6 +45,12 @@ CHAT_REQUESTS: dict[str, dict[str, Any]] = {
     "image": {"model": "m", "messages": [{"role": "user", "content": [
         {"type": "text", "text": "What is this?"},
         {"type": "image_url", "image_url": {"url": "data:image/png;base64," + PNG}}]}]},
+    "signed_tool_call": {"model": "m", "tools": TOOLS, "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_r2_0_ts_c2lnLzErPQ", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_r2_0_ts_c2lnLzErPQ", "content": "18C"}]},
     "json_schema": {"model": "m", "response_format": {"type": "json_schema", "json_schema": {
         "name": "city", "schema": {"type": "object", "properties": {"name": {"type": "string"}}}}},
         "max_completion_tokens": 64, "messages": [{"role": "user", "content": "A city"}]},
@@ -84,7 +90,7 @@ GEMINI_RESPONSES: dict[str, dict[str, Any]] = {
                           "thoughtsTokenCount": 9, "totalTokenCount": 133},
         "modelVersion": "gemini-2.5-flash", "responseId": "r1"},
     "function_call": {"candidates": [{"content": {"role": "model", "parts": [
-        {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}},
+        {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "c2lnLzErPQ=="},
         {"functionCall": {"name": "get_weather", "args": {"city": "Lyon"}}}]},
         "finishReason": "STOP", "index": 0}],
         "usageMetadata": {"promptTokenCount": 30, "candidatesTokenCount": 20, "totalTokenCount": 50},
