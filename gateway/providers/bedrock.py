@@ -32,6 +32,7 @@ from gateway.errors import BadRequest
 from gateway.protocol.eventstream import Decoder, EventStreamError
 from gateway.protocol.usage import Usage, parse_usage
 from gateway.providers.translate import _text_of
+from gateway.providers.via_chat import _d, _functions, _l, _s
 
 if TYPE_CHECKING:
     from gateway.providers.upstream import Endpoint
@@ -49,7 +50,7 @@ _FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "imag
 
 
 def _image(part: dict[str, Any]) -> dict[str, Any]:
-    url = (part.get("image_url") or {}).get("url", "")
+    url = _s(_d(part.get("image_url")).get("url"))
     if url.startswith("data:") and ";base64," in url:
         media, _, data = url[5:].partition(";base64,")
         fmt = _FORMATS.get(media.lower())
@@ -64,10 +65,10 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"text": content}] if content else []
     blocks: list[dict[str, Any]] = []
-    for part in content or []:
+    for part in _l(content):
         if not isinstance(part, dict):
             continue
-        if part.get("type") == "text" and part.get("text"):
+        if part.get("type") == "text" and _s(part.get("text")):
             blocks.append({"text": part["text"]})
         elif part.get("type") == "image_url":
             blocks.append(_image(part))
@@ -92,7 +93,7 @@ def _tool_result(msg: dict[str, Any]) -> dict[str, Any]:
     except json.JSONDecodeError:
         parsed = None
     content = [{"json": parsed}] if isinstance(parsed, dict) else [{"text": text}]
-    return {"toolResult": {"toolUseId": msg.get("tool_call_id", ""), "content": content, "status": status}}
+    return {"toolResult": {"toolUseId": _s(msg.get("tool_call_id")), "content": content, "status": status}}
 
 
 def _append(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
@@ -111,7 +112,7 @@ def _tool_choice(choice: Any) -> dict[str, Any] | None:
     if choice == "required":
         return {"any": {}}
     if isinstance(choice, dict):
-        return {"tool": {"name": (choice.get("function") or {}).get("name", "")}}
+        return {"tool": {"name": _s(_d(choice.get("function")).get("name"))}}
     return None  # "none" and unset: the model decides
 
 
@@ -119,7 +120,7 @@ def chat_to_converse(chat: dict[str, Any], model: str) -> dict[str, Any]:
     """An OpenAI chat.completions request as a Converse request (the model id is in the URL)."""
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
-    for msg in chat.get("messages") or []:
+    for msg in _l(chat.get("messages")):
         if not isinstance(msg, dict):
             continue
         role = msg.get("role")
@@ -129,9 +130,9 @@ def chat_to_converse(chat: dict[str, Any], model: str) -> dict[str, Any]:
                 system.append({"text": text})
         elif role == "assistant":
             blocks = _blocks(msg.get("content"))
-            for call in msg.get("tool_calls") or []:
-                fn = call.get("function") or {}
-                blocks.append({"toolUse": {"toolUseId": call.get("id", ""), "name": fn.get("name", ""),
+            for call in _l(msg.get("tool_calls")):
+                call, fn = _d(call), _d(_d(call).get("function"))
+                blocks.append({"toolUse": {"toolUseId": _s(call.get("id")), "name": _s(fn.get("name")),
                                            "input": _input(fn.get("arguments"))}})
             _append(messages, "assistant", blocks)
         elif role == "tool":
@@ -151,14 +152,15 @@ def chat_to_converse(chat: dict[str, Any], model: str) -> dict[str, Any]:
         inference["topP"] = chat["top_p"]
     stop = chat.get("stop")
     if stop:
-        inference["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+        inference["stopSequences"] = [stop] if isinstance(stop, str) else [x for x in _l(stop) if isinstance(x, str)]
     if inference:
         out["inferenceConfig"] = inference
-    tools = [t["function"] for t in chat.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"]
+    tools = _functions(chat)
     if tools:
         config: dict[str, Any] = {"tools": [{"toolSpec": {
-            "name": fn.get("name", ""), "description": fn.get("description") or fn.get("name", ""),
-            "inputSchema": {"json": fn.get("parameters") or {"type": "object", "properties": {}}}}} for fn in tools]}
+            "name": _s(fn.get("name")), "description": _s(fn.get("description")) or _s(fn.get("name")),
+            "inputSchema": {"json": _d(fn.get("parameters")) or {"type": "object", "properties": {}}}}}
+            for fn in tools]}
         choice = _tool_choice(chat.get("tool_choice"))
         if choice:
             config["toolChoice"] = choice
@@ -178,17 +180,17 @@ def usage_to_openai(usage: dict[str, Any] | None) -> dict[str, Any]:
 
 def converse_to_chat(resp: dict[str, Any], model: str, request_id: str = "") -> dict[str, Any]:
     """A Converse response as an OpenAI chat.completion."""
-    content = ((resp.get("output") or {}).get("message") or {}).get("content") or []
+    content = _l(_d(_d(resp.get("output")).get("message")).get("content"))
     text, calls = [], []
     for block in content:
         if not isinstance(block, dict):
             continue
-        if "text" in block:
-            text.append(str(block["text"]))
+        if isinstance(block.get("text"), str):
+            text.append(block["text"])
         elif isinstance(block.get("toolUse"), dict):
             use = block["toolUse"]
-            calls.append({"id": use.get("toolUseId", ""), "type": "function",
-                          "function": {"name": use.get("name", ""), "arguments": json.dumps(use.get("input") or {})}})
+            calls.append({"id": _s(use.get("toolUseId")), "type": "function",
+                          "function": {"name": _s(use.get("name")), "arguments": json.dumps(_d(use.get("input")))}})
     message: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not calls else None}
     if calls:
         message["tool_calls"] = calls
@@ -198,7 +200,7 @@ def converse_to_chat(resp: dict[str, Any], model: str, request_id: str = "") -> 
         "created": int(time.time()),
         "model": model,
         "choices": [{"index": 0, "message": message,
-                     "finish_reason": STOP_REASONS.get(str(resp.get("stopReason") or "end_turn"), "stop"),
+                     "finish_reason": STOP_REASONS.get(_s(resp.get("stopReason")) or "end_turn", "stop"),
                      "logprobs": None}],
         "usage": usage_to_openai(resp.get("usage")),
     }
@@ -237,23 +239,25 @@ class ConverseChunks:
         if kind == "messageStart":
             return self._start()
         out = self._start()
+        block = data.get("contentBlockIndex")
+        block = block if isinstance(block, int) and not isinstance(block, bool) else 0
         if kind == "contentBlockStart":
-            use = (data.get("start") or {}).get("toolUse")
+            use = _d(data.get("start")).get("toolUse")
             if isinstance(use, dict):
-                index = self._tools.setdefault(int(data.get("contentBlockIndex", 0)), len(self._tools))
-                out.append(self._chunk({"tool_calls": [{"index": index, "id": use.get("toolUseId", ""),
+                index = self._tools.setdefault(block, len(self._tools))
+                out.append(self._chunk({"tool_calls": [{"index": index, "id": _s(use.get("toolUseId")),
                                                         "type": "function",
-                                                        "function": {"name": use.get("name", ""), "arguments": ""}}]}))
+                                                        "function": {"name": _s(use.get("name")), "arguments": ""}}]}))
         elif kind == "contentBlockDelta":
-            delta = data.get("delta") or {}
-            if isinstance(delta.get("text"), str) and delta["text"]:
+            delta = _d(data.get("delta"))
+            if _s(delta.get("text")):
                 out.append(self._chunk({"content": delta["text"]}))
             elif isinstance(delta.get("toolUse"), dict):
-                index = self._tools.setdefault(int(data.get("contentBlockIndex", 0)), len(self._tools))
-                partial = delta["toolUse"].get("input", "")
+                index = self._tools.setdefault(block, len(self._tools))
+                partial = _s(delta["toolUse"].get("input"))
                 out.append(self._chunk({"tool_calls": [{"index": index, "function": {"arguments": partial}}]}))
         elif kind == "messageStop":
-            out.append(self._chunk({}, STOP_REASONS.get(str(data.get("stopReason") or "end_turn"), "stop")))
+            out.append(self._chunk({}, STOP_REASONS.get(_s(data.get("stopReason")) or "end_turn", "stop")))
         elif kind == "metadata" and isinstance(data.get("usage"), dict):
             self.usage = parse_usage(data["usage"])
             out.append({"id": self._id, "object": "chat.completion.chunk", "created": self._created,
@@ -278,7 +282,7 @@ class ConverseChunks:
                 data = {}
             if msg.message_type != "event":  # an exception (or error) message ends the stream
                 self._done = True
-                message = data.get("message") or str(msg.headers.get(":error-message") or "Bedrock stream error")
+                message = _s(data.get("message")) or str(msg.headers.get(":error-message") or "Bedrock stream error")
                 out.append({"error": {"message": message, "type": msg.event_type or "api_error"}})
                 break
             out += self._event(msg.event_type, data)

@@ -35,6 +35,7 @@ import msgspec
 from gateway.protocol.sse import SSEParser
 from gateway.protocol.usage import Usage, parse_usage
 from gateway.providers.translate import _text_of
+from gateway.providers.via_chat import _d, _functions, _l, _s
 
 if TYPE_CHECKING:
     from gateway.providers.upstream import Endpoint
@@ -50,7 +51,7 @@ _PARAMS = {"temperature": "temperature", "top_p": "topP", "seed": "seed",
 
 
 def _image_part(part: dict[str, Any]) -> dict[str, Any]:
-    url = (part.get("image_url") or {}).get("url", "")
+    url = _s(_d(part.get("image_url")).get("url"))
     if url.startswith("data:") and ";base64," in url:
         media, _, data = url[5:].partition(";base64,")
         return {"inlineData": {"mimeType": media, "data": data}}
@@ -65,7 +66,7 @@ def _parts(content: Any) -> list[dict[str, Any]]:
     for part in content or []:
         if not isinstance(part, dict):
             continue
-        if part.get("type") == "text" and part.get("text"):
+        if part.get("type") == "text" and _s(part.get("text")):
             parts.append({"text": part["text"]})
         elif part.get("type") == "image_url":
             parts.append(_image_part(part))
@@ -130,7 +131,7 @@ def _tool_config(choice: Any) -> dict[str, Any] | None:
     if choice == "none":
         return {"functionCallingConfig": {"mode": "NONE"}}
     if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name", "")
+        name = _s(_d(choice.get("function")).get("name"))
         return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
     return None
 
@@ -145,15 +146,15 @@ def _generation_config(chat: dict[str, Any]) -> dict[str, Any]:
         cfg["maxOutputTokens"] = limit
     stop = chat.get("stop")
     if stop:
-        cfg["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+        cfg["stopSequences"] = [stop] if isinstance(stop, str) else [s for s in _l(stop) if isinstance(s, str)]
     if isinstance(chat.get("n"), int) and chat["n"] > 1:
         cfg["candidateCount"] = chat["n"]
-    fmt = chat.get("response_format") or {}
+    fmt = _d(chat.get("response_format"))
     if fmt.get("type") == "json_object":
         cfg["responseMimeType"] = "application/json"
     elif fmt.get("type") == "json_schema":
         cfg["responseMimeType"] = "application/json"
-        schema = (fmt.get("json_schema") or {}).get("schema")
+        schema = _d(fmt.get("json_schema")).get("schema")
         if schema:
             cfg["responseJsonSchema"] = schema
     effort = chat.get("reasoning_effort")
@@ -167,7 +168,7 @@ def chat_to_gemini(chat: dict[str, Any], model: str) -> dict[str, Any]:
     system: list[str] = []
     contents: list[dict[str, Any]] = []
     names: dict[str, str] = {}  # tool_call_id -> function name, from the assistant turns
-    for msg in chat.get("messages") or []:
+    for msg in _l(chat.get("messages")):
         if not isinstance(msg, dict):
             continue
         role = msg.get("role")
@@ -175,18 +176,18 @@ def chat_to_gemini(chat: dict[str, Any], model: str) -> dict[str, Any]:
             system.append(_text_of(msg.get("content")))
         elif role == "assistant":
             parts = _parts(msg.get("content"))
-            for call in msg.get("tool_calls") or []:
-                fn = call.get("function") or {}
-                names[call.get("id", "")] = fn.get("name", "")
-                part: dict[str, Any] = {"functionCall": {"name": fn.get("name", ""),
+            for call in _l(msg.get("tool_calls")):
+                call, fn = _d(call), _d(_d(call).get("function"))
+                names[_s(call.get("id"))] = _s(fn.get("name"))
+                part: dict[str, Any] = {"functionCall": {"name": _s(fn.get("name")),
                                                          "args": _args(fn.get("arguments"))}}
-                signature = _signature_of(str(call.get("id", "")))
+                signature = _signature_of(_s(call.get("id")))
                 if signature:
                     part["thoughtSignature"] = signature
                 parts.append(part)
             _append(contents, "model", parts)
         elif role == "tool":
-            call_id = msg.get("tool_call_id", "")
+            call_id = _s(msg.get("tool_call_id"))
             response = {"name": names.get(call_id, call_id), "response": _result(_text_of(msg.get("content")))}
             _append(contents, "user", [{"functionResponse": response}])
         else:
@@ -194,12 +195,12 @@ def chat_to_gemini(chat: dict[str, Any], model: str) -> dict[str, Any]:
     out: dict[str, Any] = {"contents": contents}
     if system:
         out["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
-    tools = [t["function"] for t in chat.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"]
+    tools = _functions(chat)
     if tools:
         decls = []
         for fn in tools:
-            decl: dict[str, Any] = {"name": fn.get("name", ""), "description": fn.get("description", "")}
-            if fn.get("parameters"):
+            decl: dict[str, Any] = {"name": _s(fn.get("name")), "description": _s(fn.get("description"))}
+            if isinstance(fn.get("parameters"), dict) and fn["parameters"]:
                 decl["parametersJsonSchema"] = fn["parameters"]
             decls.append(decl)
         out["tools"] = [{"functionDeclarations": decls}]
@@ -225,7 +226,7 @@ def usage_to_openai(meta: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _finish(reason: Any, calls: bool) -> str | None:
-    if not reason or reason == "FINISH_REASON_UNSPECIFIED":
+    if not isinstance(reason, str) or not reason or reason == "FINISH_REASON_UNSPECIFIED":
         return None
     if reason == "MAX_TOKENS":
         return "length"
@@ -238,14 +239,18 @@ def _call_id(response_id: str, n: int) -> str:
     return f"call_{response_id}_{n}" if response_id else f"call_{n}"
 
 
-def _split(parts: list[Any]) -> tuple[str, list[tuple[dict[str, Any], Any]]]:
-    """The answer's text, and its function calls each with its thoughtSignature (or None)."""
+def _index(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 128 else default
+
+
+def _split(cand: dict[str, Any]) -> tuple[str, list[tuple[dict[str, Any], Any]]]:
+    """A candidate's text, and its function calls each with its thoughtSignature (or None)."""
     text, calls = [], []
-    for part in parts:
+    for part in _l(_d(cand.get("content")).get("parts")):
         if not isinstance(part, dict) or part.get("thought"):
             continue
-        if "text" in part:
-            text.append(str(part["text"]))
+        if isinstance(part.get("text"), str):
+            text.append(part["text"])
         elif isinstance(part.get("functionCall"), dict):
             calls.append((part["functionCall"], part.get("thoughtSignature")))
     return "".join(text), calls
@@ -253,19 +258,19 @@ def _split(parts: list[Any]) -> tuple[str, list[tuple[dict[str, Any], Any]]]:
 
 def gemini_to_chat(resp: dict[str, Any], model: str) -> dict[str, Any]:
     """A GenerateContentResponse as an OpenAI chat.completion."""
-    response_id = str(resp.get("responseId") or "")
+    response_id = _s(resp.get("responseId"))
     choices = []
-    for i, cand in enumerate(resp.get("candidates") or []):
+    for i, cand in enumerate(_l(resp.get("candidates"))):
         if not isinstance(cand, dict):
             continue
-        text, calls = _split((cand.get("content") or {}).get("parts") or [])
-        tool_calls = [{"id": _with_signature(c.get("id") or _call_id(response_id, n), sig), "type": "function",
-                       "function": {"name": c.get("name", ""), "arguments": json.dumps(c.get("args") or {})}}
+        text, calls = _split(cand)
+        tool_calls = [{"id": _with_signature(_s(c.get("id")) or _call_id(response_id, n), sig), "type": "function",
+                       "function": {"name": _s(c.get("name")), "arguments": json.dumps(_d(c.get("args")))}}
                       for n, (c, sig) in enumerate(calls)]
         message: dict[str, Any] = {"role": "assistant", "content": text if text or not tool_calls else None}
         if tool_calls:
             message["tool_calls"] = tool_calls
-        choices.append({"index": cand.get("index", i), "message": message,
+        choices.append({"index": _index(cand.get("index"), i), "message": message,
                         "finish_reason": _finish(cand.get("finishReason"), bool(tool_calls)) or "stop",
                         "logprobs": None})
     if not choices:  # the prompt was blocked: no candidates, a promptFeedback.blockReason
@@ -312,32 +317,33 @@ class GeminiChunks:
     def _event(self, resp: dict[str, Any]) -> list[dict[str, Any]]:
         if "error" in resp:
             self._failed = True
-            return [{"error": resp["error"]}]
+            error = resp["error"]
+            return [{"error": error if isinstance(error, dict) else {"message": str(error)}}]
         out: list[dict[str, Any]] = []
-        if resp.get("responseId"):
-            self._id = "chatcmpl-" + str(resp["responseId"])
+        if _s(resp.get("responseId")):
+            self._id = "chatcmpl-" + resp["responseId"]
         if isinstance(resp.get("usageMetadata"), dict):
             self._meta = resp["usageMetadata"]
-        candidates = resp.get("candidates") or []
-        if not candidates and (resp.get("promptFeedback") or {}).get("blockReason"):
+        candidates = _l(resp.get("candidates"))
+        if not candidates and _d(resp.get("promptFeedback")).get("blockReason"):
             self._finish[0] = "content_filter"
         for i, cand in enumerate(candidates):
             if not isinstance(cand, dict):
                 continue
-            index = int(cand.get("index", i))
+            index = _index(cand.get("index"), i)
             if index not in self._started:
                 self._started.add(index)
                 out.append(self._chunk(index, {"role": "assistant", "content": ""}))
-            text, calls = _split((cand.get("content") or {}).get("parts") or [])
+            text, calls = _split(cand)
             if text:
                 out.append(self._chunk(index, {"content": text}))
             for call, sig in calls:
                 n = self._calls.get(index, 0)
                 self._calls[index] = n + 1
-                call_id = _with_signature(call.get("id") or _call_id(self._id.removeprefix("chatcmpl-"), n), sig)
+                call_id = _with_signature(_s(call.get("id")) or _call_id(self._id.removeprefix("chatcmpl-"), n), sig)
                 delta = {"index": n, "id": call_id,
-                         "type": "function", "function": {"name": call.get("name", ""),
-                                                          "arguments": json.dumps(call.get("args") or {})}}
+                         "type": "function", "function": {"name": _s(call.get("name")),
+                                                          "arguments": json.dumps(_d(call.get("args")))}}
                 out.append(self._chunk(index, {"tool_calls": [delta]}))
             reason = _finish(cand.get("finishReason"), bool(self._calls.get(index)))
             if reason:

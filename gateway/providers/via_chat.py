@@ -47,6 +47,25 @@ class ChatCore(Protocol):
     def stream(self, model: str) -> ChatChunks: ...
 
 
+# Accessors for the cores: a value of an unexpected type (from a client or a provider) reads as
+# empty, so an odd shape is ignored, never a crash.
+def _d(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _l(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _s(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _functions(chat: dict[str, Any]) -> list[dict[str, Any]]:
+    """The function declarations of a chat request's tools (other tool types have no equivalent)."""
+    return [_d(t.get("function")) for t in _l(chat.get("tools")) if isinstance(t, dict) and t.get("type") == "function"]
+
+
 def _is_usage_chunk(obj: dict[str, Any]) -> bool:
     return "usage" in obj and not obj.get("choices")
 

@@ -217,3 +217,77 @@ def test_bedrock_takes_its_region_from_the_environment(tmp_path: Path) -> None:
     path.write_text("providers: {bed: {kind: bedrock}}\nmodels: [{name: n, deployments: [{provider: bed}]}]\n")
     cfg = load_config(path, environ={"AWS_REGION": "ap-south-1"})
     assert Provider("bed", cfg.providers["bed"], 0).root == "https://bedrock-runtime.ap-south-1.amazonaws.com"
+
+
+# ----------------------------------------------------------------------------- hostile shapes
+
+def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [path]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _paths(v, (*path, i))
+    return out
+
+
+def _replace(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+    if not path:
+        return new
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    copy[path[0]] = _replace(value[path[0]], path[1:], new)  # type: ignore[index, call-overload]
+    return copy
+
+
+@pytest.mark.parametrize("kind", ["gemini", "bedrock"])
+def test_any_value_of_the_wrong_type_is_a_400_or_ignored_never_a_crash(kind: str) -> None:
+    # Every value of every golden request replaced by each wrong type: what the request view lets
+    # through must translate or be refused with BadRequest (a 400 in the caller's shape).
+    from gateway.protocol.views import decode_view, require_model
+    from tests.unit.golden.native import CHAT_REQUESTS, MESSAGES_REQUESTS
+
+    chat, messages = NATIVE[kind]
+    tried = 0
+    for endpoint, translator, cases in (("chat", chat, CHAT_REQUESTS), ("messages", messages, MESSAGES_REQUESTS)):
+        for case in cases.values():
+            for path in _paths(case)[1:]:
+                for wrong in (None, 7, "x", [], {}, [None], {"type": 3}):
+                    body = msgspec.json.encode(_replace(case, path, wrong))
+                    try:
+                        require_model(decode_view(body, endpoint))
+                    except BadRequest:
+                        continue
+                    tried += 1
+                    try:
+                        translator.request(body, None, "model-id", "m", changed=False, mark_cache=False)
+                    except BadRequest:
+                        pass
+    assert tried > 500
+
+
+@pytest.mark.parametrize("kind", ["gemini", "bedrock"])
+def test_any_answer_shape_translates_without_a_crash(kind: str) -> None:
+    # Whatever the provider sends in a 200 (a value of the wrong type anywhere), plain or streamed:
+    # the client gets an answer, never a 500 or a dead stream.
+    from tests.unit.golden.native import BEDROCK_RESPONSES, GEMINI_RESPONSES, _ev, _gemini_sse
+
+    chat, messages = NATIVE[kind]
+    responses = GEMINI_RESPONSES if kind == "gemini" else BEDROCK_RESPONSES
+    tried = 0
+    for case in responses.values():
+        for path in _paths(case)[1:]:
+            for wrong in (None, 7, "x", [], {}, [None]):
+                bad = _replace(case, path, wrong)
+                for translator in (chat, messages):
+                    translator.response(msgspec.json.encode(bad), "m")
+                    if kind == "gemini":
+                        raw = _gemini_sse([bad])
+                    else:
+                        raw = b"".join(_ev(k, bad if isinstance(bad, dict) else {}) for k in (
+                            "messageStart", "contentBlockStart", "contentBlockDelta", "messageStop", "metadata"))
+                    st = translator.stream("m", True, [])
+                    st.feed(raw)
+                    st.finish()
+                    tried += 1
+    assert tried > 100
