@@ -81,3 +81,20 @@ def test_the_signing_key_follows_a_change_of_day_and_of_credentials() -> None:
 def test_credentials_never_print_their_secret() -> None:
     assert "secret-value" not in repr(sigv4.Credentials("AKID", "secret-value", "token-value"))
     assert "token-value" not in repr(sigv4.Credentials("AKID", "secret-value", "token-value"))
+
+
+def test_a_bedrock_request_signs_as_botocore_signs_it() -> None:
+    # Expected value computed once with botocore 1.44.8's SigV4Auth (2026-12-02) for this request:
+    # a model id whose ":" travels as %3A, temporary credentials, a streaming accept header.
+    url = ("https://bedrock-runtime.us-east-1.amazonaws.com/model/"
+           "us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse-stream")
+    body = b'{"messages":[{"role":"user","content":[{"text":"hi"}]}]}'
+    headers = {"host": "bedrock-runtime.us-east-1.amazonaws.com", "content-type": "application/json",
+               "accept": "application/vnd.amazon.eventstream"}
+    creds = sigv4.Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "session-tok")
+    when = dt.datetime(2026, 12, 2, 19, 4, 24, tzinfo=dt.UTC)
+    added = sigv4.Signer("us-east-1", "bedrock").sign("POST", url, headers, body, creds, when)
+    assert added["authorization"] == (
+        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261202/us-east-1/bedrock/aws4_request, "
+        "SignedHeaders=accept;content-type;host;x-amz-date;x-amz-security-token, "
+        "Signature=bb3324b6209863dc23f692f985e1acae128484933e75811ebcec02d04d287689")
