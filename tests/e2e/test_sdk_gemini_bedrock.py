@@ -49,6 +49,7 @@ def native_gateway(tmp_path_factory: pytest.TempPathFactory, native_mock: Proc) 
         "store": {"embedded_path": str(tmp / "store.db")},
         "providers": {
             "gem": {"kind": "gemini", "base_url": native_mock.url, "api_key_env": "E2E_GEMINI_KEY"},
+            "gem-nokey": {"kind": "gemini", "base_url": native_mock.url},
             "bed": {"kind": "bedrock", "base_url": native_mock.url, "region": "us-east-1"},
             "bed-wrong": {"kind": "bedrock", "base_url": native_mock.url, "region": "us-east-1",
                           "aws_secret_access_key_env": "E2E_WRONG_SECRET"},
@@ -58,6 +59,7 @@ def native_gateway(tmp_path_factory: pytest.TempPathFactory, native_mock: Proc) 
             {"name": "claude-bedrock", "deployments": [{"provider": "bed", "model": CLAUDE_ON_BEDROCK}]},
             {"name": "nova", "deployments": [{"provider": "bed", "model": NOVA}]},
             {"name": "nova-wrong-key", "deployments": [{"provider": "bed-wrong", "model": NOVA}]},
+            {"name": "flash-nokey", "deployments": [{"provider": "gem-nokey", "model": FLASH}]},
             {"name": "flash-out", "deployments": [{"provider": "gem", "model": FLASH}]},
             {"name": "nova-out", "deployments": [{"provider": "bed", "model": NOVA}]},
         ],
@@ -258,6 +260,15 @@ def test_a_wrong_signature_is_the_providers_403_in_each_callers_shape(oai: opena
     assert "signature we calculated does not match" in str(exc.value)
     with pytest.raises(anthropic.PermissionDeniedError) as aexc:
         claude.messages.create(model="nova-wrong-key", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    assert aexc.value.body["error"]["type"] == "permission_error"  # type: ignore[index]
+
+
+def test_a_gemini_error_comes_back_in_each_callers_shape(oai: openai.OpenAI, claude: anthropic.Anthropic) -> None:
+    with pytest.raises(openai.PermissionDeniedError) as exc:
+        oai.chat.completions.create(model="flash-nokey", messages=[{"role": "user", "content": "hi"}])
+    assert exc.value.body["message"].startswith("Method doesn't allow unregistered callers")  # type: ignore[index]
+    with pytest.raises(anthropic.PermissionDeniedError) as aexc:
+        claude.messages.create(model="flash-nokey", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
     assert aexc.value.body["error"]["type"] == "permission_error"  # type: ignore[index]
 
 
