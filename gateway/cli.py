@@ -47,7 +47,9 @@ def _mock(args: argparse.Namespace) -> int:
 
     settings = MockSettings(latency_ms=args.latency_ms, stream_chunks=args.stream_chunks,
                             chunk_interval_ms=args.chunk_interval_ms, error_rate=args.error_rate,
-                            error_status=args.error_status, cached_tokens=args.cached_tokens)
+                            error_status=args.error_status, cached_tokens=args.cached_tokens,
+                            # Bedrock mode checks SigV4 signatures with this secret (the shape only without)
+                            aws_secret=os.environ.get("GATEWAY_MOCK_AWS_SECRET_ACCESS_KEY", ""))
     os.environ["GATEWAY_MOCK_SETTINGS"] = msgspec.json.encode(settings).decode()
     print(f"gateway mock: http://{args.host}:{args.port} latency {args.latency_ms} ms", file=sys.stderr)
     serve_mock(args.host, args.port, args.workers)

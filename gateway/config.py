@@ -23,7 +23,7 @@ from gateway.providers.egress import build as build_egress
 from gateway.providers.resilience import BreakerConfig, RetryBudgetConfig
 from gateway.providers.shedding import AdmissionConfig
 
-ProviderKind = Literal["openai", "azure", "anthropic", "compatible"]
+ProviderKind = Literal["openai", "azure", "anthropic", "compatible", "gemini", "bedrock"]
 BUILTIN_MOCK = "builtin:mock"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://", "redis+cluster://",
                  "rediss+cluster://")
@@ -60,6 +60,12 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):
     ca_file: str | None = None  # PEM bundle trusted instead of the system's
     client_cert: str | None = None  # PEM certificate (chain) presented to the upstream
     client_key: str | None = None  # its private key, when not in client_cert's file
+    # bedrock: the AWS region (else AWS_REGION / AWS_DEFAULT_REGION) and where its credentials are
+    # read from (SigV4); an api_key_env / api_key_file instead is a Bedrock API key (bearer token).
+    region: str | None = None
+    aws_access_key_id_env: str = "AWS_ACCESS_KEY_ID"
+    aws_secret_access_key_env: str = "AWS_SECRET_ACCESS_KEY"
+    aws_session_token_env: str = "AWS_SESSION_TOKEN"
 
 
 def egress_proxy(p: ProviderConfig) -> str | None:
@@ -272,7 +278,9 @@ def _validate(cfg: Config, environ: dict[str, str]) -> None:
             if f not in names:
                 raise ConfigError(f"models[{i}].fallbacks: unknown model {f!r}")
     for name, p in cfg.providers.items():
-        if not p.base_url:
+        if p.kind == "bedrock" and not p.region:
+            raise ConfigError(f"providers.{name}.region: required for Bedrock (or set AWS_REGION)")
+        if not p.base_url and p.kind not in ("gemini", "bedrock"):  # those two have a default
             raise ConfigError(f"providers.{name}.base_url: required")
         if p.kind == "azure" and not p.api_version:
             raise ConfigError(f"providers.{name}.api_version: required for Azure OpenAI")
@@ -352,6 +360,9 @@ def load_config(
     except msgspec.ValidationError as exc:
         # msgspec names the path, e.g. "Expected `int`, got `str` - at `$.server.port`".
         raise ConfigError(_name_dict_key(str(exc), data).replace("$.", "")) from None
+    for p in cfg.providers.values():
+        if p.kind == "bedrock" and not p.region:  # the AWS SDKs' own variables, as they read them
+            p.region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
     _validate(cfg, env)
     return cfg
 

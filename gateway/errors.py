@@ -35,6 +35,7 @@ from typing import ClassVar, Literal
 import msgspec
 
 Protocol = Literal["openai", "anthropic"]
+Wire = Literal["openai", "anthropic", "gemini", "bedrock"]  # a provider's error shape (clients speak Protocol)
 
 _json = msgspec.json.Encoder()
 
@@ -175,7 +176,7 @@ class UpstreamStatus(UpstreamError):
         status: int,
         body: bytes,
         *,
-        protocol: Protocol,
+        protocol: Wire,
         headers: dict[str, str] | None = None,
         provider: str = "",
     ):

@@ -44,9 +44,7 @@ class _Stream:
 
 
 def _error_event(ctx: RequestContext, message: str) -> bytes:
-    target = ctx.target
-    anthropic_wire = (target is not None and target.translate) or ctx.endpoint.name == "messages"
-    if anthropic_wire:
+    if ctx.endpoint.protocol == "anthropic":  # the filter sees the client's wire (after any translation)
         body = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
         return b"event: error\ndata: " + _enc.encode(body) + b"\n\n"
     body = {"error": {"message": message, "type": "invalid_request_error", "code": "content_policy_violation"}}

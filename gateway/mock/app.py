@@ -19,6 +19,8 @@ from typing import Any
 import msgspec
 
 from gateway.mock import anthropic as anth
+from gateway.mock import bedrock as bed
+from gateway.mock import gemini as gem
 from gateway.mock import responses as oai
 from gateway.mock.caching import PromptCaches, openai_prompt
 
@@ -35,6 +37,8 @@ class MockSettings(msgspec.Struct):
     error_rate: float = 0.0
     error_status: int = 500
     cached_tokens: int = 0  # a fixed OpenAI cached_tokens on every answer; 0: simulate prefix caching
+    # Bedrock mode: the secret the SigV4 signatures are checked with ("" = the header's shape only).
+    aws_secret: str = ""
     record: int = 500  # how many requests /_mock/requests keeps
     models: tuple[str, ...] = ("mock-gpt-4o", "mock-claude", "gpt-4o-mini", "claude-house")
 
@@ -112,6 +116,10 @@ class MockApp:
         status = int(opts.get("status", 0)) or (
             st.settings.error_status if st.settings.error_rate and random.random() < st.settings.error_rate else 0
         )
+        if path.startswith("/v1beta/models/"):
+            return await self._gemini(proto, path, headers, body, n_id, status, entry)
+        if path.startswith("/model/"):
+            return await self._bedrock(proto, path, headers, raw, body, n_id, status, entry)
         if status >= 400:
             hdrs = [*JSON, ("x-request-id", f"req_mock{n_id}"), ("retry-after", "0")]
             return proto.response_bytes(status, hdrs, _error_body(status, is_anthropic))
@@ -166,21 +174,80 @@ class MockApp:
             return await self._stream(proto, hdrs, events, pace, done=False)
         return proto.response_bytes(200, JSON + hdrs, _enc.encode(anth.message(body, n_id, cache)))
 
+    async def _gemini(self, proto: Any, path: str, headers: Any, body: dict[str, Any], n_id: int, status: int,
+                      entry: dict[str, Any]) -> None:
+        """Gemini mode: /v1beta/models/{model}:generateContent and :streamGenerateContent?alt=sse."""
+        hdrs = [("x-request-id", f"req_mock{n_id}")]
+        model, _, method = path.removeprefix("/v1beta/models/").partition(":")
+        if not headers.get("x-goog-api-key"):
+            err = gem.error(403, "Method doesn't allow unregistered callers. Please use an API key.")
+            return proto.response_bytes(403, JSON + hdrs, _enc.encode(err))
+        if status >= 400:
+            err = gem.error(status, f"mock upstream error {status}")
+            return proto.response_bytes(status, JSON + hdrs, _enc.encode(err))
+        if method not in ("generateContent", "streamGenerateContent") or not isinstance(body.get("contents"), list):
+            err = gem.error(400, "Invalid JSON payload received: contents is required.")
+            return proto.response_bytes(400, JSON + hdrs, _enc.encode(err))
+        if gem.unsigned_call(body):
+            err = gem.error(400, "Function call is missing a thought_signature in functionCall parts.")
+            return proto.response_bytes(400, JSON + hdrs, _enc.encode(err))
+        cached = self.state.settings.cached_tokens
+        full = gem.generate(body, model, n_id, cached)
+        entry["usage"] = full["usageMetadata"]
+        if method == "streamGenerateContent":
+            st = self.state.settings
+            events = gem.stream(body, model, n_id, st.stream_chunks, cached)
+            frames = [b"data: " + _enc.encode(e) + b"\r\n\r\n" for e in events]  # Gemini ends lines CRLF
+            return await self._send_frames(proto, SSE + hdrs, frames, st.chunk_interval_ms / 1000.0)
+        return proto.response_bytes(200, JSON + hdrs, _enc.encode(full))
+
+    async def _bedrock(self, proto: Any, path: str, headers: Any, raw: bytes, body: dict[str, Any], n_id: int,
+                       status: int, entry: dict[str, Any]) -> None:
+        """Bedrock mode: /model/{modelId}/converse and /converse-stream (event-stream frames), SigV4 checked."""
+        hdrs = [("x-amzn-requestid", f"mock-{n_id}")]
+        wrong = bed.check_signature("POST", path, dict(headers.items()), raw, self.state.settings.aws_secret)
+        entry["signature_ok"] = wrong is None
+        if wrong is not None:
+            return proto.response_bytes(403, JSON + hdrs + bed.error_headers(403), _enc.encode({"message": wrong}))
+        if status >= 400:
+            return proto.response_bytes(status, JSON + hdrs + bed.error_headers(status),
+                                        _enc.encode({"message": f"mock upstream error {status}"}))
+        if not isinstance(body.get("messages"), list) or not body["messages"]:
+            return proto.response_bytes(400, JSON + hdrs + bed.error_headers(400),
+                                        _enc.encode({"message": "Malformed input request: messages is required"}))
+        cached = self.state.settings.cached_tokens
+        full = bed.converse(body, n_id, cached)
+        entry["usage"] = full["usage"]
+        if path.endswith("/converse-stream"):
+            st = self.state.settings
+            frames = bed.stream(body, n_id, st.stream_chunks, cached)
+            return await self._send_frames(proto, [("content-type", "application/vnd.amazon.eventstream"), *hdrs],
+                                           frames, st.chunk_interval_ms / 1000.0)
+        if path.endswith("/converse"):
+            return proto.response_bytes(200, JSON + hdrs, _enc.encode(full))
+        return proto.response_bytes(404, JSON + hdrs, _enc.encode({"message": "mock: unknown Bedrock operation"}))
+
     async def _stream(self, proto: Any, hdrs: list[tuple[str, str]], events: Sequence[tuple[str | None, Any]],
                       pace: float, done: bool) -> None:
+        frames = []
+        for name, data in events:
+            payload = _enc.encode(data)
+            frames.append((b"event: " + name.encode() + b"\n" if name else b"") + b"data: " + payload + b"\n\n")
+        if done:
+            frames.append(b"data: [DONE]\n\n")
+        await self._send_frames(proto, SSE + hdrs, frames, pace)
+
+    async def _send_frames(self, proto: Any, hdrs: list[tuple[str, str]], frames: Sequence[bytes],
+                           pace: float) -> None:
         st = self.state
         st.stats["streams_started"] += 1
-        transport = proto.response_stream(200, SSE + hdrs)
+        transport = proto.response_stream(200, hdrs)
 
         async def pump() -> None:
-            for name, data in events:
-                payload = _enc.encode(data)
-                frame = (b"event: " + name.encode() + b"\n" if name else b"") + b"data: " + payload + b"\n\n"
+            for frame in frames:
                 await transport.send_bytes(frame)
                 if pace:
                     await asyncio.sleep(pace)
-            if done:
-                await transport.send_bytes(b"data: [DONE]\n\n")
 
         if not pace:
             try:

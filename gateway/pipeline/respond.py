@@ -141,7 +141,8 @@ class Responder:
 
     async def stream(self, ctx: RequestContext, proto: Any, resp: UpstreamResponse, translator: Translator) -> None:
         keep: Events | None = [] if ctx.collect_stream else None
-        translated = translator.stream(ctx.model, ctx.include_usage, keep)
+        filtered = ctx.output_filter is not None
+        translated = translator.stream(ctx.model, ctx.include_usage, None if filtered else keep)
         ctype = resp.headers.get("content-type", SSE_TYPE) if translated is None else SSE_TYPE + "; charset=utf-8"
         headers = response_headers(ctx, resp.headers, ctype)
         headers.append(("cache-control", "no-cache"))
@@ -149,9 +150,13 @@ class Responder:
         transport = proto.response_stream(resp.status, headers)
         ctx.t_first_byte = time.perf_counter()
         chunks = resp.chunks()
+        if translated is not None:
+            chunks = _translate(chunks, translated)
         if ctx.output_filter is not None:
-            chunks = ctx.output_filter.stream(ctx, chunks)  # buffers and checks before passing chunks on
-        tap = StreamTap(keep) if translated is None else None
+            # Buffers and checks before passing chunks on: what the client reads, whatever the
+            # provider's wire (Gemini's events, Bedrock's binary frames), so it is kept after it.
+            chunks = ctx.output_filter.stream(ctx, chunks)
+        tap = StreamTap(keep) if translated is None or filtered else None
         pump = asyncio.ensure_future(_pump(chunks, transport, tap, translated, self._stream_cost(ctx)))
         gone = asyncio.ensure_future(proto.client_disconnect())
         try:
@@ -219,42 +224,36 @@ class Responder:
         ctx.t_end = time.perf_counter()
 
 
+async def _translate(chunks: AsyncIterator[bytes], translated: StreamTranslator) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        out = translated.feed(chunk)
+        if out:
+            yield out
+    yield translated.finish()
+
+
 async def _pump(chunks: AsyncIterator[bytes], transport: Any, tap: StreamTap | None,
                 translated: StreamTranslator | None, cost: StreamCost | None = None) -> None:
-    if translated is None:
-        assert tap is not None
-        if cost is None:
-            async for chunk in chunks:
-                await transport.send_bytes(chunk)
+    """Send what the client reads (already translated and filtered); with a price, the usage event
+    carries the stream's cost, priced from the usage the ledger uses."""
+    if cost is None:
+        async for chunk in chunks:
+            await transport.send_bytes(chunk)
+            if tap is not None:
                 tap.feed(chunk)
-            return
-        try:
-            async for chunk in chunks:
-                out = cost.feed(chunk)
-                if out:
-                    await transport.send_bytes(out)
-                tap.feed(chunk)  # the provider's bytes: the cache keeps the answer without our field
-        except Exception:
-            await _release(transport, cost)
-            raise
-        await transport.send_bytes(cost.finish(parse_usage(tap.usage)))  # the usage the ledger prices
         return
     try:
         async for chunk in chunks:
-            out = translated.feed(chunk)
-            if cost is not None:
-                out = cost.feed(out)
+            out = cost.feed(chunk)
             if out:
                 await transport.send_bytes(out)
+            if tap is not None:
+                tap.feed(chunk)  # the bytes before our field: the cache keeps the answer without it
     except Exception:
-        if cost is not None:
-            await _release(transport, cost)
+        await _release(transport, cost)
         raise
-    end = translated.finish()
-    if cost is not None:
-        end = cost.feed(end) + cost.finish(translated.usage)
-    await transport.send_bytes(end)
-
+    usage = translated.usage if translated is not None else parse_usage(tap.usage if tap is not None else None)
+    await transport.send_bytes(cost.finish(usage))
 
 
 async def _release(transport: Any, cost: StreamCost) -> None:

@@ -118,7 +118,7 @@ class Pipeline:
                 ctx.target = target
                 ctx.fallback = i > 0 and target.route is not plan.route
                 translator = target.translator
-                endpoint = translator.endpoint(ctx.endpoint.name)
+                endpoint = translator.endpoint(ctx.endpoint.name, ctx.stream)
                 payload = translator.request(ctx.body, ctx.data, target.model, ctx.model, changed=ctx.changed,
                                              mark_cache=mark)
                 ctx.attempts += 1

@@ -36,10 +36,22 @@ def parse_usage(usage: dict[str, Any] | None) -> Usage | None:
     - OpenAI chat/completions: prompt_tokens (cached included), prompt_tokens_details.cached_tokens;
     - OpenAI Responses: input_tokens (cached included), input_tokens_details.cached_tokens;
     - Anthropic: input_tokens (uncached only), cache_creation_input_tokens (split by TTL in
-      cache_creation when given), cache_read_input_tokens.
+      cache_creation when given), cache_read_input_tokens;
+    - Gemini usageMetadata: promptTokenCount (cached included) plus toolUsePromptTokenCount,
+      cachedContentTokenCount, candidatesTokenCount plus thoughtsTokenCount (billed as output);
+    - Bedrock Converse: inputTokens (uncached only, as Anthropic's), cacheReadInputTokens,
+      cacheWriteInputTokens, outputTokens.
     """
     if not isinstance(usage, dict) or not usage:
         return None
+    if "promptTokenCount" in usage or "candidatesTokenCount" in usage:
+        prompt = _int(usage.get("promptTokenCount")) + _int(usage.get("toolUsePromptTokenCount"))
+        cached = min(_int(usage.get("cachedContentTokenCount")), prompt)
+        return Usage(input=prompt - cached, cache_read=cached,
+                     output=_int(usage.get("candidatesTokenCount")) + _int(usage.get("thoughtsTokenCount")))
+    if "inputTokens" in usage or "outputTokens" in usage:
+        return Usage(input=_int(usage.get("inputTokens")), cache_read=_int(usage.get("cacheReadInputTokens")),
+                     cache_write=_int(usage.get("cacheWriteInputTokens")), output=_int(usage.get("outputTokens")))
     if "prompt_tokens" in usage:
         details = usage.get("prompt_tokens_details") or {}
         cached = min(_int(details.get("cached_tokens")), _int(usage["prompt_tokens"]))

@@ -354,7 +354,7 @@ class MessagesToChat:
 
     translates = True
 
-    def endpoint(self, client_endpoint: Endpoint) -> Endpoint:
+    def endpoint(self, client_endpoint: Endpoint, stream: bool = False) -> Endpoint:
         return "chat"
 
     def request(self, body: bytes, data: dict[str, Any] | None, model: str, client_model: str, *,

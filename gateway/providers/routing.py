@@ -8,9 +8,18 @@ from typing import Literal, NamedTuple
 
 from gateway.config import Config, Deployment, ModelConfig
 from gateway.errors import UnknownModel, UnsupportedRoute
+from gateway.providers.bedrock import BEDROCK
+from gateway.providers.gemini import GEMINI
 from gateway.providers.messages_to_chat import MESSAGES_TO_CHAT
 from gateway.providers.translate import CHAT_TO_ANTHROPIC, PASSTHROUGH, Translator
 from gateway.providers.upstream import Provider
+from gateway.providers.via_chat import ChatVia, MessagesVia
+
+# Providers with a wire of their own, reached through chat: (from chat clients, from messages clients).
+NATIVE: dict[str, tuple[Translator, Translator]] = {
+    "gemini": (ChatVia(GEMINI), MessagesVia(GEMINI)),
+    "bedrock": (ChatVia(BEDROCK), MessagesVia(BEDROCK)),
+}
 
 Family = Literal["openai", "anthropic"]
 
@@ -119,7 +128,11 @@ class Router:
             for dep in self._ordered(r):
                 provider = self.providers[dep.provider]
                 upstream_model = dep.model or (model if r is route else r.name)
-                if provider.speaks(protocol):
+                native = NATIVE.get(provider.kind)
+                if native is not None:
+                    if endpoint in ("chat", "messages"):
+                        targets.append(Target(provider, upstream_model, r, native[endpoint == "messages"]))
+                elif provider.speaks(protocol):
                     targets.append(Target(provider, upstream_model, r, PASSTHROUGH))
                 elif endpoint == "chat" and provider.speaks("anthropic"):
                     targets.append(Target(provider, upstream_model, r, CHAT_TO_ANTHROPIC))

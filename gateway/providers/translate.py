@@ -274,7 +274,7 @@ class StreamTranslator(Protocol):
 class Translator(Protocol):
     translates: bool  # the provider speaks another protocol than the client
 
-    def endpoint(self, client_endpoint: Endpoint) -> Endpoint: ...
+    def endpoint(self, client_endpoint: Endpoint, stream: bool) -> Endpoint: ...
 
     def request(self, body: bytes, data: dict[str, Any] | None, model: str, client_model: str, *,
                 changed: bool, mark_cache: bool) -> bytes: ...
@@ -289,7 +289,7 @@ class Passthrough:
 
     translates = False
 
-    def endpoint(self, client_endpoint: Endpoint) -> Endpoint:
+    def endpoint(self, client_endpoint: Endpoint, stream: bool = False) -> Endpoint:
         return client_endpoint
 
     def request(self, body: bytes, data: dict[str, Any] | None, model: str, client_model: str, *,
@@ -346,7 +346,7 @@ class ChatToAnthropic:
 
     translates = True
 
-    def endpoint(self, client_endpoint: Endpoint) -> Endpoint:
+    def endpoint(self, client_endpoint: Endpoint, stream: bool = False) -> Endpoint:
         return "messages"
 
     def request(self, body: bytes, data: dict[str, Any] | None, model: str, client_model: str, *,

@@ -14,20 +14,30 @@ import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Literal, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import structlog
 
 from gateway.config import BUILTIN_MOCK, ProviderConfig, egress_proxy
-from gateway.errors import GatewayError, UpstreamError, UpstreamStatus, UpstreamTimeout, UpstreamUnreachable
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    UpstreamError,
+    UpstreamStatus,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    Wire,
+)
 from gateway.providers.egress import Egress
 from gateway.providers.egress import build as build_egress
 from gateway.providers.lean import LeanTransport
+from gateway.providers.sigv4 import Credentials, Signer
 
 log = structlog.get_logger("gateway.upstream")
 
-Endpoint = Literal["chat", "completions", "embeddings", "responses", "models", "messages"]
+Endpoint = Literal["chat", "completions", "embeddings", "responses", "models", "messages",
+                   "gemini_generate", "gemini_stream", "converse", "converse_stream"]
 _OPENAI_PATHS = {
     "chat": "/chat/completions",
     "completions": "/completions",
@@ -40,7 +50,7 @@ FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta", "openai-organization
                      "openai-beta", "idempotency-key")
 # Provider response headers clients rely on.
 PASSBACK_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-", "openai-", "x-request-id", "request-id",
-                     "retry-after", "anthropic-organization-id")
+                     "retry-after", "anthropic-organization-id", "x-amzn-requestid", "x-amzn-bedrock-")
 
 
 @contextlib.contextmanager
@@ -194,7 +204,7 @@ class Provider:
         self.name = name
         self.cfg = cfg
         self.kind = cfg.kind
-        base = cfg.base_url.rstrip("/")
+        base = (cfg.base_url or default_base_url(cfg)).rstrip("/")
         if base == BUILTIN_MOCK:
             base = f"http://127.0.0.1:{self_port}/_mock"
         self.root = base
@@ -208,6 +218,12 @@ class Provider:
                           "anthropic": cfg.kind in ("anthropic", "compatible")}
         self._key = _read_secret(cfg, name)  # read once; never logged
         self.first_byte_s = cfg.timeouts.first_byte_s
+        # Bedrock: SigV4 with AWS credentials, unless a Bedrock API key (a bearer token) is configured.
+        self._signer: Signer | None = None
+        self._aws: Credentials | None = None
+        if cfg.kind == "bedrock" and not self._key:
+            self._signer = Signer(bedrock_region(cfg), "bedrock")
+            self._aws = _aws_credentials(cfg)
         self._auth = self._auth_headers()
         self.transport: Transport | None = transport
         # Checked by load_config already; read the environment once more for this process.
@@ -242,7 +258,12 @@ class Provider:
         transport = self.transport
         if transport is None or self.cfg.warmup_connections <= 0:
             return
-        url = self.openai_base + "/models" if self.speaks("openai") else self.anthropic_root + "/v1/models"
+        if self.kind == "gemini":
+            url = self.root + "/v1beta/models"
+        elif self.kind == "bedrock":
+            url = self.root + "/ping"  # unsigned: only opens the connection
+        else:
+            url = self.openai_base + "/models" if self.speaks("openai") else self.anthropic_root + "/v1/models"
 
         async def one() -> None:
             with contextlib.suppress(Exception):
@@ -258,6 +279,10 @@ class Provider:
             return headers
         if self.kind == "azure":
             headers["api-key"] = self._key
+        elif self.kind == "gemini":
+            headers["x-goog-api-key"] = self._key
+        elif self.kind == "bedrock":
+            headers["authorization"] = "Bearer " + self._key
         elif self.kind == "anthropic":
             headers["x-api-key"] = self._key
         else:
@@ -266,6 +291,14 @@ class Provider:
         return headers
 
     def url(self, endpoint: Endpoint, model: str) -> str:
+        if endpoint in ("gemini_generate", "gemini_stream"):
+            name = quote(model.removeprefix("models/"), safe="")
+            if endpoint == "gemini_stream":
+                return f"{self.root}/v1beta/models/{name}:streamGenerateContent?alt=sse"
+            return f"{self.root}/v1beta/models/{name}:generateContent"
+        if endpoint in ("converse", "converse_stream"):
+            operation = "converse-stream" if endpoint == "converse_stream" else "converse"
+            return f"{self.root}/model/{quote(model, safe='')}/{operation}"
         if endpoint == "messages":
             return self.anthropic_root + "/v1/messages"
         if self.kind == "azure":
@@ -279,6 +312,10 @@ class Provider:
         if extra:
             headers.update(extra)  # trace context for this call
         headers["content-type"] = "application/json"
+        if self.kind in ("gemini", "bedrock"):
+            if endpoint == "converse_stream":
+                headers["accept"] = "application/vnd.amazon.eventstream"
+            return headers  # the client's anthropic-*/openai-* headers mean nothing to these providers
         for name in FORWARDED_HEADERS:
             value = client_headers.get(name)
             if value is not None:
@@ -292,18 +329,57 @@ class Provider:
         """Send the request; return once the response headers arrived (the first-byte timeout).
         An error status is read and raised as `UpstreamStatus` in the provider's own wire shape."""
         assert self.transport is not None, "provider pool not opened"
-        resp = await self.transport.post(self.url(endpoint, model), body,
-                                         self.request_headers(endpoint, client_headers, extra_headers),
-                                         self.first_byte_s)
+        url = self.url(endpoint, model)
+        headers = self.request_headers(endpoint, client_headers, extra_headers)
+        if self._signer is not None:
+            headers.update(self._sign(url, headers, body))
+        resp = await self.transport.post(url, body, headers, self.first_byte_s)
         if resp.status >= 400:
             try:
                 error_body = await resp.read()
             finally:
                 resp.release()
-            wire: Literal["openai", "anthropic"] = "anthropic" if endpoint == "messages" else "openai"
+            wire: Wire = _WIRES.get(endpoint, "openai")
             raise UpstreamStatus(resp.status, error_body, protocol=wire, provider=self.name,
                                  headers=dict(passback_headers(resp.headers)))
         return resp
+
+
+    def _sign(self, url: str, headers: dict[str, str], body: bytes) -> dict[str, str]:
+        """SigV4 headers for this request; the host is signed as the transport will send it."""
+        assert self._signer is not None
+        if self._aws is None:
+            raise BadRequest(f"The provider {self.name!r} has no AWS credentials (AWS_ACCESS_KEY_ID and "
+                             "AWS_SECRET_ACCESS_KEY, or the variables its configuration names).")
+        https = urlsplit(url).scheme == "https"
+        default = self.port == (443 if https else 80)
+        host = self.host if default else f"{self.host}:{self.port}"
+        return self._signer.sign("POST", url, {"host": host, **headers}, body, self._aws)
+
+
+_WIRES: dict[str, Wire] = {"messages": "anthropic", "gemini_generate": "gemini", "gemini_stream": "gemini",
+                           "converse": "bedrock", "converse_stream": "bedrock"}
+
+
+def default_base_url(cfg: ProviderConfig) -> str:
+    if cfg.kind == "gemini":
+        return "https://generativelanguage.googleapis.com"
+    if cfg.kind == "bedrock":
+        return f"https://bedrock-runtime.{bedrock_region(cfg)}.amazonaws.com"
+    return ""
+
+
+def bedrock_region(cfg: ProviderConfig) -> str:
+    return cfg.region or ""  # load_config filled it from AWS_REGION / AWS_DEFAULT_REGION when unset
+
+
+def _aws_credentials(cfg: ProviderConfig) -> Credentials | None:
+    """Read once at start-up from the environment (never logged); None when incomplete."""
+    key = os.environ.get(cfg.aws_access_key_id_env, "")
+    secret = os.environ.get(cfg.aws_secret_access_key_env, "")
+    if not key or not secret:
+        return None
+    return Credentials(key, secret, os.environ.get(cfg.aws_session_token_env, ""))
 
 
 def passback_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:

@@ -1,0 +1,314 @@
+"""AWS Bedrock's Converse API (POST /model/{modelId}/converse, /converse-stream) as OpenAI chat.
+
+Pure wire mapping (no I/O); via_chat.py makes it reachable from OpenAI and Anthropic clients, the
+signing is sigv4.py's, the stream's binary framing protocol/eventstream.py's.
+
+Choices where the wires differ (each deliberate):
+- system and developer messages become `system` blocks; tool results are `toolResult` blocks of
+  a user turn (a result that parses as a JSON object goes as a `json` block, else `text`); the
+  "[tool error] " prefix messages_to_chat.py writes for an is_error result becomes status "error".
+- images must travel as bytes: a data: URL becomes an `image` block; an http(s) URL is refused
+  with a 400 (Bedrock cannot fetch it, and the gateway does not fetch on a client's behalf).
+- tool_choice "none" has no Converse equivalent: the tools stay declared (Bedrock requires them
+  when the history holds tool use) and the choice is left to the model.
+- stop reasons: end_turn and stop_sequence -> "stop", tool_use -> "tool_calls", max_tokens and
+  model_context_window_exceeded -> "length", guardrail_intervened and content_filtered ->
+  "content_filter".
+- usage: inputTokens excludes cache reads and writes (cacheReadInputTokens,
+  cacheWriteInputTokens), as Anthropic's input_tokens does.
+- a stream's exception message (throttlingException, modelStreamErrorException, ...) ends the
+  stream as an error chunk, like a provider error mid-stream elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from gateway.errors import BadRequest
+from gateway.protocol.eventstream import Decoder, EventStreamError
+from gateway.protocol.usage import Usage, parse_usage
+from gateway.providers.translate import _text_of
+from gateway.providers.via_chat import _d, _functions, _l, _s
+
+if TYPE_CHECKING:
+    from gateway.providers.upstream import Endpoint
+
+_dec = msgspec.json.Decoder()
+
+STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "tool_calls", "max_tokens": "length",
+                "model_context_window_exceeded": "length", "guardrail_intervened": "content_filter",
+                "content_filtered": "content_filter"}
+_TOOL_ERROR = "[tool error] "
+_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+
+
+# ------------------------------------------------------------------------------------------ request
+
+
+def _image(part: dict[str, Any]) -> dict[str, Any]:
+    url = _s(_d(part.get("image_url")).get("url"))
+    if url.startswith("data:") and ";base64," in url:
+        media, _, data = url[5:].partition(";base64,")
+        fmt = _FORMATS.get(media.lower())
+        if fmt is not None:
+            return {"image": {"format": fmt, "source": {"bytes": data}}}
+        raise BadRequest(f"Bedrock takes png, jpeg, gif or webp images, not {media!r}.", param="messages")
+    raise BadRequest("Bedrock takes images as bytes only: send the image as a data: URL (base64).",
+                     param="messages")
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    blocks: list[dict[str, Any]] = []
+    for part in _l(content):
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text" and _s(part.get("text")):
+            blocks.append({"text": part["text"]})
+        elif part.get("type") == "image_url":
+            blocks.append(_image(part))
+    return blocks
+
+
+def _input(arguments: Any) -> dict[str, Any]:
+    try:
+        parsed = json.loads(arguments or "{}")
+    except (json.JSONDecodeError, TypeError):
+        return {"_raw": arguments}
+    return parsed if isinstance(parsed, dict) else {"value": parsed}
+
+
+def _tool_result(msg: dict[str, Any]) -> dict[str, Any]:
+    text = _text_of(msg.get("content"))
+    status = "success"
+    if text.startswith(_TOOL_ERROR):
+        text, status = text[len(_TOOL_ERROR):], "error"
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError:
+        parsed = None
+    content = [{"json": parsed}] if isinstance(parsed, dict) else [{"text": text}]
+    return {"toolResult": {"toolUseId": _s(msg.get("tool_call_id")), "content": content, "status": status}}
+
+
+def _append(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
+    # Converse wants user and assistant turns to alternate: merge neighbours of the same role.
+    if not blocks:
+        return
+    if messages and messages[-1]["role"] == role:
+        messages[-1]["content"].extend(blocks)
+    else:
+        messages.append({"role": role, "content": blocks})
+
+
+def _tool_choice(choice: Any) -> dict[str, Any] | None:
+    if choice == "auto":
+        return {"auto": {}}
+    if choice == "required":
+        return {"any": {}}
+    if isinstance(choice, dict):
+        return {"tool": {"name": _s(_d(choice.get("function")).get("name"))}}
+    return None  # "none" and unset: the model decides
+
+
+def chat_to_converse(chat: dict[str, Any], model: str) -> dict[str, Any]:
+    """An OpenAI chat.completions request as a Converse request (the model id is in the URL)."""
+    system: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    for msg in _l(chat.get("messages")):
+        if not isinstance(msg, dict):
+            continue
+        role = msg.get("role")
+        if role in ("system", "developer"):
+            text = _text_of(msg.get("content"))
+            if text:
+                system.append({"text": text})
+        elif role == "assistant":
+            blocks = _blocks(msg.get("content"))
+            for call in _l(msg.get("tool_calls")):
+                call, fn = _d(call), _d(_d(call).get("function"))
+                blocks.append({"toolUse": {"toolUseId": _s(call.get("id")), "name": _s(fn.get("name")),
+                                           "input": _input(fn.get("arguments"))}})
+            _append(messages, "assistant", blocks)
+        elif role == "tool":
+            _append(messages, "user", [_tool_result(msg)])
+        else:
+            _append(messages, "user", _blocks(msg.get("content")))
+    out: dict[str, Any] = {"messages": messages}
+    if system:
+        out["system"] = system
+    inference: dict[str, Any] = {}
+    limit = chat.get("max_completion_tokens") or chat.get("max_tokens")
+    if limit:
+        inference["maxTokens"] = limit
+    if chat.get("temperature") is not None:
+        inference["temperature"] = chat["temperature"]
+    if chat.get("top_p") is not None:
+        inference["topP"] = chat["top_p"]
+    stop = chat.get("stop")
+    if stop:
+        inference["stopSequences"] = [stop] if isinstance(stop, str) else [x for x in _l(stop) if isinstance(x, str)]
+    if inference:
+        out["inferenceConfig"] = inference
+    tools = _functions(chat)
+    if tools:
+        config: dict[str, Any] = {"tools": [{"toolSpec": {
+            "name": _s(fn.get("name")), "description": _s(fn.get("description")) or _s(fn.get("name")),
+            "inputSchema": {"json": _d(fn.get("parameters")) or {"type": "object", "properties": {}}}}}
+            for fn in tools]}
+        choice = _tool_choice(chat.get("tool_choice"))
+        if choice:
+            config["toolChoice"] = choice
+        out["toolConfig"] = config
+    return out
+
+
+# ----------------------------------------------------------------------------------------- response
+
+
+def usage_to_openai(usage: dict[str, Any] | None) -> dict[str, Any]:
+    parsed = parse_usage(usage) or Usage()
+    return {"prompt_tokens": parsed.prompt, "completion_tokens": parsed.output,
+            "total_tokens": parsed.prompt + parsed.output,
+            "prompt_tokens_details": {"cached_tokens": parsed.cache_read}}
+
+
+def converse_to_chat(resp: dict[str, Any], model: str, request_id: str = "") -> dict[str, Any]:
+    """A Converse response as an OpenAI chat.completion."""
+    content = _l(_d(_d(resp.get("output")).get("message")).get("content"))
+    text, calls = [], []
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        if isinstance(block.get("text"), str):
+            text.append(block["text"])
+        elif isinstance(block.get("toolUse"), dict):
+            use = block["toolUse"]
+            calls.append({"id": _s(use.get("toolUseId")), "type": "function",
+                          "function": {"name": _s(use.get("name")), "arguments": json.dumps(_d(use.get("input")))}})
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    return {
+        "id": "chatcmpl-" + (request_id or "bedrock"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message,
+                     "finish_reason": STOP_REASONS.get(_s(resp.get("stopReason")) or "end_turn", "stop"),
+                     "logprobs": None}],
+        "usage": usage_to_openai(resp.get("usage")),
+    }
+
+
+# ---------------------------------------------------------------------------------------- streaming
+
+
+class ConverseChunks:
+    """converse-stream's event-stream messages as chat chunks: messageStart, contentBlockStart
+    (a tool use's id and name), contentBlockDelta (text, or a tool use's partial JSON input),
+    messageStop (the stop reason: the finish chunk), metadata (usage: the usage chunk). A frame
+    whose CRC or length is wrong ends the stream as an error: nothing after it can be trusted."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.usage: Usage | None = None
+        self._decoder = Decoder()
+        self._id = "chatcmpl-bedrock"
+        self._created = int(time.time())
+        self._started = False
+        self._tools: dict[int, int] = {}  # contentBlockIndex -> tool_calls index
+        self._done = False
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+
+    def _start(self) -> list[dict[str, Any]]:
+        if self._started:
+            return []
+        self._started = True
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def _event(self, kind: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+        if kind == "messageStart":
+            return self._start()
+        out = self._start()
+        block = data.get("contentBlockIndex")
+        block = block if isinstance(block, int) and not isinstance(block, bool) else 0
+        if kind == "contentBlockStart":
+            use = _d(data.get("start")).get("toolUse")
+            if isinstance(use, dict):
+                index = self._tools.setdefault(block, len(self._tools))
+                out.append(self._chunk({"tool_calls": [{"index": index, "id": _s(use.get("toolUseId")),
+                                                        "type": "function",
+                                                        "function": {"name": _s(use.get("name")), "arguments": ""}}]}))
+        elif kind == "contentBlockDelta":
+            delta = _d(data.get("delta"))
+            if _s(delta.get("text")):
+                out.append(self._chunk({"content": delta["text"]}))
+            elif isinstance(delta.get("toolUse"), dict):
+                index = self._tools.setdefault(block, len(self._tools))
+                partial = _s(delta["toolUse"].get("input"))
+                out.append(self._chunk({"tool_calls": [{"index": index, "function": {"arguments": partial}}]}))
+        elif kind == "messageStop":
+            out.append(self._chunk({}, STOP_REASONS.get(_s(data.get("stopReason")) or "end_turn", "stop")))
+        elif kind == "metadata" and isinstance(data.get("usage"), dict):
+            self.usage = parse_usage(data["usage"])
+            out.append({"id": self._id, "object": "chat.completion.chunk", "created": self._created,
+                        "model": self.model, "choices": [], "usage": usage_to_openai(data["usage"])})
+        return out
+
+    def feed(self, chunk: bytes) -> list[dict[str, Any]]:
+        if self._done:
+            return []
+        try:
+            messages = self._decoder.feed(chunk)
+        except EventStreamError as exc:
+            self._done = True
+            return [{"error": {"message": f"Bedrock stream framing: {exc}", "type": "api_error"}}]
+        out: list[dict[str, Any]] = []
+        for msg in messages:
+            try:
+                data = _dec.decode(msg.payload) if msg.payload else {}
+            except msgspec.DecodeError:
+                data = {}
+            if not isinstance(data, dict):
+                data = {}
+            if msg.message_type != "event":  # an exception (or error) message ends the stream
+                self._done = True
+                message = _s(data.get("message")) or str(msg.headers.get(":error-message") or "Bedrock stream error")
+                out.append({"error": {"message": message, "type": msg.event_type or "api_error"}})
+                break
+            out += self._event(msg.event_type, data)
+        return out
+
+    def finish(self) -> list[dict[str, Any]]:
+        if self._decoder.pending and not self._done:
+            self._done = True
+            return [{"error": {"message": "Bedrock stream ended inside a message", "type": "api_error"}}]
+        return []
+
+
+class BedrockCore:
+    """The Converse wire for via_chat's translators."""
+
+    def endpoint(self, stream: bool) -> Endpoint:
+        return "converse_stream" if stream else "converse"
+
+    def request(self, chat: dict[str, Any], model: str) -> dict[str, Any]:
+        return chat_to_converse(chat, model)
+
+    def response(self, body: dict[str, Any], model: str) -> tuple[dict[str, Any], Usage | None]:
+        return converse_to_chat(body, model), parse_usage(body.get("usage"))
+
+    def stream(self, model: str) -> ConverseChunks:
+        return ConverseChunks(model)
+
+
+BEDROCK = BedrockCore()
