@@ -39,6 +39,7 @@ log = structlog.get_logger("gateway.cache")
 GEN_KEY = "gw:cache-gen"
 ALL = "*"
 REFRESH_S = 1.0
+MEMO_MAX = 8192
 
 
 class Generation(msgspec.Struct):
@@ -72,6 +73,7 @@ class Generations:
         self._keys: dict[str, str] = {}
         self._pairs: dict[tuple[str, str], str] = {}
         self._scoped = False
+        self._memo: dict[tuple[str, str], str] = {}  # (model, tenant) -> salt, emptied on every change
         self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ request path
@@ -80,9 +82,14 @@ class Generations:
         """The tokens that apply to a request: "" until the first clear, then a few dict lookups."""
         if not self._scoped:
             return self._all
-        m = model if isinstance(model, str) else ""
-        salt = self._all + self._models.get(m, "") + self._keys.get(tenant, "")
-        return salt + self._pairs.get((tenant, m), "") if self._pairs else salt
+        m = model if isinstance(model, str) else ""  # a client may send anything: keep it hashable
+        memo = self._memo
+        salt = memo.get((m, tenant))
+        if salt is None:
+            salt = self._all + self._models.get(m, "") + self._keys.get(tenant, "") + self._pairs.get((tenant, m), "")
+            if len(memo) < MEMO_MAX:  # names clients typed: bounded
+                memo[(m, tenant)] = salt
+        return salt
 
     # ------------------------------------------------------------------ background
 
@@ -137,6 +144,7 @@ class Generations:
         self._all = "a" + scopes[ALL].token if ALL in scopes else ""
         self._models, self._keys, self._pairs = models, keys, pairs
         self._scoped = bool(models or keys or pairs)
+        self._memo = {}
         self.loaded = True
 
     def assume_none(self) -> None:

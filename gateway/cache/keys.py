@@ -22,6 +22,8 @@ tag, so a lookup's one MGET (intent pointer + entry) and an entry's writes stay 
     gw:c:n:{<partition>}           the partition's recent intents (phase 2)
     gw:v:{<partition>}             the partition's vectors (store/redis.py)
     gw:c:lru                       one sorted set for eviction (single-key commands only)
+    gw:cache-gen                   the clear generations, scope -> token (generations.py; mixed into
+                                   the partition digest, outside gw:c: so clearing that keeps it)
 """
 
 from __future__ import annotations

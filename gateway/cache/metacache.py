@@ -87,7 +87,8 @@ class MetaCache:
     # ------------------------------------------------------------------------------ cacheability
 
     def cacheable(self, req: CacheRequest) -> bool:
-        return self.settings.enabled and not req.no_cache and self.storable(req)
+        """It may be answered from the cache (no-store requests too: they skip only the write-back)."""
+        return self.settings.enabled and not req.no_cache and self._answer_is_reusable(req)
 
     def storable(self, req: CacheRequest) -> bool:
         """Its answer may be written back (no-cache requests included: they skip only the lookup)."""

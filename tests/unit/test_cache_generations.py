@@ -129,3 +129,15 @@ def _route(name: str, aliases: list[str]) -> Any:
     from gateway.config import ModelConfig
 
     return ModelConfig(name=name, aliases=aliases, deployments=[])
+
+
+async def test_salts_are_remembered_per_model_and_key_and_forgotten_on_a_change(store: EmbeddedStore) -> None:
+    gens = Generations(store)
+    await gens.bump([scope_of("gpt-4o")])
+    first = gens.salt("gpt-4o", "t")
+    assert gens.salt(["not", "a", "name"], "t") == gens.salt(None, "t") == ""  # any JSON a client sends
+    await gens.bump([scope_of("gpt-4o")])
+    assert gens.salt("gpt-4o", "t") not in (first, "")
+    for i in range(10_000):  # names clients made up do not grow the memo without bound
+        gens.salt(f"model-{i}", "t")
+    assert len(gens._memo) <= 8192
