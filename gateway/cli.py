@@ -112,7 +112,7 @@ def _version(args: argparse.Namespace) -> int:
 
 
 # Subcommands owned by other modules; each exposes register(subparsers). Missing ones are skipped.
-PLUGIN_COMMANDS = ("gateway.bench", "gateway.observe.events_cli", "gateway.keys_cli")
+PLUGIN_COMMANDS = ("gateway.bench", "gateway.observe.events_cli", "gateway.keys_cli", "gateway.cache_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,6 +23,8 @@ tag, so a lookup's one MGET (intent pointer + entry) and an entry's writes stay 
     gw:c:n:{<partition>}           the partition's recent intents (phase 2)
     gw:v:{<partition>}             the partition's vectors (store/redis.py)
     gw:c:lru                       one sorted set for eviction (single-key commands only)
+    gw:cache-gen                   the clear generations, scope -> token (generations.py; mixed into
+                                   the partition digest, outside gw:c: so clearing that keeps it)
 """
 
 from __future__ import annotations
@@ -127,8 +129,12 @@ def _last_user_index(messages: list[Any]) -> int:
     return -1
 
 
-def compute(tenant: str, endpoint: str, body: dict[str, Any]) -> Keys:
-    """Canonicalise once and derive the partition digest, the exact key and the comparable text."""
+def compute(tenant: str, endpoint: str, body: dict[str, Any], salt: str = "") -> Keys:
+    """Canonicalise once and derive the partition digest, the exact key and the comparable text.
+
+    `salt` is the cache generation of the request's scopes (cache/generations.py): a clear changes it,
+    and with it every partition of the scope. Empty (nothing ever cleared), it leaves digests as
+    they were before generations existed, so stored entries survive an upgrade."""
     params = _params(endpoint, body)
     text: str | None = None
     head: list[Any] = []
@@ -152,7 +158,7 @@ def compute(tenant: str, endpoint: str, body: dict[str, Any]) -> Keys:
             head = [*messages[:i], None, *messages[i + 1 :]]
             last = messages[i]
             text = _text_of(last.get("content"))
-    h = hashlib.sha256(_encode([tenant, endpoint, params, head]))
+    h = hashlib.sha256(_encode([tenant, endpoint, params, head, salt] if salt else [tenant, endpoint, params, head]))
     partition = h.copy().hexdigest()[:PARTITION_LEN]
     h.update(b"\x1e")
     h.update(_encode(last))

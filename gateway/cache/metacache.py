@@ -25,6 +25,7 @@ import numpy as np
 
 from gateway.cache import intent
 from gateway.cache import keys as K
+from gateway.cache.generations import ALL, Generations
 from gateway.cache.groupcommit import GroupCommit
 from gateway.cache.recent import Recent, RecentIntents
 from gateway.cache.recent import encode as encode_recent
@@ -60,6 +61,7 @@ class MetaCache:
         embedder: Embedder | None = None,
         verifier: Verifier | None = verify,
         overloaded: Callable[[], bool] | None = None,
+        generations: Generations | None = None,
     ) -> None:
         self.settings = settings or CacheSettings()
         self.stats = CacheStats()
@@ -75,11 +77,18 @@ class MetaCache:
         self._l1: OrderedDict[str, Entry] = OrderedDict()
         self._vecs: OrderedDict[str, np.ndarray] = OrderedDict()  # exact key -> the lookup's vector
         self._tasks: set[asyncio.Task[Any]] = set()
+        # The worker passes its refreshed generations; a bare MetaCache (tests, tools) assumes none
+        # were ever cleared and sees only its own clears.
+        if generations is None:
+            generations = Generations(store)
+            generations.assume_none()
+        self.generations = generations
 
     # ------------------------------------------------------------------------------ cacheability
 
     def cacheable(self, req: CacheRequest) -> bool:
-        return self.settings.enabled and not req.no_cache and self.storable(req)
+        """It may be answered from the cache (no-store requests too: they skip only the write-back)."""
+        return self.settings.enabled and not req.no_cache and self._answer_is_reusable(req)
 
     def storable(self, req: CacheRequest) -> bool:
         """Its answer may be written back (no-cache requests included: they skip only the lookup)."""
@@ -97,13 +106,28 @@ class MetaCache:
         return not self.settings.only_temperature_zero or _num(body.get("temperature", 1.0)) == 0
 
     @property
+    def verifier(self) -> Verifier | None:
+        return self._verifier
+
+    @property
+    def shared_store(self) -> Store:
+        return self._store
+
+    @property
     def embedder(self) -> Embedder | None:
         return self._embedder
 
     def keys(self, req: CacheRequest) -> K.Keys:
-        """Partition, exact key (also the single-flight key) and compared text of a request."""
-        scope = req.scope or self.settings.scope
-        return K.compute(SHARED if scope == "shared" else req.tenant, req.endpoint, req.body)
+        """Partition, exact key (also the single-flight key) and compared text of a request.
+
+        Computed once per request: the write-back lands in the generation the lookup saw, so an
+        answer fetched while a clear happened is not served after it."""
+        k = req.keys
+        if k is None:
+            tenant = SHARED if (req.scope or self.settings.scope) == "shared" else req.tenant
+            body = req.body
+            k = req.keys = K.compute(tenant, req.endpoint, body, self.generations.salt(body.get("model"), tenant))
+        return k
 
     # ------------------------------------------------------------------------------ lookup
 
@@ -344,11 +368,17 @@ class MetaCache:
 
     # ------------------------------------------------------------------------------ housekeeping
 
-    async def clear(self) -> None:
-        """Every entry, in every worker (others drop their L1 and mirrors on their next sync)."""
-        self._drop_l1()
-        self.index.clear()
-        await self._store.clear(K.PREFIX)
+    async def clear(self, scopes: list[str] | None = None) -> float:
+        """Make the scopes' entries unreachable on every worker and pod (generations.py); returns the
+        wall-clock time of the clear. Everything ("*"): the entries are also deleted (others drop
+        their L1 and mirrors on their next sync); narrower scopes age out by TTL and LRU."""
+        scopes = scopes or [ALL]
+        gen = await self.generations.bump(scopes)
+        if ALL in scopes:
+            self._drop_l1()
+            self.index.clear()
+            await self._store.clear(K.PREFIX)
+        return gen.at
 
     def _drop_l1(self) -> None:
         self._l1.clear()

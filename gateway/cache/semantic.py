@@ -95,6 +95,11 @@ class VectorIndex:
     def __len__(self) -> int:
         return sum(len(p.members) for p in self._parts.values())
 
+    @property
+    def nbytes(self) -> int:
+        """Memory of the mirrored matrices (allocated rows included)."""
+        return sum(p.matrix.nbytes for p in self._parts.values())
+
     async def knn(
         self, partition: str, query: np.ndarray, k: int, threshold: float
     ) -> list[tuple[str, float]]:

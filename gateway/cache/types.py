@@ -10,6 +10,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 import numpy as np
 
+from gateway.cache.keys import Keys
 from gateway.config import CacheConfig
 
 TIERS = {1: "intent", 2: "near_miss", 3: "exact", 4: "semantic"}
@@ -27,6 +28,7 @@ class CacheRequest(msgspec.Struct, kw_only=True):
     no_store: bool = False  # Cache-Control: no-store: never written
     semantic_threshold: float | None = None  # the route's override, resolved at start-up
     scope: Literal["key", "shared"] | None = None  # the route's override
+    keys: Keys | None = None  # MetaCache.keys, computed once per request
 
 
 class CacheHit(msgspec.Struct):

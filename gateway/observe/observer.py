@@ -193,6 +193,14 @@ def _cache_gauges(m: Metrics, src: Sources) -> None:
                       "Phases not run: not applicable, store down, or (phase 4) the embedder or loop busy.", ("phase",))
     for phase, ps in (getattr(stats, "phases", None) or {}).items():
         skips.values[(TIERS.get(phase, str(phase)),)] = float(getattr(ps, "skips", 0))
+    m.counter("gateway_cache_lookup_requests_total", "Cacheable requests looked up in the MetaCache.",
+              ()).values[()] = float(getattr(stats, "lookups", 0))
+    index = getattr(cache, "index", None)
+    if index is not None:
+        m.gauge("gateway_cache_vectors", "Phase-4 vectors mirrored in this worker's memory.", ()).set(
+            (), float(len(index)))
+        m.gauge("gateway_cache_vector_bytes", "Memory of this worker's phase-4 vector mirror.", ()).set(
+            (), float(index.nbytes))
     m.counter("gateway_cache_semantic_searches_total", "Phase-4 lookups that embedded the text and searched.",
               ()).values[()] = float(getattr(stats, "semantic_searches", 0))
     m.counter("gateway_cache_overload_skips_total", "Phase-4 lookups skipped because the worker was CPU-bound.",

@@ -7,12 +7,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gateway.store.base import CLEAR, VLOG_MAX, Breaker, EntryWrite, Store, StoreUnavailable, VecChange
+from gateway.store.base import (
+    CLEAR,
+    VLOG_MAX,
+    Breaker,
+    EntryWrite,
+    Store,
+    StoreMemory,
+    StoreUnavailable,
+    VecChange,
+)
 
 if TYPE_CHECKING:
     from gateway.config import StoreConfig
 
-__all__ = ["CLEAR", "VLOG_MAX", "Breaker", "EntryWrite", "Store", "StoreUnavailable", "VecChange",
+__all__ = ["CLEAR", "VLOG_MAX", "Breaker", "EntryWrite", "Store", "StoreMemory", "StoreUnavailable", "VecChange",
            "open_configured", "open_store"]
 
 

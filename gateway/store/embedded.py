@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from gateway.store.base import CLEAR, VLOG_MAX, Breaker, EntryWrite, StoreUnavailable, VecChange
+from gateway.store.base import CLEAR, VLOG_MAX, Breaker, EntryWrite, StoreMemory, StoreUnavailable, VecChange
 from gateway.store.sqlite import connect_wal, create_schema
 
 T = TypeVar("T")
@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS lru (grp TEXT NOT NULL, member TEXT NOT NULL, atime R
 CREATE INDEX IF NOT EXISTS lru_atime ON lru (grp, atime);
 CREATE TABLE IF NOT EXISTS vectors (partition TEXT NOT NULL, member TEXT NOT NULL, vec BLOB NOT NULL,
                                     expires REAL NOT NULL, PRIMARY KEY (partition, member)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS maps (key TEXT NOT NULL, field TEXT NOT NULL, value BLOB NOT NULL,
+                                 PRIMARY KEY (key, field)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS vlog (seq INTEGER PRIMARY KEY AUTOINCREMENT, partition TEXT NOT NULL,
                                  member TEXT NOT NULL, vec BLOB);
 """
@@ -311,6 +313,35 @@ class EmbeddedStore:
             c.execute("INSERT INTO vlog (partition, member, vec) VALUES (?, ?, NULL)", (CLEAR, CLEAR))
 
         await self._run(q)
+
+    async def map_set(self, key: str, field: str, value: bytes) -> None:
+        def q(c: sqlite3.Connection) -> None:
+            c.execute("INSERT OR REPLACE INTO maps (key, field, value) VALUES (?, ?, ?)", (key, field, value))
+
+        await self._run(q)
+
+    async def map_all(self, key: str) -> dict[str, bytes]:
+        def q(c: sqlite3.Connection) -> dict[str, bytes]:
+            return {f: bytes(v) for f, v in c.execute("SELECT field, value FROM maps WHERE key = ?", (key,))}
+
+        return await self._run(q)
+
+    async def count(self, prefix: str) -> int:
+        def q(c: sqlite3.Connection) -> int:
+            # A range on the primary key instead of LIKE: the index is walked, not the table.
+            row = c.execute("SELECT COUNT(*) FROM kv WHERE key >= ? AND key < ? AND (expires IS NULL OR expires > ?)",
+                            (prefix, prefix + "\U0010ffff", time.time())).fetchone()
+            return int(row[0])
+
+        return await self._run(q)
+
+    async def memory(self) -> StoreMemory:
+        def size() -> int:
+            return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal", self.path + "-shm")
+                       if os.path.exists(p))
+
+        n = await self._b.run(lambda: asyncio.get_running_loop().run_in_executor(self._pool, size))
+        return StoreMemory("embedded", n, "SQLite file size (database, WAL and shared-memory files)")
 
     async def ping(self) -> bool:
         try:

@@ -6,7 +6,8 @@ and the limit counters carry the key's or team's tag (governance/limits.py). Pip
 (a group commit of many partitions) are split by the client into one round trip per master, in
 parallel. The vector change log is sharded (`log_shards` streams whose tags spread over the slot
 range, so each master holds some); a partition's changes always go to the same shard, so their order
-holds, and every worker follows every shard with a per-shard cursor. No KEYS or SCAN outside `clear`.
+holds, and every worker follows every shard with a per-shard cursor. No KEYS or SCAN outside `clear` and
+`count` (admin calls).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 import structlog
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-from gateway.store.base import CLEAR, VLOG_MAX, Breaker, EntryWrite, StoreUnavailable, VecChange
+from gateway.store.base import CLEAR, VLOG_MAX, Breaker, EntryWrite, StoreMemory, StoreUnavailable, VecChange
 from gateway.store.redis_url import redis_client
 
 log = structlog.get_logger(__name__)
@@ -234,6 +235,33 @@ class RedisStore:
             await pipe.execute()
 
         await self._b.run(go)
+
+    async def map_set(self, key: str, field: str, value: bytes) -> None:
+        await self._b.run(lambda: self._r.hset(key, field, value))
+
+    async def map_all(self, key: str) -> dict[str, bytes]:
+        raw = await self._b.run(lambda: self._r.hgetall(key))
+        return {k.decode(): v for k, v in raw.items()}
+
+    async def count(self, prefix: str) -> int:
+        async def go() -> int:
+            n = 0
+            async for _ in self._r.scan_iter(match=prefix + "*", count=1000):  # every master on a Cluster
+                n += 1
+            return n
+
+        return await self._b.run(go)
+
+    async def memory(self) -> StoreMemory:
+        if self.cluster:
+            from redis.asyncio.cluster import RedisCluster
+
+            raw = await self._b.run(lambda: self._r.info("memory", target_nodes=RedisCluster.PRIMARIES))
+            infos = list(raw.values()) if "used_memory" not in raw else [raw]
+            return StoreMemory("redis", sum(int(i.get("used_memory", 0)) for i in infos),
+                               f"INFO used_memory, summed over {len(infos)} masters")
+        info = await self._b.run(lambda: self._r.info("memory"))
+        return StoreMemory("redis", int(info.get("used_memory", 0)), "INFO used_memory")
 
     async def ping(self) -> bool:
         try:

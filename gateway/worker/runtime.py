@@ -18,7 +18,9 @@ from typing import Any
 
 import structlog
 
+from gateway.cache.admin import CacheAdmin
 from gateway.cache.classifier import LearnedVerifier
+from gateway.cache.generations import Generations
 from gateway.cache.metacache import MetaCache
 from gateway.cache.part import CachePart, NullCache
 from gateway.cache.shared_flight import SharedFlight
@@ -43,7 +45,7 @@ from gateway.providers.resilience import Resilience
 from gateway.providers.routing import Router
 from gateway.providers.shedding import Admission
 from gateway.providers.upstream import Provider, Transport, open_providers
-from gateway.store import Store, open_configured
+from gateway.store import Store, StoreUnavailable, open_configured
 from gateway.transform.part import NullTransform, Transform
 from gateway.worker.loadmon import LoopMonitor
 from gateway.worker.routes import Routes
@@ -102,6 +104,7 @@ class Runtime:
         transform = await self._transform(store)
         costs = self._costs(store, prices)
         observer = self._observe()
+        self._cache_admin()
         self.pipeline = Pipeline(
             max_body=cfg.server.max_body_bytes, body_timeout_s=cfg.server.body_timeout_s, retries=cfg.retries,
             auth=self.auth, router=router,
@@ -157,10 +160,16 @@ class Runtime:
             learned = LearnedVerifier.load_or_none(cfg.max_wrong_rate) if cfg.verifier else None
             if cfg.verifier and learned is None:
                 self.degraded["verifier"] = "learned pair verifier unavailable: phases 2 and 4 use the rules"
-            metacache = MetaCache(store, cfg, embedder, verifier=learned or verify, overloaded=overloaded)
+            generations = Generations(store)
+            with contextlib.suppress(StoreUnavailable):  # until it is read, this worker serves no old entry
+                await generations.refresh()
+            metacache = MetaCache(store, cfg, embedder, verifier=learned or verify, overloaded=overloaded,
+                                  generations=generations)
         except Exception as exc:
             self._failed("cache", exc)
             return NullCache()
+        generations.start()  # a clear anywhere reaches this worker within a second
+        self._closers.append(generations.close)
         self.metacache = metacache
         self.shed_watch = ShedWatch(metacache.stats) if embedder is not None else None
         self._closers.append(metacache.drain)
@@ -202,6 +211,14 @@ class Runtime:
         self.routes.update(routes)
         self._closers.append(observer.close)
         return observer
+
+    def _cache_admin(self) -> None:
+        if self.metacache is None:
+            return
+        observer = self.observer
+        pod = observer.pod_snapshot if isinstance(observer, Observer) and observer.settings.observe.metrics else None
+        admin = CacheAdmin(self.auth, self.metacache, self.cfg.cache, self.cfg.models, pod)
+        self.routes.update(admin.routes())
 
     def degraded_now(self) -> dict[str, str]:
         """The optional parts that are degraded, with the reason (what /readyz lists)."""

@@ -329,6 +329,8 @@ async def test_cache_control_and_uncacheable_requests(make_cache: Any) -> None:
     assert cache.stats.not_cacheable == 1
     await cache.store(req(chat("What is the capital of Peru?"), no_store=True), answer("Lima"))
     assert await ask(cache, "What is the capital of Peru?") is None
+    hit = await ask(cache, "What is the capital of Spain?", no_store=True)  # no-store: looked up, not written
+    assert hit is not None and hit.phase == 1
     for body in (
         chat("Pick a number", n=2),
         chat("Pick a number", temperature=0.7),

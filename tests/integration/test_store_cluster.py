@@ -385,3 +385,30 @@ async def test_the_audit_stream_is_sharded_and_merged(stores: list[RedisStore], 
     finally:
         for s in sinks:
             await s.close()
+
+
+async def test_cache_generations_counts_and_memory_span_every_master(stores: list[RedisStore],
+                                                                     cluster: RedisClusterNodes) -> None:
+    from gateway.cache import ops
+    from gateway.cache.generations import Generations
+
+    caches = [MetaCache(s, CacheSettings(semantic=False), generations=Generations(s)) for s in stores]
+    for c in caches:
+        await c.generations.refresh()
+    bodies = [chat("a question", system=f"system {i}", model=m) for i in range(12) for m in ("gpt-4o-mini", "gpt-4o")]
+    for body in bodies:  # partitions spread over the three masters
+        await caches[0].store(req(body), answer("a"))
+    masters = {cluster.master_of(K.entry_key(caches[0].keys(req(b)).exact)) for b in bodies}
+    assert len(masters) == 3
+    assert await stores[1].count(K.PREFIX + "e:") == len(bodies)
+    mem = await stores[1].memory()
+    assert mem.bytes > 0 and "3 masters" in mem.detail
+    await ops.clear(caches[1], ops.ClearRequest(model="gpt-4o-mini"), [])
+    assert await caches[2].generations.refresh() is True
+    for body in bodies:
+        hit = await caches[2].lookup(req(body))
+        assert (hit is None) == (body["model"] == "gpt-4o-mini"), body
+    await ops.clear(caches[2], ops.ClearRequest(), [])
+    assert await stores[0].count(K.PREFIX + "e:") == 0
+    for c in caches:
+        await c.drain()
