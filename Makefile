@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install native serve test test-pure lint lock bench bench-quick bench-peers clean
+.PHONY: install native serve test test-pure lint lock bench bench-quick bench-peers clean faults
 
 install: $(VENV)/.installed
 
@@ -47,3 +47,10 @@ clean:
 	rm -rf build dist *.egg-info gateway/**/*.so native/*.c .pytest_cache .mypy_cache
 
 -include Makefile.bench
+
+# The fault suite (tests/faults/, docs/faults.md): the short form runs inside `make test`; this is
+# the full form (every scenario its full length, plus the soak), figures appended to faults-figures.txt.
+faults: install
+	bash tests/system_deps.sh
+	GATEWAY_FAULTS=full GATEWAY_FAULTS_FIGURES=$(CURDIR)/faults-figures.txt \
+		$(PY) -m pytest -W error -q -o timeout=1800 tests/faults $(PYTEST_ARGS)

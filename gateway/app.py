@@ -25,7 +25,7 @@ from gateway.protocol.views import decode_any, decode_view, framing_error, requi
 from gateway.providers.count_tokens import count_tokens as count_message_tokens
 from gateway.providers.shedding import client_host
 from gateway.providers.upstream import Transport
-from gateway.worker.memtrim import lower_trim_threshold
+from gateway.worker.memtrim import Trimmer, lower_trim_threshold
 from gateway.worker.routes import Routes
 from gateway.worker.runtime import Runtime
 
@@ -59,6 +59,7 @@ class GatewayApp:
         self.rt: Runtime | None = None
         self.pipeline: Pipeline | None = None
         self.mock: MockApp | None = None
+        self.trimmer = Trimmer()
         # Our own routes, then those the parts serve (admin, metrics, dashboards): path -> handler.
         self.routes: Routes = {
             ("GET", "/healthz"): self.healthz,
@@ -117,7 +118,7 @@ class GatewayApp:
             await self.mock.__rsgi__(scope, proto)
             return
         handler = self.routes.get((scope.method, path))
-        protocol: Protocol = "anthropic" if path.endswith("/messages") else "openai"
+        protocol: Protocol = "anthropic" if path.endswith(("/messages", "/messages/count_tokens")) else "openai"
         if handler is None:
             err: GatewayError = NotFound(f"No route for {scope.method} {path}.")
             status, body = render(err, protocol)
@@ -149,10 +150,12 @@ class GatewayApp:
             status, body = render(refusal, spec.protocol)
             proto.response_bytes(status, [*JSON, *((k.lower(), v) for k, v in refusal.headers.items())], body)
             return
+        ctx = RequestContext(spec, headers)
         try:
-            await pipeline.handle(RequestContext(spec, headers), proto)
+            await pipeline.handle(ctx, proto)
         finally:
             admission.leave(host)
+            self.trimmer.after(len(ctx.body) or (int(declared) if plain and declared else 0))
 
     def healthz(self, scope: Any, proto: Any, headers: dict[str, str]) -> None:
         proto.response_bytes(200, JSON, b'{"status":"alive"}')

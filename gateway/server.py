@@ -33,8 +33,22 @@ def default_workers() -> int:
     return max(1, cores)
 
 
+# Granian's Rust side allocates with its own jemalloc (read request bodies among others), which by
+# default keeps freed pages for 10 s and purges them only when that arena is busy again: a burst of
+# 20 MB bodies left a worker 230 MB larger for good. Purging after 1 s, and in a background thread
+# (so an idle worker shrinks too), brings it back (tests/faults/test_hostile.py). An operator's own
+# setting wins. The variable is read when the extension is loaded: set it before importing granian.
+JEMALLOC_CONF = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0"
+
+
+def jemalloc_conf(environ: dict[str, str] | None = None) -> None:
+    env = os.environ if environ is None else environ
+    env.setdefault("_RJEM_MALLOC_CONF", JEMALLOC_CONF)
+
+
 def serve(host: str, port: int, workers: int, drain_timeout_s: float, log_level: str = "warning", *,
           header_timeout_ms: int = 5000, max_in_flight: int = 1024) -> None:
+    jemalloc_conf()
     from granian.constants import Interfaces, Loops
     from granian.http import HTTP1Settings
     from granian.server import Server

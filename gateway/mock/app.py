@@ -5,6 +5,10 @@ Behaviour comes from `MockSettings` (CLI flags) and can be changed per request w
 last requests with the usage it billed (`GET /_mock/requests`) and stream outcomes (`GET
 /_mock/stats`), so tests and operators see exactly what the gateway sent. Both providers' prompt
 caches are simulated (caching.py); `DELETE /_mock/caches` empties them.
+
+Fault modes for the fault suite (tests/faults/), switched at run time with `PUT /_mock/settings`
+(a partial `MockSettings` as JSON; the answer is the settings now in force): `error_rate` 1.0 is
+an error storm, `black_hole` accepts a request and never answers it (until the client leaves).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class MockSettings(msgspec.Struct):
     # Bedrock mode: the secret the SigV4 signatures are checked with ("" = the header's shape only).
     aws_secret: str = ""
     record: int = 500  # how many requests /_mock/requests keeps
+    black_hole: bool = False  # accept requests, read them, never answer (a deployment that hangs)
     models: tuple[str, ...] = ("mock-gpt-4o", "mock-claude", "gpt-4o-mini", "claude-house")
 
 
@@ -48,7 +53,10 @@ class MockState:
         self.settings = settings
         self.requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=settings.record)
         self.counter = 0
-        self.stats = {"requests": 0, "streams_started": 0, "streams_completed": 0, "streams_cancelled": 0}
+        self.stats = {"requests": 0, "streams_started": 0, "streams_completed": 0, "streams_cancelled": 0,
+                      "errors": 0, "black_holed": 0,
+                      # frames a cancelled stream had sent when the client left, at most (disconnect tests)
+                      "cancelled_max_frames": 0}
         self.caches = PromptCaches()  # both providers' prompt caches, simulated
 
 
@@ -89,6 +97,8 @@ class MockApp:
             if path in ("/", "/healthz"):
                 return proto.response_bytes(200, JSON, b'{"status":"ok"}')
             return proto.response_bytes(404, JSON, b'{"error":{"message":"not found","type":"not_found"}}')
+        if method == "PUT" and path == "/_mock/settings":
+            return self._set(proto, await proto())
         if method == "DELETE" and path == "/_mock/requests":
             st.requests.clear()
             return proto.response_bytes(200, JSON, b"{}")
@@ -109,6 +119,10 @@ class MockApp:
                                  "time": time.time()}
         st.requests.append(entry)
         opts = body.get("mock") if isinstance(body.get("mock"), dict) else {}
+        if st.settings.black_hole:
+            st.stats["black_holed"] += 1
+            await proto.client_disconnect()  # never answer; the request ends when its client gives up
+            return
         latency = float(opts.get("latency_ms", st.settings.latency_ms)) / 1000.0
         if latency > 0:
             await asyncio.sleep(latency)
@@ -121,6 +135,7 @@ class MockApp:
         if path.startswith("/model/"):
             return await self._bedrock(proto, path, headers, raw, body, n_id, status, entry)
         if status >= 400:
+            st.stats["errors"] += 1
             hdrs = [*JSON, ("x-request-id", f"req_mock{n_id}"), ("retry-after", "0")]
             return proto.response_bytes(status, hdrs, _error_body(status, is_anthropic))
         chunks = int(opts.get("chunks", st.settings.stream_chunks))
@@ -129,6 +144,19 @@ class MockApp:
         if is_anthropic:
             return await self._anthropic(proto, body, n_id, stream, chunks, pace, entry)
         return await self._openai(proto, path, body, n_id, stream, chunks, pace, entry)
+
+    def _set(self, proto: Any, raw: bytes) -> None:
+        try:
+            changes = _dec.decode(raw)
+            fields = set(MockSettings.__struct_fields__)
+            if not isinstance(changes, dict) or not set(changes) <= fields:
+                raise ValueError(f"expected an object with some of {sorted(fields)}")
+            merged = {**msgspec.structs.asdict(self.state.settings), **changes}
+            self.state.settings = msgspec.convert(merged, MockSettings)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            body = _enc.encode({"error": {"message": f"mock: bad settings: {exc}", "type": "invalid_request_error"}})
+            return proto.response_bytes(400, JSON, body)
+        return proto.response_bytes(200, JSON, _enc.encode(self.state.settings))
 
     def _openai_headers(self, n_id: int) -> list[tuple[str, str]]:
         return [("x-request-id", f"req_mock{n_id}"), ("x-ratelimit-remaining-requests", "9999"),
@@ -243,9 +271,12 @@ class MockApp:
         st.stats["streams_started"] += 1
         transport = proto.response_stream(200, hdrs)
 
+        sent = [0]  # frames out so far
+
         async def pump() -> None:
             for frame in frames:
                 await transport.send_bytes(frame)
+                sent[0] += 1
                 if pace:
                     await asyncio.sleep(pace)
 
@@ -267,3 +298,4 @@ class MockApp:
             task.cancel()
             gone.cancel()
             st.stats["streams_cancelled"] += 1
+            st.stats["cancelled_max_frames"] = max(st.stats["cancelled_max_frames"], sent[0])

@@ -104,13 +104,15 @@ class Pipeline:
         mark = ctx.prompt_cache is not None and ctx.prompt_cache.mark_translated
         for round_ in range(1 + self.retries.attempts):
             if round_:
+                if not res.worth_a_retry(budget, (t.deployment for t in plan.targets)):
+                    raise self._exhausted(last, ejected)  # no budget, or every deployment out: answer now
                 wait = self._wait(round_ - 1, last)
                 if wait is None:
                     raise self._exhausted(last, ejected)  # the provider asks for longer: its answer stands
                 await asyncio.sleep(wait)
             for i, target in enumerate(plan.targets):
                 breaker = res.breakers.get(target.deployment)
-                if not breaker.allow():
+                if not breaker.allow(last_resort=not round_ and len(ejected) == len(plan.targets) - 1):
                     ejected.append(breaker)
                     continue
                 if round_ and not budget.try_retry():

@@ -236,6 +236,7 @@ class Breaker:
     `failure()` or (the attempt was cancelled without a verdict) `abandon()`.
 
     closed ─(consecutive failures | failure rate)─> open ─(cooldown over)─> half_open: one probe
+    open ─(every other deployment out too: `allow(last_resort=True)`)─> one probe at a time
     half_open ─probe ok─> closed;  half_open ─probe fails─> open with a longer cooldown.
     The cooldown is base x ejections in a row, capped; each full window of health after a
     recovery takes one off the multiplier (as Envoy does).
@@ -250,23 +251,38 @@ class Breaker:
         self._open_until = 0.0
         self._is_open = False
         self._probe_since: float | None = None  # a probe is out (half-open) since then
+        self._probe_early = False  # that probe went before the cooldown ended (a last resort)
         self._healthy_since = 0.0
         self.total_ejections = 0  # a counter for metrics
 
     def _cooldown(self) -> float:
         return min(self.cfg.max_ejection_s, self.cfg.base_ejection_s * self._ejections)
 
-    def allow(self) -> bool:
-        """May an attempt go to this deployment now? In half-open state, True once (the probe)."""
+    def allow(self, last_resort: bool = False) -> bool:
+        """May an attempt go to this deployment now? In half-open state, True once (the probe).
+
+        `last_resort`: every other deployment of the request is out too. Then the cooldown is not
+        waited for: one request at a time goes as a probe (the others are refused at once), so the
+        route comes back within one upstream round trip of its provider, not a cooldown later.
+        """
         if not self.cfg.enabled or not self._is_open:
             return True
         now = self._clock()
-        if now < self._open_until:
+        if now < self._open_until and not last_resort:
             return False
         if self._probe_since is not None and now - self._probe_since < self.cfg.probe_timeout_s:
             return False  # the probe is still out: everyone else keeps away
         self._probe_since = now
+        self._probe_early = now < self._open_until
         return True
+
+    def available(self) -> bool:
+        """What `allow()` would answer now, without taking the probe slot."""
+        if not self.cfg.enabled or not self._is_open:
+            return True
+        now = self._clock()
+        return now >= self._open_until and (
+            self._probe_since is None or now - self._probe_since >= self.cfg.probe_timeout_s)
 
     def success(self) -> None:
         now = self._clock()
@@ -285,8 +301,11 @@ class Breaker:
             return
         now = self._clock()
         if self._is_open:
-            if self._probe_since is not None:  # the probe failed: out again, for longer
-                self._eject(now)
+            if self._probe_since is not None:  # the probe failed: out again, for longer ...
+                if self._probe_early:  # ... unless it went early: the cooldown stands as it was
+                    self._probe_since = None
+                else:
+                    self._eject(now)
             return  # late results of attempts sent before the ejection change nothing
         self._consecutive += 1
         self._window.add(now, b=1)
@@ -364,6 +383,11 @@ class Resilience:
         self.budgets = {name: RetryBudget(cfg.retry_budget) for name in providers}
         self.breakers = Breakers(cfg.breaker)
         self.rng: Random = rng or _random.Random()
+
+    def worth_a_retry(self, budget: RetryBudget, deployments: Iterable[str]) -> bool:
+        """Before a back-off: can a retry go anywhere after it (budget left, a deployment not out)?
+        If not, the failure is answered now rather than after a wait that leads nowhere."""
+        return budget.allowed() > 0 and any(self.breakers.get(d).available() for d in deployments)
 
     def budget(self, provider: str) -> RetryBudget:
         found = self.budgets.get(provider)

@@ -123,6 +123,7 @@ class Breaker:
             self.degraded = True
             self.outages += 1
             log.warning("store unavailable, bypassing it", backend=self.backend, error=repr(exc))
-        # 0.25 s, 0.5 s, 1 s, 2 s: short enough that a restarted Redis is back in use within seconds.
-        self._backoff = min(2.0, self._backoff * 2 or 0.25)
+        # 0.25 s, 0.5 s, then every second: a restarted Redis is back in use within a second or so
+        # (the fault suite holds cache and limits to 2 s), at one failed call a second while it is away.
+        self._backoff = min(1.0, self._backoff * 2 or 0.25)
         self._retry_at = time.monotonic() + self._backoff

@@ -76,13 +76,53 @@ async def test_a_black_holed_deployment_is_ejected_and_skipped(tmp_path: Path) -
     assert len(rig.calls("oa2")) == 20
 
 
-async def test_every_deployment_ejected_is_a_503_with_retry_after(tmp_path: Path) -> None:
-    async with Rig(tmp_path, {"oa2": await failing(500)}, retries={"attempts": 0}) as rig:
+async def test_every_deployment_ejected_is_a_503_with_retry_after_but_for_one_probe(tmp_path: Path) -> None:
+    healthy = False
+    gate, arrived = asyncio.Event(), asyncio.Event()
+
+    async def storm(req: MockRequest) -> MockResponse:
+        arrived.set()
+        await gate.wait()
+        if healthy:
+            return await openai_ok(req)
+        return MockResponse(500, b'{"error": {"message": "boom", "type": "server_error"}}')
+
+    async with Rig(tmp_path, {"oa2": storm}, retries={"attempts": 0}) as rig:
+        gate.set()
         for _ in range(5):
             await rig.send("/v1/chat/completions", chat("gpt-backup"))
+        gate.clear()
+        arrived.clear()
+        # Nothing else can take the request: one goes as a probe at once (no cooldown wait) ...
+        probe = asyncio.ensure_future(rig.send("/v1/chat/completions", chat("gpt-backup")))
+        await arrived.wait()
+        # ... and while it is out, the others are refused at once.
         proto = await rig.send("/v1/chat/completions", chat("gpt-backup"))
-    assert proto.status == 503 and int(proto.headers["retry-after"]) >= 1
-    assert proto.json()["error"]["code"] == "deployments_unavailable"
+        assert proto.status == 503 and int(proto.headers["retry-after"]) >= 1
+        assert proto.json()["error"]["code"] == "deployments_unavailable"
+        gate.set()
+        assert (await probe).status == 500 and len(rig.calls("oa2")) == 6
+        healthy = True  # the storm is over: the next request is the next probe, and it brings the route back
+        assert (await rig.send("/v1/chat/completions", chat("gpt-backup"))).status == 200
+        assert (await rig.send("/v1/chat/completions", chat("gpt-backup"))).status == 200
+
+
+async def test_no_back_off_when_a_retry_could_go_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.pipeline.stages import Pipeline
+
+    waits: list[int] = []
+    real = Pipeline._wait
+
+    def wait(self: Pipeline, retry: int, last: object) -> float | None:
+        waits.append(retry)
+        return real(self, retry, last)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Pipeline, "_wait", wait)
+    async with Rig(tmp_path, {"oa2": await failing(500)}, retries={"attempts": 2, "backoff_ms": 1, "max_backoff_ms": 1},
+                   resilience={"breaker": {"consecutive_failures": 1}}) as rig:
+        proto = await rig.send("/v1/chat/completions", chat("gpt-backup"))
+    assert proto.status == 500 and len(rig.calls("oa2")) == 1
+    assert waits == []  # the one deployment was out after its failure: answered at once, not after a back-off
 
 
 async def test_fallback_translated_to_anthropic(tmp_path: Path) -> None:

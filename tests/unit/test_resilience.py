@@ -289,6 +289,21 @@ def test_a_failed_probe_ejects_for_longer_and_the_cooldown_is_capped() -> None:
     assert b.state().ejections == 16 and b.total_ejections == 16
 
 
+def test_a_last_resort_probe_goes_before_the_cooldown_one_at_a_time() -> None:
+    clock = Clock()
+    b = Breaker(CFG, clock)
+    for _ in range(5):
+        b.failure()
+    assert not b.allow()  # others may take the traffic: the cooldown holds
+    assert b.allow(last_resort=True)  # nothing else can: a probe now
+    assert not b.allow(last_resort=True)  # one at a time
+    b.failure()
+    assert b.state().ejections == 1 and b.state().reopen_in_s == 5  # an early probe does not lengthen it
+    assert b.allow(last_resort=True)
+    b.success()
+    assert b.state().state == "closed" and b.allow()
+
+
 def test_a_lost_probe_frees_its_slot() -> None:
     clock = Clock()
     b = Breaker(CFG, clock)
