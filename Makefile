@@ -49,7 +49,7 @@ clean:
 -include Makefile.bench
 
 # The fault suite (tests/faults/, docs/faults.md): the short form runs inside `make test`; this is
-# the full form (every scenario its full length, plus the soak), figures appended to faults-figures.txt.
+# the full form (every scenario its full length), figures appended to faults-figures.txt (gitignored).
 faults: install
 	bash tests/system_deps.sh
 	GATEWAY_FAULTS=full GATEWAY_FAULTS_FIGURES=$(CURDIR)/faults-figures.txt \
