@@ -103,7 +103,7 @@ class RedisAuditSink:
         self.max_entries = max_entries
         self._per_shard = max(1, max_entries // n)
         self._next = random.randrange(n)  # workers start on different shards
-        self._b = Breaker("redis-audit", self._conn.errors)
+        self._b = Breaker("redis-audit", self._conn.errors, self._conn.before_probe)
 
     async def write(self, entries: list[bytes]) -> None:
         key = self._keys[self._next % len(self._keys)]

@@ -96,27 +96,39 @@ class Store(Protocol):
 class Breaker:
     """The one error boundary: foreign exceptions in, StoreUnavailable out; fail fast during an outage."""
 
-    def __init__(self, backend: str, errors: tuple[type[BaseException], ...]) -> None:
+    def __init__(self, backend: str, errors: tuple[type[BaseException], ...],
+                 before_probe: Callable[[], Awaitable[object]] | None = None) -> None:
         self.backend = backend
         self.errors = errors
         self.degraded = False
         self.outages = 0
         self._backoff = 0.0
         self._retry_at = 0.0
+        # Run once after each back-off, before the calls that probe (a Cluster client re-reads its
+        # slot map there: the failed master's replica may own its slots by now).
+        self._before_probe = before_probe
+        self._prepared_for = -1.0
 
     async def run(self, fn: Callable[[], Awaitable[T]]) -> T:
-        if self.degraded and time.monotonic() < self._retry_at:
-            raise StoreUnavailable(f"{self.backend} store unavailable (backing off)")
-        try:
-            result = await fn()
-        except self.errors as exc:
-            self._trip(exc)
-            raise StoreUnavailable(f"{self.backend}: {exc!r}") from exc
+        if self.degraded:
+            if time.monotonic() < self._retry_at:
+                raise StoreUnavailable(f"{self.backend} store unavailable (backing off)")
+            if self._before_probe is not None and self._prepared_for != self._retry_at:
+                self._prepared_for = self._retry_at
+                await self._call(self._before_probe)
+        result = await self._call(fn)
         if self.degraded:
             self.degraded = False
             self._backoff = 0.0
             log.info("store recovered", backend=self.backend)
         return result
+
+    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await fn()
+        except self.errors as exc:
+            self._trip(exc)
+            raise StoreUnavailable(f"{self.backend}: {exc!r}") from exc
 
     def _trip(self, exc: BaseException) -> None:
         if not self.degraded:

@@ -12,6 +12,7 @@ holds, and every worker follows every shard with a per-shard cursor. No KEYS or 
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -65,7 +66,13 @@ class RedisStore:
         shards = log_shards or (CLUSTER_LOG_SHARDS if self.cluster else 1)
         # One stream keeps the standalone layout of earlier versions; shards only where they spread.
         self._vlogs = [self.VLOG] if shards == 1 else [f"{self.VLOG}:{{{t}}}" for t in spread_tags("vlog", shards)]
-        self._b = Breaker("redis", self._conn.errors)
+        self._b = Breaker("redis", self._conn.errors, self._conn.before_probe)
+        # redis-py's asyncio cluster client fails a command at once (MaxConnectionsError) when a
+        # node's pool is used up, where the standalone pool waits for a connection: under a burst
+        # that tripped the breaker (seen at 128 connections on one worker). Bound the calls in
+        # flight instead (each holds at most one connection per node), waiting up to the op timeout.
+        self._slots = asyncio.Semaphore(max_connections) if self.cluster else None
+        self._wait_s = op_timeout_s
 
     @property
     def degraded(self) -> bool:
@@ -78,33 +85,48 @@ class RedisStore:
 
     async def guarded(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run `fn` behind this store's circuit breaker (errors become StoreUnavailable)."""
-        return await self._b.run(fn)
+        return await self._run(fn)
+
+    def _run(self, fn: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        slots = self._slots
+        if slots is None:
+            return self._b.run(fn)
+
+        async def bounded() -> T:
+            async with asyncio.timeout(self._wait_s):
+                await slots.acquire()
+            try:
+                return await fn()
+            finally:
+                slots.release()
+
+        return self._b.run(bounded)
 
     def _vlog_of(self, partition: str) -> str:
         logs = self._vlogs
         return logs[0] if len(logs) == 1 else logs[zlib.crc32(partition.encode()) % len(logs)]
 
     async def get(self, key: str) -> bytes | None:
-        return await self._b.run(lambda: self._r.get(key))
+        return await self._run(lambda: self._r.get(key))
 
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
         if not keys:
             return []
         if self.cluster:  # one MGET per slot (one for the cache's lookup: its keys share a tag)
-            return await self._b.run(lambda: self._r.mget_nonatomic(keys))
-        return await self._b.run(lambda: self._r.mget(keys))
+            return await self._run(lambda: self._r.mget_nonatomic(keys))
+        return await self._run(lambda: self._r.mget(keys))
 
     async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
         px = max(1, int(ttl_s * 1000)) if ttl_s else None
-        await self._b.run(lambda: self._r.set(key, value, px=px))
+        await self._run(lambda: self._r.set(key, value, px=px))
 
     async def delete(self, *keys: str) -> None:
         if keys:  # the cluster client splits a DEL across slots
-            await self._b.run(lambda: self._r.delete(*keys))
+            await self._run(lambda: self._r.delete(*keys))
 
     async def claim(self, key: str, ttl_s: float) -> bool:
         px = max(1, int(ttl_s * 1000))
-        return bool(await self._b.run(lambda: self._r.set(key, b"1", px=px, nx=True)))
+        return bool(await self._run(lambda: self._r.set(key, b"1", px=px, nx=True)))
 
     async def _pipe(self, build: Callable[[Any], object]) -> list[Any]:
         async def go() -> list[Any]:
@@ -112,7 +134,7 @@ class RedisStore:
             build(pipe)
             return await pipe.execute()
 
-        return await self._b.run(go)
+        return await self._run(go)
 
     async def hit_count(self, key: str, ttl_s: float) -> int:
         # The TTL slides: the count survives as long as the key is seen at least once per TTL,
@@ -132,7 +154,7 @@ class RedisStore:
         )
 
     async def list_range(self, key: str, count: int) -> list[bytes]:
-        return await self._b.run(lambda: self._r.lrange(key, 0, count - 1))
+        return await self._run(lambda: self._r.lrange(key, 0, count - 1))
 
     async def put_entries(self, items: list[EntryWrite]) -> None:
         def build(p: Any) -> None:
@@ -152,13 +174,13 @@ class RedisStore:
             await self._pipe(build)
 
     async def lru_touch(self, group: str, member: str) -> None:
-        await self._b.run(lambda: self._r.zadd(group, {member: time.time()}))
+        await self._run(lambda: self._r.zadd(group, {member: time.time()}))
 
     async def lru_trim(self, group: str, max_members: int) -> list[str]:
-        size = int(await self._b.run(lambda: self._r.zcard(group)))
+        size = int(await self._run(lambda: self._r.zcard(group)))
         if size <= max_members:
             return []
-        popped = await self._b.run(lambda: self._r.zpopmin(group, size - max_members))
+        popped = await self._run(lambda: self._r.zpopmin(group, size - max_members))
         return [m.decode() for m, _ in popped]
 
     async def vec_add(self, partition: str, member: str, vec: bytes, ttl_s: float) -> None:
@@ -186,7 +208,7 @@ class RedisStore:
         await self._pipe(build)
 
     async def vec_load(self, partition: str) -> dict[str, bytes]:
-        raw = await self._b.run(lambda: self._r.hgetall(vec_key(partition)))
+        raw = await self._run(lambda: self._r.hgetall(vec_key(partition)))
         return {k.decode(): v for k, v in raw.items()}
 
     async def vec_cursor(self) -> str:
@@ -234,7 +256,7 @@ class RedisStore:
                 pipe.xadd(vlog, event, maxlen=VLOG_MAX, approximate=True)
             await pipe.execute()
 
-        await self._b.run(go)
+        await self._run(go)
 
     async def map_set(self, key: str, field: str, value: bytes) -> None:
         await self._b.run(lambda: self._r.hset(key, field, value))
@@ -265,7 +287,7 @@ class RedisStore:
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._b.run(lambda: self._r.ping()))
+            return bool(await self._run(lambda: self._r.ping()))
         except StoreUnavailable:
             return False
 

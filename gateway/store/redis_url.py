@@ -13,7 +13,7 @@ Secrets never need to be in the URL: `GATEWAY_REDIS_USERNAME`, `GATEWAY_REDIS_PA
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -46,6 +46,18 @@ class RedisClient:
     def errors(self) -> tuple[type[BaseException], ...]:
         """What the breaker in front of this client translates into StoreUnavailable."""
         return CLUSTER_ERRORS if self.cluster else REDIS_ERRORS
+
+    @property
+    def before_probe(self) -> Callable[[], Awaitable[object]] | None:
+        """What the breaker runs before probing again after an outage (see `refresh`)."""
+        return self.refresh if self.cluster else None
+
+    async def refresh(self) -> None:
+        """Re-read a Cluster's slot map. redis-py does so by itself after a single command failed
+        on a node, but not after a failed pipeline: after a failover the vector-log sync and the
+        cache's pipelines would keep going to the dead master, tripping the breaker again and again
+        (seen: limits unchecked for 25 s after the replica was promoted)."""
+        await self.client.nodes_manager.initialize()
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -84,11 +84,14 @@ def chat_body(text: str, **extra: Any) -> dict[str, Any]:
     return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}], **extra}
 
 
-async def _fire(urls: list[str], key: str, total: int) -> list[httpx.Response]:
+async def _fire(urls: list[str], key: str, total: int,
+                body: Callable[[int], dict[str, Any]] | None = None) -> list[httpx.Response]:
+    """`total` requests at once (24 connections), round robin over `urls`; `body(i)` the i-th body."""
+    make = body or (lambda i: chat_body(f"req {i}"))
     limits = httpx.Limits(max_connections=24)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         async def one(i: int) -> httpx.Response:
-            return await client.post(urls[i % len(urls)] + "/v1/chat/completions", json=chat_body(f"req {i}"),
+            return await client.post(urls[i % len(urls)] + "/v1/chat/completions", json=make(i),
                                      headers={"authorization": f"Bearer {key}"})
 
         return list(await asyncio.gather(*(one(i) for i in range(total))))

@@ -136,6 +136,20 @@ async def test_every_store_method_on_the_cluster(stores: list[RedisStore], clust
     assert await s.ping() is True and s.degraded is False
 
 
+async def test_a_burst_past_the_pool_waits_for_a_connection(cluster: RedisClusterNodes) -> None:
+    """The cluster client's pools fail at once when used up (the standalone pool waits): the store
+    bounds its calls in flight, so a burst queues instead of tripping the breaker."""
+    store = RedisStore(cluster.url, max_connections=2, connect_timeout_s=5.0, op_timeout_s=5.0)
+    try:
+        await store.set("burst", b"1")
+        got = await asyncio.gather(*(store.get("burst") for _ in range(200)),
+                                   *(store.hit_count("burst-h", 10) for _ in range(50)))
+        assert got[:200] == [b"1"] * 200 and sorted(got[200:]) == list(range(1, 51))
+        assert store.degraded is False
+    finally:
+        await store.close()
+
+
 @pytest.mark.parametrize("mode", ["cluster", "standalone"])
 async def test_an_acl_user_and_password_from_the_environment(mode: str, cluster: RedisClusterNodes,
                                                              request: pytest.FixtureRequest,
@@ -295,6 +309,10 @@ async def test_a_killed_master_fails_fast_then_its_replica_serves(cluster: Redis
     replica = cluster.replica_of(victim)
     _wait_replica_linked(cluster, replica)
     assert await _hammer(typed, [window], [], 200) == (200, 0)
+    # A client that sends only pipelines (as the vector-log sync does): redis-py re-reads the slot
+    # map after a failed single command, not after a failed pipeline; the breaker's probe does.
+    piped = RedisStore(cluster.url, connect_timeout_s=5.0, op_timeout_s=5.0)
+    assert await piped.hit_count(window.key + ":piped", 60) == 1
     # Kill the master while the clients keep admitting: admits fail (StoreUnavailable), then fail
     # fast (the breaker answers without touching the network) until the replica is promoted.
     load = _Load(typed, window, per_client=2)
@@ -307,7 +325,10 @@ async def test_a_killed_master_fails_fast_then_its_replica_serves(cluster: Redis
     with pytest.raises(StoreUnavailable, match="backing off"):
         await stores[0].get(window.key)
     assert stores[0].degraded
+    with pytest.raises(StoreUnavailable):
+        await piped.hit_count(window.key + ":piped", 60)
     await asyncio.get_running_loop().run_in_executor(None, _wait_promoted, cluster, replica)
+    promoted = time.monotonic()
     # Back within the breaker's back-off (<= 2 s) once the new master serves: poll, don't sleep.
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -317,6 +338,15 @@ async def test_a_killed_master_fails_fast_then_its_replica_serves(cluster: Redis
         except StoreUnavailable:
             await asyncio.sleep(0.05)
     assert await stores[0].get("after-failover") == b"ok"
+    while True:
+        try:
+            count = await piped.hit_count(window.key + ":piped", 60)
+            break
+        except StoreUnavailable:
+            assert time.monotonic() < promoted + 2.0 + 1.0, "pipelines still sent to the dead master"
+            await asyncio.sleep(0.05)
+    assert count == 2  # the replica had the first count
+    await piped.close()
     refused = load.refused
     await load.until(lambda: load.refused >= refused + 20)  # the window is full again: all refused
     await load.stop()
