@@ -394,6 +394,7 @@ async def test_the_audit_stream_is_sharded_and_merged(stores: list[RedisStore], 
     try:
         for i in range(40):  # one batch per entry: round robin over the shards
             await sinks[i % 2].write([encoder.encode(entry(i, status=503 if i == 7 else 200))])
+            await asyncio.sleep(0.002)  # a stream id's milliseconds of its own: the merge order is defined
         lengths = [await stores[0].client.xlen(k) for k in sinks[0]._keys]
         assert sum(lengths) == 40 and sum(n > 0 for n in lengths) >= 4  # spread, not one stream
         page = await sinks[1].query(AuditQuery(limit=25))
