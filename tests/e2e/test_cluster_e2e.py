@@ -253,15 +253,22 @@ def _written_and_hit_on(trio: list[Proc], cluster: RedisClusterNodes, owner: int
     """New prompts, each answered by one instance, until one's entry lands on `owner`: it must be an
     exact hit on the other two at their first ask. Returns when that prompt was sent."""
     masters = [p for p in cluster.alive() if cluster.client(p).execute_command("ROLE")[0] == b"master"]
+    lost: list[str] = []
     for n in range(tries):
         text = f"After the failover, name one use of the metal number {n} in the catalogue"
         counts = {p: _entries_on(cluster, p) for p in masters}
         sent = time.monotonic()
         assert _ask(trio[n % 3], text).status_code == 200
         deadline = time.monotonic() + 10  # the write-back runs after the answer: poll the store for it
-        while (grown := [p for p in masters if _entries_on(cluster, p) > counts[p]]) == []:
-            assert time.monotonic() < deadline, f"the answer to {text!r} was never written"
+        while (grown := [p for p in masters if _entries_on(cluster, p) > counts[p]]) == [] \
+                and time.monotonic() < deadline:
             time.sleep(0.05)
+        if not grown:
+            # The cache is best effort: a write-back from a worker whose breaker is still backing off
+            # is dropped, not retried. A few may be lost right after the window, not more.
+            lost.append(text)
+            assert len(lost) <= 3, f"answers never written after the failover: {lost}"
+            continue
         if grown == [owner]:
             for gw in (trio[(n + 1) % 3], trio[(n + 2) % 3]):
                 assert _ask(gw, text).headers.get("x-cache-hit") == "true", f"no hit through {gw.url}"
