@@ -53,4 +53,4 @@ clean:
 faults: install
 	bash tests/system_deps.sh
 	GATEWAY_FAULTS=full GATEWAY_FAULTS_FIGURES=$(CURDIR)/faults-figures.txt \
-		$(PY) -m pytest -W error -q -o timeout=1800 tests/faults $(PYTEST_ARGS)
+		$(PY) -m pytest -W error -q -o timeout=1800 tests/faults tests/e2e/test_cluster_e2e.py $(PYTEST_ARGS)
