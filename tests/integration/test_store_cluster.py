@@ -345,7 +345,9 @@ async def test_a_killed_master_fails_fast_then_its_replica_serves(cluster: Redis
         except StoreUnavailable:
             assert time.monotonic() < promoted + 2.0 + 1.0, "pipelines still sent to the dead master"
             await asyncio.sleep(0.05)
-    assert count == 2  # the replica had the first count
+    # 2 when the replica had the first count; 1 when it died unreplicated (replication is asynchronous:
+    # the bound below, acknowledged but unreplicated writes are lost with the master).
+    assert count in (1, 2)
     await piped.close()
     refused = load.refused
     await load.until(lambda: load.refused >= refused + 20)  # the window is full again: all refused
