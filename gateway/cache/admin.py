@@ -15,10 +15,9 @@ import msgspec
 
 from gateway.cache import ops
 from gateway.cache.metacache import MetaCache
-from gateway.errors import BadRequest, ServiceUnavailable
+from gateway.errors import BadRequest
 from gateway.governance.auth import Authenticator
-from gateway.store import StoreUnavailable
-from gateway.worker.routes import Handler, Routes
+from gateway.worker.routes import Routes, admin_only
 
 JSON = [("content-type", "application/json")]
 _enc = msgspec.json.Encoder()
@@ -39,17 +38,7 @@ class CacheAdmin:
             ("GET", "/admin/cache/stats"): self.stats,
             ("POST", "/admin/cache/clear"): self.clear,
         }
-        return {route: self._guarded(h) for route, h in handlers.items()}
-
-    def _guarded(self, handler: Callable[[Any, Any], Awaitable[None]]) -> Handler:
-        async def run(scope: Any, proto: Any, headers: dict[str, str]) -> None:
-            self.auth.require_admin(headers)
-            try:
-                await handler(scope, proto)
-            except StoreUnavailable:
-                raise ServiceUnavailable("The shared store is unavailable; try again shortly.") from None
-
-        return run
+        return {route: admin_only(self.auth, h) for route, h in handlers.items()}
 
     async def stats(self, scope: Any, proto: Any) -> None:
         vectors: tuple[int, int] | None = (len(self.cache.index), self.cache.index.nbytes)

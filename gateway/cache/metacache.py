@@ -25,6 +25,7 @@ import numpy as np
 
 from gateway.cache import intent
 from gateway.cache import keys as K
+from gateway.cache.cacheability import reusable
 from gateway.cache.generations import ALL, Generations
 from gateway.cache.groupcommit import GroupCommit
 from gateway.cache.recent import Recent, RecentIntents
@@ -48,7 +49,6 @@ from gateway.store import EntryWrite, Store, StoreUnavailable
 
 __all__ = ["TIERS", "CacheHit", "CacheRequest", "CacheSettings", "CacheStats", "MetaCache", "PhaseStats"]
 
-ENDPOINTS = frozenset({"chat", "messages", "completions", "embeddings"})
 SHARED = "\x00shared"  # the tenant of every request under scope="shared" (no key id looks like it)
 EVICT_EVERY = 32
 
@@ -73,8 +73,8 @@ class MetaCache:
         self._writes = 0
         self._recent = RecentIntents(store, self.settings.near_miss_window)
         self._writer = GroupCommit(store)
-        self.index = VectorIndex(store, on_clear=self._drop_l1)
         self._l1: OrderedDict[str, Entry] = OrderedDict()
+        self.index = VectorIndex(store, on_clear=self._l1.clear)  # another worker's clear empties ours
         self._vecs: OrderedDict[str, np.ndarray] = OrderedDict()  # exact key -> the lookup's vector
         self._tasks: set[asyncio.Task[Any]] = set()
         # The worker passes its refreshed generations; a bare MetaCache (tests, tools) assumes none
@@ -88,22 +88,11 @@ class MetaCache:
 
     def cacheable(self, req: CacheRequest) -> bool:
         """It may be answered from the cache (no-store requests too: they skip only the write-back)."""
-        return self.settings.enabled and not req.no_cache and self._answer_is_reusable(req)
+        return self.settings.enabled and not req.no_cache and reusable(req, self.settings.only_temperature_zero)
 
     def storable(self, req: CacheRequest) -> bool:
         """Its answer may be written back (no-cache requests included: they skip only the lookup)."""
-        return self.settings.enabled and not req.no_store and self._answer_is_reusable(req)
-
-    def _answer_is_reusable(self, req: CacheRequest) -> bool:
-        body = req.body
-        if req.endpoint not in ENDPOINTS or not isinstance(body, dict):
-            return False
-        if req.endpoint == "embeddings":
-            return True  # deterministic: the same input, model and dimensions give the same vectors
-        if _num(body.get("n", 1)) > 1 or _num(body.get("best_of", 1)) > 1:
-            return False
-        # A missing temperature is the provider's default, 1.0: sampled, so not repeatable.
-        return not self.settings.only_temperature_zero or _num(body.get("temperature", 1.0)) == 0
+        return self.settings.enabled and not req.no_store and reusable(req, self.settings.only_temperature_zero)
 
     @property
     def verifier(self) -> Verifier | None:
@@ -369,19 +358,15 @@ class MetaCache:
     # ------------------------------------------------------------------------------ housekeeping
 
     async def clear(self, scopes: list[str] | None = None) -> float:
-        """Make the scopes' entries unreachable on every worker and pod (generations.py); returns the
-        wall-clock time of the clear. Everything ("*"): the entries are also deleted (others drop
-        their L1 and mirrors on their next sync); narrower scopes age out by TTL and LRU."""
+        """Make the scopes' entries unreachable everywhere (generations.py); "*" also deletes them, narrower
+        scopes age out by TTL and LRU. Returns the wall-clock time of the clear."""
         scopes = scopes or [ALL]
         gen = await self.generations.bump(scopes)
         if ALL in scopes:
-            self._drop_l1()
+            self._l1.clear()
             self.index.clear()
             await self._store.clear(K.PREFIX)
         return gen.at
-
-    def _drop_l1(self) -> None:
-        self._l1.clear()
 
     def _l1_put(self, exact: str, entry: Entry) -> None:
         if len(entry.response) > self.settings.l1_entry_bytes:
@@ -413,6 +398,3 @@ async def _quietly(coro: Coroutine[Any, Any, Any]) -> None:
     except StoreUnavailable:
         pass
 
-
-def _num(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 1.0

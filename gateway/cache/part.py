@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import structlog
 
+from gateway.cache.cacheability import ENDPOINTS
 from gateway.cache.metacache import CacheHit, CacheRequest, MetaCache
 from gateway.cache.replay import assemble_anthropic_stream, assemble_openai_stream
 from gateway.cache.shared_flight import SharedFlight
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("gateway.cache")
 _enc = msgspec.json.Encoder()
-CACHED_ENDPOINTS = frozenset({"chat", "messages", "completions", "embeddings"})
 
 
 def outcome(hit: CacheHit) -> CacheOutcome:
@@ -103,7 +103,7 @@ class CachePart:
     def _request(self, ctx: RequestContext) -> CacheRequest | None:
         view = ctx.view
         # Cheap rejections first, on the typed view: the pass-through path never decodes the body here.
-        if view is None or ctx.endpoint.name not in CACHED_ENDPOINTS or ctx.key is None or ctx.plan is None:
+        if view is None or ctx.endpoint.name not in ENDPOINTS or ctx.key is None or ctx.plan is None:
             return None
         if self.only_t0 and view.temperature != 0 and ctx.endpoint.name != "embeddings":
             return None
@@ -124,7 +124,7 @@ class CachePart:
         constant no-op context, without a generator per request. Embeddings are deterministic: no
         temperature to ask for."""
         view = ctx.view
-        if view is None or ctx.endpoint.name not in CACHED_ENDPOINTS or (
+        if view is None or ctx.endpoint.name not in ENDPOINTS or (
                 self.only_t0 and view.temperature != 0 and ctx.endpoint.name != "embeddings"):
             return _MISS_CM
         return self._flight(ctx)

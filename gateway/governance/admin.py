@@ -27,8 +27,7 @@ from gateway.governance.auth import Authenticator, KeyRecord
 from gateway.governance.keys import KeyStore, VirtualKey
 from gateway.governance.limits import Limiter
 from gateway.governance.settings import Budget
-from gateway.store import StoreUnavailable
-from gateway.worker.routes import Handler, Routes
+from gateway.worker.routes import Routes, admin_only
 
 JSON = [("content-type", "application/json")]
 _enc = msgspec.json.Encoder()
@@ -106,17 +105,7 @@ class Admin:
             ("GET", "/admin/spend"): self.spend,
             ("GET", "/admin/governance"): self.status,
         }
-        return {route: self._guarded(handler) for route, handler in routes.items()}
-
-    def _guarded(self, handler: Callable[..., Awaitable[None]]) -> Handler:
-        async def run(scope: Any, proto: Any, headers: dict[str, str]) -> None:
-            self.auth.require_admin(headers)
-            try:
-                await handler(scope, proto)
-            except StoreUnavailable:
-                raise ServiceUnavailable("The shared store is unavailable; try again shortly.") from None
-
-        return run
+        return {route: admin_only(self.auth, handler) for route, handler in routes.items()}
 
     async def create(self, scope: Any, proto: Any) -> None:
         req: CreateKey = _decode(_create_dec, await proto())

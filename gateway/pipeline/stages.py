@@ -29,7 +29,8 @@ from gateway.pipeline.context import RequestContext
 from gateway.pipeline.parts import Auth, Cache, Limits, Policies, Transform
 from gateway.pipeline.respond import Responder
 from gateway.protocol.views import decode_view, require_model
-from gateway.providers.resilience import Breaker, Resilience, backoff, counts_as_failure, retry_after_s
+from gateway.providers.resilience import Breaker, Resilience, backoff, counts_as_failure
+from gateway.providers.retry_after import retry_after_s
 from gateway.providers.routing import Router, Target
 from gateway.providers.upstream import Endpoint, UpstreamResponse
 

@@ -303,6 +303,17 @@ class ChatToMessagesStream:
         return events
 
 
+def emit_events(events: list[StreamEvent], keep: Events | None) -> bytes:
+    """Anthropic events as SSE bytes; each kept (name, encoded data) when `keep` is given."""
+    out = []
+    for name, data in events:
+        encoded = _enc.encode(data)
+        out.append(encode_event(encoded, name))
+        if keep is not None:
+            keep.append((name, encoded))
+    return b"".join(out)
+
+
 class ChatToMessagesSSE:
     """OpenAI chat SSE bytes in, Anthropic SSE bytes out (a translate.StreamTranslator)."""
 
@@ -313,13 +324,7 @@ class ChatToMessagesSSE:
         self.usage: Usage | None = None
 
     def _emit(self, events: list[StreamEvent]) -> bytes:
-        out = []
-        for name, data in events:
-            encoded = _enc.encode(data)
-            out.append(encode_event(encoded, name))
-            if self._keep is not None:
-                self._keep.append((name, encoded))
-        return b"".join(out)
+        return emit_events(events, self._keep)
 
     def feed(self, chunk: bytes) -> bytes:
         events: list[StreamEvent] = []

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping
-from pathlib import Path
 from typing import Literal, Protocol
 from urllib.parse import quote, urlsplit
 
@@ -29,6 +28,7 @@ from gateway.errors import (
     UpstreamUnreachable,
     Wire,
 )
+from gateway.providers.credentials import aws_credentials, bedrock_region, default_base_url, read_secret
 from gateway.providers.egress import Egress
 from gateway.providers.egress import build as build_egress
 from gateway.providers.lean import LeanTransport
@@ -185,18 +185,6 @@ class AiohttpTransport:
         await self.session.close()
 
 
-def _read_secret(cfg: ProviderConfig, name: str) -> str:
-    if cfg.api_key_file:
-        try:
-            return Path(cfg.api_key_file).read_text().strip()
-        except OSError as exc:
-            log.warning("provider_key_file_unreadable", provider=name, path=cfg.api_key_file, error=exc.strerror)
-            return ""
-    if cfg.api_key_env:
-        return os.environ.get(cfg.api_key_env, "")
-    return ""
-
-
 class Provider:
     """One configured provider: its URLs, its credentials, its transport."""
 
@@ -216,14 +204,14 @@ class Provider:
         self.anthropic_root = base.removesuffix("/v1")
         self.protocols = {"openai": cfg.kind in ("openai", "azure", "compatible"),
                           "anthropic": cfg.kind in ("anthropic", "compatible")}
-        self._key = _read_secret(cfg, name)  # read once; never logged
+        self._key = read_secret(cfg, name)  # read once; never logged
         self.first_byte_s = cfg.timeouts.first_byte_s
         # Bedrock: SigV4 with AWS credentials, unless a Bedrock API key (a bearer token) is configured.
         self._signer: Signer | None = None
         self._aws: Credentials | None = None
         if cfg.kind == "bedrock" and not self._key:
             self._signer = Signer(bedrock_region(cfg), "bedrock")
-            self._aws = _aws_credentials(cfg)
+            self._aws = aws_credentials(cfg)
         self._auth = self._auth_headers()
         self.transport: Transport | None = transport
         # Checked by load_config already; read the environment once more for this process.
@@ -359,27 +347,6 @@ class Provider:
 
 _WIRES: dict[str, Wire] = {"messages": "anthropic", "gemini_generate": "gemini", "gemini_stream": "gemini",
                            "converse": "bedrock", "converse_stream": "bedrock"}
-
-
-def default_base_url(cfg: ProviderConfig) -> str:
-    if cfg.kind == "gemini":
-        return "https://generativelanguage.googleapis.com"
-    if cfg.kind == "bedrock":
-        return f"https://bedrock-runtime.{bedrock_region(cfg)}.amazonaws.com"
-    return ""
-
-
-def bedrock_region(cfg: ProviderConfig) -> str:
-    return cfg.region or ""  # load_config filled it from AWS_REGION / AWS_DEFAULT_REGION when unset
-
-
-def _aws_credentials(cfg: ProviderConfig) -> Credentials | None:
-    """Read once at start-up from the environment (never logged); None when incomplete."""
-    key = os.environ.get(cfg.aws_access_key_id_env, "")
-    secret = os.environ.get(cfg.aws_secret_access_key_env, "")
-    if not key or not secret:
-        return None
-    return Credentials(key, secret, os.environ.get(cfg.aws_session_token_env, ""))
 
 
 def passback_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:

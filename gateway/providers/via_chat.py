@@ -16,7 +16,7 @@ import msgspec
 from gateway.protocol.sse import DONE, encode_event
 from gateway.protocol.usage import Usage
 from gateway.protocol.views import decode_any, encode
-from gateway.providers.messages_to_chat import ChatToMessagesStream, chat_to_message, messages_to_chat
+from gateway.providers.messages_to_chat import ChatToMessagesStream, chat_to_message, emit_events, messages_to_chat
 
 if TYPE_CHECKING:
     from gateway.pipeline.context import Events
@@ -105,15 +105,8 @@ class _MessagesSSE:
         self.usage: Usage | None = None
 
     def _emit(self, objs: list[dict[str, Any]]) -> bytes:
-        out = []
-        for obj in objs:
-            events = self._translator.error(obj["error"]) if "error" in obj else self._translator.feed(obj)
-            for name, data in events:
-                encoded = _enc.encode(data)
-                out.append(encode_event(encoded, name))
-                if self._keep is not None:
-                    self._keep.append((name, encoded))
-        return b"".join(out)
+        return b"".join(emit_events(self._translator.error(obj["error"]) if "error" in obj
+                                    else self._translator.feed(obj), self._keep) for obj in objs)
 
     def feed(self, chunk: bytes) -> bytes:
         return self._emit(self._chunks.feed(chunk))
@@ -129,8 +122,8 @@ class _MessagesSSE:
         return out
 
 
-class ChatVia:
-    """An OpenAI chat request to a provider with its own wire, and its answer back as chat."""
+class _Via:
+    """A translator to a provider with its own wire, through its chat core."""
 
     translates = True
 
@@ -139,6 +132,10 @@ class ChatVia:
 
     def endpoint(self, client_endpoint: Endpoint, stream: bool = False) -> Endpoint:
         return self.core.endpoint(stream)
+
+
+class ChatVia(_Via):
+    """An OpenAI chat request to a provider with its own wire, and its answer back as chat."""
 
     def request(self, body: bytes, data: dict[str, Any] | None, model: str, client_model: str, *,
                 changed: bool, mark_cache: bool) -> bytes:
@@ -153,17 +150,9 @@ class ChatVia:
         return _ChatSSE(self.core.stream(model), include_usage, keep)
 
 
-class MessagesVia:
+class MessagesVia(_Via):
     """An Anthropic messages request to a provider with its own wire: messages -> chat -> provider,
     and the answer back the same way."""
-
-    translates = True
-
-    def __init__(self, core: ChatCore) -> None:
-        self.core = core
-
-    def endpoint(self, client_endpoint: Endpoint, stream: bool = False) -> Endpoint:
-        return self.core.endpoint(stream)
 
     def request(self, body: bytes, data: dict[str, Any] | None, model: str, client_model: str, *,
                 changed: bool, mark_cache: bool) -> bytes:

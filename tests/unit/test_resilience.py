@@ -16,9 +16,8 @@ from gateway.providers.resilience import (
     RetryBudgetConfig,
     backoff,
     counts_as_failure,
-    parse_duration,
-    retry_after_s,
 )
+from gateway.providers.retry_after import parse_duration, retry_after_s
 
 
 class Clock:
