@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import free_port, stop_process, wait_for_port
 
 
 @dataclass(frozen=True)
@@ -86,13 +86,7 @@ class Tinyproxy:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
 
 
 def start_tinyproxy(d: Path, basic_auth: tuple[str, str] | None = None) -> Tinyproxy:
@@ -142,13 +136,7 @@ class TlsMock:
             return json.loads(resp.read())  # type: ignore[no-any-return]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 15)
 
 
 def start_tls_mock(d: Path, pki: Pki) -> TlsMock:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import free_port, stop_process, wait_for_port
 
 API_KEY = "sk-test-e2e-key"
 MASTER_KEY = "sk-test-master"
@@ -39,13 +39,7 @@ class Proc:
             return json.loads(resp.read())
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 15)
 
 
 def start_process(args: list[str], log: Path, env: dict[str, str] | None = None,
