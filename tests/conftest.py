@@ -195,7 +195,13 @@ def own_redis_cluster(prefix: str = "gw-cluster-") -> Iterator[RedisClusterNodes
     if binary is None or cli is None:
         pytest.fail("redis-server / redis-cli are not installed (apt-get install -y redis-server)")
     workdir = tempfile.mkdtemp(prefix=prefix)
-    ports = [free_port() for _ in range(6)]
+    # Twelve distinct ports (six nodes, six cluster buses) chosen up front: `free_port` may hand the
+    # same free port out twice, and a node started on a duplicate would overwrite (and leak) another.
+    chosen: list[int] = []
+    while len(chosen) < 12:
+        if (p := free_port()) not in chosen:
+            chosen.append(p)
+    ports, buses = chosen[:6], dict(zip(chosen[:6], chosen[6:], strict=True))
     procs: dict[int, subprocess.Popen[bytes]] = {}
     nodes = RedisClusterNodes(ports, procs, workdir)
     try:
@@ -206,7 +212,7 @@ def own_redis_cluster(prefix: str = "gw-cluster-") -> Iterator[RedisClusterNodes
             procs[p] = subprocess.Popen(
                 [binary, "--port", str(p), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
                  "--cluster-config-file", f"nodes-{p}.conf", "--cluster-node-timeout", "3000",
-                 "--cluster-require-full-coverage", "no", "--cluster-port", str(free_port()),
+                 "--cluster-require-full-coverage", "no", "--cluster-port", str(buses[p]),
                  "--save", "", "--appendonly", "no", "--dir", workdir, "--daemonize", "no",
                  "--loglevel", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for p in ports:
