@@ -44,6 +44,8 @@ async def test_a_killed_worker_fails_almost_nothing_and_comes_back(stack: Stack)
            respawned_after_s=back_s, p99_ms=round(pct([o.ms for o in results], 99), 1),
            seconds=round(time.monotonic() - t0, 1))
     assert back_s is not None
-    # What fails is what that worker had in flight (about rate x latency / workers: 1-3 requests),
-    # so the share falls with the run's length: under 0.1% from the full form's 4,000 requests on.
-    assert len(failed) / len(results) < 0.001 if FULL else len(failed) <= 3
+    # What fails is what that worker had in flight (about rate x latency / workers: 1-3 requests)
+    # and the client's idle keep-alive connections to it, which break at their next use (a few more
+    # on a loaded machine: 4 seen in CI). A fixed count, so the share falls with the run's length:
+    # under 0.1% from the full form's 4,000 requests on.
+    assert len(failed) / len(results) < 0.001 if FULL else len(failed) <= 8
