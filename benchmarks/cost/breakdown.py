@@ -10,6 +10,7 @@ these are NOT lossless (marked "lossy"), they are here to show how far even an u
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import sys
@@ -32,7 +33,7 @@ def tokens(text: str) -> int:
 
 
 def kind_of(msg: dict[str, Any], text: str) -> str:
-    role = msg["role"]
+    role: str = msg["role"]
     if role != "tool":
         return role
     stripped = text.strip()
@@ -78,6 +79,19 @@ CANDIDATES: dict[str, tuple[str, Callable[[str], str]]] = {
 }
 
 
+def as_diff_of_earlier(text: str, earlier: list[str]) -> int | None:
+    """Tokens of the cheapest "earlier output K plus this unified diff" form, when under half the text."""
+    full, best = tokens(text), None
+    if text.count("\n") < 10:
+        return None
+    for e in earlier:
+        diff = "\n".join(difflib.unified_diff(e.split("\n"), text.split("\n"), lineterm="", n=0))
+        cost = (10 if e == text else tokens(diff) + 15)  # + a reference like "[output of message K, then:]"
+        if cost < 0.5 * full and (best is None or cost < best):
+            best = cost
+    return best
+
+
 def texts_of(msg: dict[str, Any]) -> list[str]:
     content = msg.get("content")
     out = [content] if isinstance(content, str) else [
@@ -90,6 +104,7 @@ def main() -> int:
     by_kind: Counter[tuple[str, str]] = Counter()
     saved: Counter[tuple[str, str]] = Counter()
     repeated: Counter[str] = Counter()
+    near: Counter[str] = Counter()
     totals: Counter[str] = Counter()
     for path in sorted((HERE / "corpus").glob("*.json")):
         doc = json.loads(path.read_text())
@@ -97,6 +112,7 @@ def main() -> int:
         messages = doc["messages"]
         sends = [k for k in range(1, len(messages) + 1) if k == len(messages) or messages[k]["role"] == "assistant"]
         seen: set[str] = set()
+        outputs: list[str] = []
         for i, msg in enumerate(messages):
             weight = sum(1 for k in sends if k > i)  # requests that carry this message
             for text in texts_of(msg):
@@ -108,6 +124,10 @@ def main() -> int:
                 if len(text) >= 200 and text in seen:
                     repeated[corpus] += (n - 10 * weight)
                 seen.add(text)
+                cheaper = as_diff_of_earlier(text, outputs)
+                if cheaper is not None:
+                    near[corpus] += n - cheaper * weight
+                outputs.append(text)
                 for name, (_, rewrite) in CANDIDATES.items():
                     new = rewrite(text)
                     if new != text:
@@ -129,6 +149,9 @@ def main() -> int:
     r = repeated["swe"] + repeated["tau"]
     lines.append(f"| identical 200+ char output -> reference | lossless | {repeated['swe']:,} | {repeated['tau']:,} "
                  f"| {100 * r / grand:.2f}% |")
+    r = near["swe"] + near["tau"]
+    lines.append(f"| identical or near-identical output -> reference + unified diff | lossless, harder to read "
+                 f"| {near['swe']:,} | {near['tau']:,} | {100 * r / grand:.2f}% |")
     out = HERE / "results" / "breakdown.md"
     out.write_text("\n".join(lines) + "\n")
     sys.stdout.write("\n".join(lines) + "\n")
