@@ -92,6 +92,24 @@ def test_short_repeated_outputs_and_non_json_outputs_are_kept() -> None:
     assert compact_body(body, "chat")[0]["messages"][2]["content"] == log  # not JSON: untouched
 
 
+def test_ansi_colour_codes_leave_tool_outputs_and_nothing_else_does() -> None:
+    log = "\x1b[1m\x1b[31mFAILED\x1b[0m tests/test_a.py::test_x - assert 1 == 2\n  indented   line  \n"
+    out, stats = compact_body(chat(1, log), "chat")
+    assert out["messages"][2]["content"] == "FAILED tests/test_a.py::test_x - assert 1 == 2\n  indented   line  \n"
+    assert stats.ansi_stripped == 1 and stats.json_compacted == 1  # the call's arguments
+    moves = "progress\x1b[2K\x1b[1Gdone"  # cursor codes change what a terminal shows: kept
+    assert compact_body(chat(1, moves), "chat")[0]["messages"][2]["content"] == moves
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "a \x1b[31mred\x1b[0m word"}]}
+    assert compress_openai_chat(body, "light").body["messages"][0]["content"] == "a \x1b[31mred\x1b[0m word"
+
+
+def test_an_ansi_stripped_output_repeated_later_is_referenced_and_history_is_stable() -> None:
+    log = "\x1b[32mPASSED\x1b[0m " + "tests/test_b.py::test_y " * 12
+    bodies = [compact_body(chat(turns, log), "chat")[0] for turns in (1, 2)]
+    assert bodies[1]["messages"][:3] == bodies[0]["messages"]
+    assert bodies[1]["messages"][4]["content"] == "[same output as the tool result in message 3]"
+
+
 def test_anthropic_tool_results_are_compacted_inside_blocks() -> None:
     pretty = json.dumps({"a": [1, 2, 3], "b": {"c": "d"}}, indent=2)
     body = {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": [

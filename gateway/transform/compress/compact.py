@@ -7,7 +7,10 @@ Three rewrites that keep every fact the model reads:
 - in prose (between protected spans, see protect.py), trailing spaces and tabs before a newline go,
   runs of spaces inside a line become one, and three or more newlines become two (indentation is kept);
 - a tool output identical to an earlier one in the same conversation becomes a short reference to
-  the first (`[same output as the tool result in message 3]`).
+  the first (`[same output as the tool result in message 3]`);
+- ANSI colour and style codes (SGR, `ESC[...m`) go from tool outputs that are not JSON: terminal
+  display only, the words they colour stay (none occur in benchmarks/cost/corpus, so this saves 0
+  there; coloured test-runner output is where they appear).
 
 Each rewrite is a function of a text and of the texts before it, never of what comes after, so
 re-sending a conversation with one more turn re-sends the earlier turns byte for byte. Tool
@@ -32,6 +35,7 @@ REF_MIN_CHARS = 200  # shorter repeated outputs are cheaper to keep than to refe
 _TRAILING = re.compile(r"[ \t]+(?=\n)")
 _INNER_RUN = re.compile(r"(?<=\S)(?: [ \t]+|\t[ \t]+)(?=\S)")
 _BLANK_RUN = re.compile(r"\n{3,}")
+_SGR = re.compile(r"\x1b\[[0-9;]*m")  # Select Graphic Rendition only: cursor moves would change what is shown
 
 Path = tuple[str | int, ...]
 
@@ -39,6 +43,7 @@ Path = tuple[str | int, ...]
 class CompactStats(msgspec.Struct):
     json_compacted: int = 0
     outputs_referenced: int = 0
+    ansi_stripped: int = 0
     # (original, compacted) of every changed tool text, for counting tokens off the request path
     texts: list[tuple[str, str]] = []
 
@@ -186,6 +191,10 @@ def compact_body(body: dict[str, Any], kind: str, refs: bool = True) -> tuple[di
         original = _get(body, path)
         compacted = compact_json(original)
         text = original if compacted is None else compacted
+        stripped = False
+        if is_output and compacted is None and "\x1b[" in text:
+            text = _SGR.sub("", text)
+            stripped = text != original
         referenced = False
         if is_output and refs and len(text) >= REF_MIN_CHARS:
             seen = first.setdefault(text, label)
@@ -196,6 +205,8 @@ def compact_body(body: dict[str, Any], kind: str, refs: bool = True) -> tuple[di
             stats.outputs_referenced += 1
         elif compacted is not None:
             stats.json_compacted += 1
+        elif stripped:
+            stats.ansi_stripped += 1
         if text != original:
             changes[path] = text
             stats.texts.append((original, text))

@@ -168,11 +168,11 @@ def _compress(
     if spec.phrases is None:
         return CompressionResult(body, False, 0, 0, 0, 0)
     compaction: list[tuple[str, str]] = []
-    json_compacted = referenced = whitespace = 0
+    json_compacted = referenced = whitespace = ansi = 0
     if spec.compact:
         body, stats = compact_body(body, kind)
         compaction = stats.texts
-        json_compacted, referenced = stats.json_compacted, stats.outputs_referenced
+        json_compacted, referenced, ansi = stats.json_compacted, stats.outputs_referenced, stats.ansi_stripped
     units = find_units(body)
     originals = [text for _, _, text in units]
     starts = [compact_prose(text) for text in originals] if spec.compact else originals
@@ -213,7 +213,7 @@ def _compress(
             c_before += count_tokens(original)
             c_after += count_tokens(new)
         pairs, compaction = [], []
-    if not changes and not json_compacted and not referenced:
+    if not changes and not json_compacted and not referenced and not ansi:
         return CompressionResult(body, False, before, after, 0, 0)
     new_body = _rebuild(body, changes) if changes else body
     return CompressionResult(new_body, True, before, after, replaced, deduped, pairs,
