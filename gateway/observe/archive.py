@@ -24,7 +24,7 @@ import msgspec
 
 from gateway.observe.entry import AuditEntry
 from gateway.observe.settings import ArchiveConfig
-from gateway.store import Breaker, StoreUnavailable
+from gateway.store import StoreBreaker, StoreUnavailable
 from gateway.store.sqlite import SqliteThread
 
 __all__ = ["ArchiveRecord", "ArchiveSink", "StoreUnavailable", "open_archive", "redact", "redact_headers"]
@@ -182,7 +182,7 @@ class PostgresArchive:
         self.retention_s = retention_days * 86400.0
         self._pool: Any = None
         self._lock = asyncio.Lock()
-        self._b = Breaker("postgres-archive", (asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
+        self._b = StoreBreaker("postgres-archive", (asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
                                                 TimeoutError))
         self._next_purge = 0.0
 

@@ -6,7 +6,7 @@ Both keep the newest `max_entries`; SQLite also drops rows older than the retent
 first; a cursor is opaque (stream ids, a row id). `after=<cursor>` reads forward instead, oldest first, for tails.
 
 Errors: Redis, SQLite and socket exceptions become `StoreUnavailable` in the store's breaker
-(`gateway.store.base.Breaker`), the one boundary; an outage then fails fast until it probes again.
+(`gateway.store.base.StoreBreaker`), the one boundary; an outage then fails fast until it probes again.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import msgspec
 
 from gateway.observe.entry import AuditEntry, decoder
-from gateway.store import Breaker, StoreUnavailable
+from gateway.store import StoreBreaker, StoreUnavailable
 from gateway.store.redis import CLUSTER_LOG_SHARDS, spread_tags
 from gateway.store.redis_url import redis_client
 from gateway.store.sqlite import SqliteThread
@@ -103,7 +103,7 @@ class RedisAuditSink:
         self.max_entries = max_entries
         self._per_shard = max(1, max_entries // n)
         self._next = random.randrange(n)  # workers start on different shards
-        self._b = Breaker("redis-audit", self._conn.errors, self._conn.before_probe)
+        self._b = StoreBreaker("redis-audit", self._conn.errors, self._conn.before_probe)
 
     async def write(self, entries: list[bytes]) -> None:
         key = self._keys[self._next % len(self._keys)]

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 from gateway.store.base import (
     CLEAR,
     VLOG_MAX,
-    Breaker,
     EntryWrite,
     Store,
+    StoreBreaker,
     StoreMemory,
     StoreUnavailable,
     VecChange,
@@ -21,8 +21,18 @@ from gateway.store.base import (
 if TYPE_CHECKING:
     from gateway.config import StoreConfig
 
-__all__ = ["CLEAR", "VLOG_MAX", "Breaker", "EntryWrite", "Store", "StoreMemory", "StoreUnavailable", "VecChange",
-           "open_configured", "open_store"]
+__all__ = [
+    "CLEAR",
+    "VLOG_MAX",
+    "EntryWrite",
+    "Store",
+    "StoreBreaker",
+    "StoreMemory",
+    "StoreUnavailable",
+    "VecChange",
+    "open_configured",
+    "open_store",
+]
 
 
 def open_store(redis_url: str | None, embedded_path: str = ".gateway/store.db", *,

@@ -1,8 +1,8 @@
-"""What every store is: the `Store` protocol, its write and change types, and `Breaker`, the one
+"""What every store is: the `Store` protocol, its write and change types, and `StoreBreaker`, the one
 error boundary every store (and every optional sink with a remote backend) runs its calls through.
 
 Errors: every Redis, SQLite, Postgres or socket exception is translated in exactly one place,
-`Breaker.run`, into `StoreUnavailable`. Callers on the request path catch that one type and carry on
+`StoreBreaker.run`, into `StoreUnavailable`. Callers on the request path catch that one type and carry on
 without the store. The breaker also makes an outage cheap: after a failure, calls fail fast (no
 connect attempt) until a back-off elapses, then one call probes; the first success closes it. An
 outage is logged once when it starts and once when it ends; `degraded` feeds /readyz.
@@ -93,7 +93,7 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
-class Breaker:
+class StoreBreaker:
     """The one error boundary: foreign exceptions in, StoreUnavailable out; fail fast during an outage."""
 
     def __init__(self, backend: str, errors: tuple[type[BaseException], ...],

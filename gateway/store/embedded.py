@@ -4,7 +4,7 @@ WAL lets readers run beside the one writer, and `busy_timeout` makes a writer wa
 process's write instead of failing. Every call runs in a small thread pool (one connection per
 thread) so the event loop never blocks on disk; sqlite3 releases the GIL while it works. Expiry is
 a column checked on read; expired rows are purged now and then by whoever writes. Errors go through
-the same `Breaker` as Redis (see base.py).
+the same `StoreBreaker` as Redis (see base.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from gateway.store.base import CLEAR, VLOG_MAX, Breaker, EntryWrite, StoreMemory, StoreUnavailable, VecChange
+from gateway.store.base import CLEAR, VLOG_MAX, EntryWrite, StoreBreaker, StoreMemory, StoreUnavailable, VecChange
 from gateway.store.sqlite import connect_wal, create_schema
 
 T = TypeVar("T")
@@ -55,7 +55,7 @@ class EmbeddedStore:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="store")
-        self._b = Breaker("embedded", (sqlite3.Error, OSError))
+        self._b = StoreBreaker("embedded", (sqlite3.Error, OSError))
         self._next_purge = time.monotonic() + _PURGE_EVERY_S
 
     @property

@@ -1,4 +1,4 @@
-"""The Redis store (standalone, Sentinel, Cluster): what pods share. Every call goes through `Breaker`.
+"""The Redis store (standalone, Sentinel, Cluster): what pods share. Every call goes through `StoreBreaker`.
 
 On a Cluster every multi-key command stays inside one hash slot: the cache's keys carry the
 partition as their hash tag (cache/keys.py), the vector hash of a partition too (`gw:v:{<partition>}`),
@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import structlog
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-from gateway.store.base import CLEAR, VLOG_MAX, Breaker, EntryWrite, StoreMemory, StoreUnavailable, VecChange
+from gateway.store.base import CLEAR, VLOG_MAX, EntryWrite, StoreBreaker, StoreMemory, StoreUnavailable, VecChange
 from gateway.store.redis_url import redis_client
 
 log = structlog.get_logger(__name__)
@@ -66,7 +66,7 @@ class RedisStore:
         shards = log_shards or (CLUSTER_LOG_SHARDS if self.cluster else 1)
         # One stream keeps the standalone layout of earlier versions; shards only where they spread.
         self._vlogs = [self.VLOG] if shards == 1 else [f"{self.VLOG}:{{{t}}}" for t in spread_tags("vlog", shards)]
-        self._b = Breaker("redis", self._conn.errors, self._conn.before_probe)
+        self._b = StoreBreaker("redis", self._conn.errors, self._conn.before_probe)
         # redis-py's asyncio cluster client fails a command at once (MaxConnectionsError) when a
         # node's pool is used up, where the standalone pool waits for a connection: under a burst
         # that tripped the breaker (seen at 128 connections on one worker). Bound the calls in

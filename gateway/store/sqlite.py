@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from gateway.store.base import Breaker
+from gateway.store.base import StoreBreaker
 
 T = TypeVar("T")
 
@@ -62,7 +62,7 @@ class SqliteThread:
         create_schema(path, schema, busy_timeout_s)  # start-up may block: create the schema now
         self._conn: sqlite3.Connection | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self._b = Breaker(f"sqlite-{name}", (sqlite3.Error, OSError))
+        self._b = StoreBreaker(f"sqlite-{name}", (sqlite3.Error, OSError))
 
     def _connect(self) -> sqlite3.Connection:
         return connect_wal(self.path, self._busy_s)
