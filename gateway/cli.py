@@ -87,7 +87,8 @@ def _import_litellm(args: argparse.Namespace) -> int:
         probe = Path(tmp) / "gateway.yaml"
         probe.write_text(text)
         try:
-            load_config(probe, environ={})
+            # A Bedrock provider without a region reads AWS_REGION at start-up (reported below).
+            load_config(probe, environ={"AWS_REGION": "us-east-1"})
         except ConfigError as exc:
             print(f"{args.file}: the imported configuration does not load: {exc}", file=sys.stderr)
             return 1

@@ -66,6 +66,9 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):
     aws_access_key_id_env: str = "AWS_ACCESS_KEY_ID"
     aws_secret_access_key_env: str = "AWS_SECRET_ACCESS_KEY"
     aws_session_token_env: str = "AWS_SESSION_TOKEN"
+    # When those variables are unset: this profile of the shared credentials file (else $AWS_PROFILE,
+    # else "default"), then container credentials (ECS, EKS Pod Identity); see providers/aws_credentials.py.
+    aws_profile: str | None = None
 
 
 def egress_proxy(p: ProviderConfig) -> str | None:

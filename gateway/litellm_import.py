@@ -6,6 +6,15 @@ What maps (LiteLLM -> gateway):
   (api_version from litellm_params, else 2024-10-21); "anthropic/X" -> `anthropic`; ollama,
   hosted_vllm and the OpenAI-compatible hosted APIs (openrouter, groq, mistral, deepseek, ...) ->
   `openai` at their base URL. One provider per distinct (kind, api_base, key, api_version).
+- "gemini/X" -> a `gemini` provider (the Gemini API, key from $GEMINI_API_KEY unless api_key names
+  another). "bedrock/X" (also bedrock/converse/X, bedrock/invoke/X, ARNs) -> a `bedrock` provider
+  (Converse): aws_region_name -> region (or the region of an ARN), aws_access_key_id /
+  aws_secret_access_key / aws_session_token "os.environ/NAME" -> aws_*_env, aws_profile_name ->
+  aws_profile, aws_bedrock_runtime_endpoint / api_base -> base_url, api_key -> a Bedrock API key.
+  Role assumption (aws_role_name, aws_web_identity_token) and region variables other than
+  AWS_REGION are reported. "vertex_ai/X" cannot be mapped (Vertex authenticates with Google OAuth
+  and has its own URL scheme): each entry is reported with the gemini/ alternative. Embedding
+  models on Gemini or Bedrock are reported (those providers serve chat only here).
 - api_key "os.environ/NAME" -> api_key_env NAME; a literal key is never written into the file: the
   provider reads it from a named variable instead (reported). api_base -> base_url.
 - rpm/tpm of a deployment -> its weight (LiteLLM's simple-shuffle picks weighted by rpm, else tpm);
@@ -51,7 +60,14 @@ PROVIDERS: dict[str, tuple[str, str, str | None]] = {
     "fireworks_ai": ("openai", "https://api.fireworks.ai/inference/v1", "FIREWORKS_AI_API_KEY"),
     "xai": ("openai", "https://api.x.ai/v1", "XAI_API_KEY"),
     "perplexity": ("openai", "https://api.perplexity.ai", "PERPLEXITYAI_API_KEY"),
+    "gemini": ("gemini", "", "GEMINI_API_KEY"),  # the gateway's default: generativelanguage.googleapis.com
 }
+# Bedrock's params (LiteLLM passes them to boto3); the AWS SDKs' own region variables.
+_AWS_KEYS = {"aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_region_name",
+             "aws_profile_name", "aws_role_name", "aws_session_name", "aws_web_identity_token",
+             "aws_sts_endpoint", "aws_bedrock_runtime_endpoint"}
+_GATEWAY_REGION_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION")
+_ARN_REGION = re.compile(r"^arn:aws[a-z-]*:bedrock:([a-z0-9-]+):")
 # litellm_params understood here; any other key of a deployment is reported.
 _DEPLOYMENT_KEYS = {"model", "api_base", "api_key", "api_version", "rpm", "tpm", "weight", "timeout",
                     "extra_headers", "organization"}
@@ -97,7 +113,7 @@ class _Importer:
         if _env_name(base):
             self.skip(f"{where}.api_base", f"read from ${_env_name(base)} by LiteLLM; the gateway needs the URL itself")
             return None
-        if not base:
+        if not base and kind != "gemini":
             self.skip(where, f"{prefix} needs an api_base")
             return None
         base = str(base).rstrip("/")
@@ -108,7 +124,7 @@ class _Importer:
             self.skip(f"{where}.api_version", f"read from ${_env_name(version)}; {AZURE_API_VERSION} assumed")
             version = AZURE_API_VERSION
         raw_key = params.get("api_key")
-        host = _slug(urlsplit(base).hostname or prefix).split("-")
+        host = _slug(urlsplit(base).hostname or prefix).split("-") if base else [prefix]
         name = _slug(f"{prefix}-{'-'.join(host[:3])}") if params.get("api_base") else prefix
         identity = (kind, base, str(raw_key), version, repr(params.get("extra_headers")), params.get("organization"))
         if identity in self._provider_ids:
@@ -126,7 +142,9 @@ class _Importer:
             # A literal key is never copied into a file: the provider reads it from a variable instead.
             key_env = f"{unique.upper().replace('-', '_')}_API_KEY"
             self.skip(f"{where}.api_key", f"a literal key is not written to the file: export it as ${key_env}")
-        entry: dict[str, Any] = {"kind": kind, "base_url": base}
+        entry: dict[str, Any] = {"kind": kind}
+        if base:
+            entry["base_url"] = base
         if key_env:
             entry["api_key_env"] = key_env
         if version and kind == "azure":
@@ -142,6 +160,77 @@ class _Importer:
         self._provider_ids[identity] = unique
         return unique
 
+    def _key_env(self, where: str, param: str, value: Any, default: str, named: str) -> str:
+        """The variable a credential is read from: the one LiteLLM names, else one named for it here."""
+        env = _env_name(value)
+        if env:
+            return env
+        if value is None:
+            return default
+        self.skip(f"{where}.{param}", f"a literal key is not written to the file: export it as ${named}")
+        return named
+
+    def bedrock(self, where: str, model: str, params: dict[str, Any]) -> str | None:
+        region_param = params.get("aws_region_name")
+        region: str | None = None
+        arn = _ARN_REGION.match(model)
+        if region_param is None and arn:
+            region = arn.group(1)  # LiteLLM, too, takes an ARN's region when none is given
+        elif _env_name(region_param):
+            if _env_name(region_param) not in _GATEWAY_REGION_VARS:
+                self.skip(f"{where}.litellm_params.aws_region_name",
+                          f"read from ${_env_name(region_param)} by LiteLLM; the gateway reads $AWS_REGION or"
+                          " $AWS_DEFAULT_REGION: export one of them, or set the provider's region")
+        elif region_param is not None:
+            region = str(region_param)
+        else:
+            self.skip(f"{where}.litellm_params.aws_region_name",
+                      "absent: LiteLLM reads $AWS_REGION_NAME or $AWS_REGION, the gateway $AWS_REGION or"
+                      " $AWS_DEFAULT_REGION: export one of them, or set the provider's region")
+        base = params.get("aws_bedrock_runtime_endpoint") or params.get("api_base")
+        if _env_name(base):
+            self.skip(f"{where}.aws_bedrock_runtime_endpoint", f"read from ${_env_name(base)} by LiteLLM;"
+                      " the gateway needs the URL itself (the regional endpoint is used)")
+            base = None
+        for param in ("aws_role_name", "aws_web_identity_token", "aws_sts_endpoint", "aws_session_name"):
+            if params.get(param) is not None:
+                self.skip(f"{where}.litellm_params.{param}", "role assumption (STS) is not done by the gateway:"
+                          " give it the role's credentials (environment, shared credentials file or container"
+                          " credentials)")
+        name = f"bedrock-{region}" if region else "bedrock"
+        identity = ("bedrock", base, region, *(str(params.get(k)) for k in sorted(_AWS_KEYS | {"api_key"})))
+        if identity in self._provider_ids:
+            return self._provider_ids[identity]
+        unique, n = name, 2
+        while unique in self.providers:
+            unique, n = f"{name}-{n}", n + 1
+        label = unique.upper().replace("-", "_")
+        entry: dict[str, Any] = {"kind": "bedrock"}
+        if base:
+            entry["base_url"] = str(base).rstrip("/")
+        if region:
+            entry["region"] = region
+        if params.get("api_key") is not None:  # a Bedrock API key (bearer token) instead of SigV4
+            entry["api_key_env"] = self._key_env(where, "api_key", params["api_key"], "", f"{label}_API_KEY")
+        for param, field_name, default in (
+                ("aws_access_key_id", "aws_access_key_id_env", "AWS_ACCESS_KEY_ID"),
+                ("aws_secret_access_key", "aws_secret_access_key_env", "AWS_SECRET_ACCESS_KEY"),
+                ("aws_session_token", "aws_session_token_env", "AWS_SESSION_TOKEN")):
+            env = self._key_env(where, param, params.get(param), default, f"{label}_{param.upper()}")
+            if env != default:
+                entry[field_name] = env
+        profile = params.get("aws_profile_name")
+        if _env_name(profile):
+            self.skip(f"{where}.litellm_params.aws_profile_name", f"read from ${_env_name(profile)} by LiteLLM;"
+                      " the gateway reads $AWS_PROFILE (or set the provider's aws_profile)")
+        elif profile is not None:
+            entry["aws_profile"] = str(profile)
+        if params.get("timeout") is not None:
+            entry["timeouts"] = {"total_s": float(params["timeout"])}
+        self.providers[unique] = entry
+        self._provider_ids[identity] = unique
+        return unique
+
     def deployment(self, i: int, item: dict[str, Any]) -> None:
         where = f"model_list[{i}]"
         name = item.get("model_name")
@@ -149,10 +238,6 @@ class _Importer:
         if not isinstance(name, str) or not isinstance(params, dict) or "model" not in params:
             self.skip(where, "needs model_name and litellm_params.model")
             return
-        for key in sorted(set(item) - {"model_name", "litellm_params", "rpm", "tpm"}):
-            self.skip(f"{where}.{key}", "no gateway equivalent")
-        for key in sorted(set(params) - _DEPLOYMENT_KEYS):
-            self.skip(f"{where}.litellm_params.{key}", "no gateway equivalent")
         target = str(params["model"])
         prefix, _, rest = target.partition("/")
         if not rest:
@@ -161,10 +246,34 @@ class _Importer:
             self.skip(f"{where} ({name})", "model '*' (every provider LiteLLM knows, by prefix) has no gateway"
                       " equivalent: route '*' to one provider")
             return
-        if prefix not in PROVIDERS:
+        if prefix.startswith("vertex_ai"):
+            self.skip(f"{where} ({name})", f"Vertex AI ({target!r}) is not supported: it authenticates with Google"
+                      " OAuth (vertex_project, vertex_location, vertex_credentials) at its own URLs; the gateway's"
+                      " gemini provider speaks the Gemini API with a key (route gemini/<model> with $GEMINI_API_KEY)")
+            return
+        if prefix not in PROVIDERS and prefix != "bedrock":
             self.skip(f"{where} ({name})", f"provider {prefix!r} of {target!r} is not supported by the gateway")
             return
-        provider = self.provider(where, prefix, params)
+        mode = (item.get("model_info") or {}).get("mode") if isinstance(item.get("model_info"), dict) else None
+        if prefix in ("gemini", "bedrock") and (mode == "embedding" or "embed" in rest):
+            self.skip(f"{where} ({name})", f"{target!r} is an embedding model: the gateway's {prefix} provider"
+                      " serves chat (generateContent / Converse) only")
+            return
+        for key in sorted(set(item) - {"model_name", "litellm_params", "rpm", "tpm"}):
+            self.skip(f"{where}.{key}", "no gateway equivalent")
+        known = _DEPLOYMENT_KEYS | (_AWS_KEYS if prefix == "bedrock" else set())
+        for key in sorted(set(params) - known):
+            self.skip(f"{where}.litellm_params.{key}", "no gateway equivalent")
+        if prefix == "bedrock":
+            rest = rest.removeprefix("converse/")
+            if rest.startswith("invoke/"):
+                rest = rest.removeprefix("invoke/")
+                self.skip(f"{where} ({name})", "bedrock/invoke/ (InvokeModel) is sent through Converse here")
+            if "arn:" in rest:
+                rest = rest[rest.index("arn:"):]  # "llama/arn:..." names LiteLLM's request format
+            provider = self.bedrock(where, rest, params)
+        else:
+            provider = self.provider(where, prefix, params)
         if provider is None:
             return
         dep: dict[str, Any] = {"provider": provider}
