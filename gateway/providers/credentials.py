@@ -1,5 +1,6 @@
 """Where a provider's credentials and default address come from: its key from a file or the
-environment (read once at start-up, never logged), AWS credentials for SigV4, Bedrock's region."""
+environment (read once at start-up, never logged) and Bedrock's region. AWS credentials for SigV4,
+which may be temporary, are aws_credentials.py's."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 import structlog
 
 from gateway.config import ProviderConfig
-from gateway.providers.sigv4 import Credentials
 
 log = structlog.get_logger("gateway.upstream")
 
@@ -36,12 +36,3 @@ def default_base_url(cfg: ProviderConfig) -> str:
 
 def bedrock_region(cfg: ProviderConfig) -> str:
     return cfg.region or ""  # load_config filled it from AWS_REGION / AWS_DEFAULT_REGION when unset
-
-
-def aws_credentials(cfg: ProviderConfig) -> Credentials | None:
-    """Read once at start-up from the environment (never logged); None when incomplete."""
-    key = os.environ.get(cfg.aws_access_key_id_env, "")
-    secret = os.environ.get(cfg.aws_secret_access_key_env, "")
-    if not key or not secret:
-        return None
-    return Credentials(key, secret, os.environ.get(cfg.aws_session_token_env, ""))

@@ -28,7 +28,8 @@ from gateway.errors import (
     UpstreamUnreachable,
     Wire,
 )
-from gateway.providers.credentials import aws_credentials, bedrock_region, default_base_url, read_secret
+from gateway.providers.aws_credentials import AwsCredentialSource, CredentialsUnavailable
+from gateway.providers.credentials import bedrock_region, default_base_url, read_secret
 from gateway.providers.egress import Egress
 from gateway.providers.egress import build as build_egress
 from gateway.providers.lean import LeanTransport
@@ -208,10 +209,10 @@ class Provider:
         self.first_byte_s = cfg.timeouts.first_byte_s
         # Bedrock: SigV4 with AWS credentials, unless a Bedrock API key (a bearer token) is configured.
         self._signer: Signer | None = None
-        self._aws: Credentials | None = None
+        self._aws: AwsCredentialSource | None = None
         if cfg.kind == "bedrock" and not self._key:
             self._signer = Signer(bedrock_region(cfg), "bedrock")
-            self._aws = aws_credentials(cfg)
+            self._aws = AwsCredentialSource(cfg, os.environ)
         self._auth = self._auth_headers()
         self.transport: Transport | None = transport
         # Checked by load_config already; read the environment once more for this process.
@@ -320,7 +321,7 @@ class Provider:
         url = self.url(endpoint, model)
         headers = self.request_headers(endpoint, client_headers, extra_headers)
         if self._signer is not None:
-            headers.update(self._sign(url, headers, body))
+            headers.update(self._sign(url, headers, body, await self._credentials()))
         resp = await self.transport.post(url, body, headers, self.first_byte_s)
         if resp.status >= 400:
             try:
@@ -333,16 +334,25 @@ class Provider:
         return resp
 
 
-    def _sign(self, url: str, headers: dict[str, str], body: bytes) -> dict[str, str]:
+    async def _credentials(self) -> Credentials:
+        assert self._aws is not None
+        if not self._aws.configured:
+            raise BadRequest(f"The provider {self.name!r} has no AWS credentials (AWS_ACCESS_KEY_ID and "
+                             "AWS_SECRET_ACCESS_KEY or the variables its configuration names, a shared "
+                             "credentials file, or container credentials).")
+        try:
+            return await self._aws.get()
+        except CredentialsUnavailable as exc:
+            # Retryable: another deployment (or a fallback) may still be reachable.
+            raise UpstreamUnreachable(f"The provider {self.name!r} has no usable AWS credentials: {exc}") from None
+
+    def _sign(self, url: str, headers: dict[str, str], body: bytes, creds: Credentials) -> dict[str, str]:
         """SigV4 headers for this request; the host is signed as the transport will send it."""
         assert self._signer is not None
-        if self._aws is None:
-            raise BadRequest(f"The provider {self.name!r} has no AWS credentials (AWS_ACCESS_KEY_ID and "
-                             "AWS_SECRET_ACCESS_KEY, or the variables its configuration names).")
         https = urlsplit(url).scheme == "https"
         default = self.port == (443 if https else 80)
         host = self.host if default else f"{self.host}:{self.port}"
-        return self._signer.sign("POST", url, {"host": host, **headers}, body, self._aws)
+        return self._signer.sign("POST", url, {"host": host, **headers}, body, creds)
 
 
 _WIRES: dict[str, Wire] = {"messages": "anthropic", "gemini_generate": "gemini", "gemini_stream": "gemini",

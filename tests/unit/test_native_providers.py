@@ -193,8 +193,10 @@ async def test_bedrock_requests_are_signed_as_sent(providers: dict[str, Provider
 
 
 async def test_bedrock_without_credentials_is_a_clear_400(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
     bed = Provider("bed", ProviderConfig(kind="bedrock", region="us-east-1"), 0, MockTransport(_never))
     with pytest.raises(BadRequest, match="no AWS credentials"):
         await bed.send("converse", "amazon.nova-lite-v1:0", b"{}", {})
