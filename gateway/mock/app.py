@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import unquote
 
 import msgspec
 
@@ -26,7 +27,7 @@ from gateway.mock import anthropic as anth
 from gateway.mock import bedrock as bed
 from gateway.mock import gemini as gem
 from gateway.mock import responses as oai
-from gateway.mock.caching import PromptCaches, openai_prompt
+from gateway.mock.caching import PromptCaches, bedrock_as_anthropic, has_cache_points, openai_prompt
 
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
@@ -244,11 +245,15 @@ class MockApp:
             return proto.response_bytes(400, JSON + hdrs + bed.error_headers(400),
                                         _enc.encode({"message": "Malformed input request: messages is required"}))
         cached = self.state.settings.cached_tokens
-        full = bed.converse(body, n_id, cached)
+        cache = None
+        if not cached and has_cache_points(body):  # Claude on Bedrock: Anthropic's breakpoint rules
+            model = unquote(path.partition("/model/")[2].rpartition("/")[0])
+            cache = self.state.caches.anthropic(bedrock_as_anthropic(body, model))
+        full = bed.converse(body, n_id, cached, cache)
         entry["usage"] = full["usage"]
         if path.endswith("/converse-stream"):
             st = self.state.settings
-            frames = bed.stream(body, n_id, st.stream_chunks, cached)
+            frames = bed.stream(body, n_id, st.stream_chunks, cached, cache)
             return await self._send_frames(proto, [("content-type", "application/vnd.amazon.eventstream"), *hdrs],
                                            frames, st.chunk_interval_ms / 1000.0)
         if path.endswith("/converse"):

@@ -69,15 +69,22 @@ def wants_tool(body: dict[str, Any]) -> str | None:
     return str((tools[0].get("toolSpec") or {}).get("name", "tool"))
 
 
-def usage(body: dict[str, Any], text: str, cached: int) -> dict[str, Any]:
+def usage(body: dict[str, Any], text: str, cached: int, cache: tuple[int, int, int] | None = None) -> dict[str, Any]:
+    """`cache`: (written, read, total prompt tokens) from the cache points (caching.py), else a fixed read."""
+    out = approx_tokens(text)
+    if cache is not None:
+        write, read, total = cache
+        uncached = max(1, total - write - read)
+        return {"inputTokens": uncached, "outputTokens": out, "totalTokens": uncached + write + read + out,
+                "cacheReadInputTokens": read, "cacheWriteInputTokens": write}
     prompt = approx_tokens(json.dumps([body.get("system"), body.get("messages")]))
     read = min(cached, prompt)
-    out = approx_tokens(text)
     return {"inputTokens": prompt - read, "outputTokens": out, "totalTokens": prompt + out,
             "cacheReadInputTokens": read, "cacheWriteInputTokens": 0}
 
 
-def converse(body: dict[str, Any], n_id: int, cached: int = 0) -> dict[str, Any]:
+def converse(body: dict[str, Any], n_id: int, cached: int = 0,
+             cache: tuple[int, int, int] | None = None) -> dict[str, Any]:
     prompt = last_user_text(body)
     tool = wants_tool(body)
     text = answer_text(prompt)
@@ -88,12 +95,13 @@ def converse(body: dict[str, Any], n_id: int, cached: int = 0) -> dict[str, Any]
     else:
         content, stop = [{"text": text}], "end_turn"
     return {"output": {"message": {"role": "assistant", "content": content}}, "stopReason": stop,
-            "usage": usage(body, text, cached), "metrics": {"latencyMs": 5}}
+            "usage": usage(body, text, cached, cache), "metrics": {"latencyMs": 5}}
 
 
-def stream(body: dict[str, Any], n_id: int, chunks: int, cached: int = 0) -> list[bytes]:
+def stream(body: dict[str, Any], n_id: int, chunks: int, cached: int = 0,
+           cache: tuple[int, int, int] | None = None) -> list[bytes]:
     """converse-stream's event-stream frames (each payload padded with "p", as Bedrock's are)."""
-    full = converse(body, n_id, cached)
+    full = converse(body, n_id, cached, cache)
     block = full["output"]["message"]["content"][0]
 
     def ev(kind: str, data: dict[str, Any]) -> bytes:

@@ -7,6 +7,8 @@ Both are keyed on the exact bytes of the prompt prefix (per model), the way the 
   that and its last breakpoint is written (billed as cache creation), the rest is plain input.
   The markers themselves and the str-versus-text-block spelling of a content are not part of the
   key (the provider tokenises both the same), so a breakpoint moving forward keeps the prefix warm.
+- Bedrock Converse (`anthropic` on `bedrock_as_anthropic(body)`): a `cachePoint` block is a
+  breakpoint on the block before it, with Anthropic's rules (Claude on Bedrock caches the same way).
 - OpenAI (`openai`): any prompt of at least 1,024 tokens is cached in 128-token steps; a request
   reads the longest stored step of its prefix and stores all of its own.
 Entries live `TTL_S` from their last use (or an hour for `"ttl": "1h"` markers). Tokens are
@@ -76,6 +78,32 @@ def anthropic_blocks(body: dict[str, Any]) -> Iterator[tuple[bytes, float | None
         blocks = [content] if isinstance(content, str) else content if isinstance(content, list) else []
         for block in blocks:
             yield _enc.encode([msg.get("role"), _plain(block)]), _ttl(block)
+
+
+def has_cache_points(body: dict[str, Any]) -> bool:
+    lists = [(body.get("toolConfig") or {}).get("tools"), body.get("system"),
+             *((m.get("content") if isinstance(m, dict) else None) for m in body.get("messages") or [])]
+    return any(isinstance(b, dict) and "cachePoint" in b for blocks in lists if isinstance(blocks, list)
+               for b in blocks)
+
+
+def bedrock_as_anthropic(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """A Converse body in the shape `PromptCaches.anthropic` reads: each cachePoint becomes a
+    cache_control marker on the block before it (and is no block itself)."""
+    def marked(blocks: Any) -> list[Any]:
+        out: list[Any] = []
+        for block in blocks if isinstance(blocks, list) else []:
+            if isinstance(block, dict) and "cachePoint" in block:
+                if out and isinstance(out[-1], dict):
+                    out[-1] = {**out[-1], "cache_control": {"type": "ephemeral"}}
+            else:
+                out.append(block)
+        return out
+
+    return {"model": model, "tools": marked((body.get("toolConfig") or {}).get("tools")),
+            "system": marked(body.get("system")),
+            "messages": [{"role": m.get("role"), "content": marked(m.get("content"))}
+                         for m in body.get("messages") or [] if isinstance(m, dict)]}
 
 
 class PromptCaches:

@@ -14,6 +14,11 @@ Choices where the wires differ (each deliberate):
 - stop reasons: end_turn and stop_sequence -> "stop", tool_use -> "tool_calls", max_tokens and
   model_context_window_exceeded -> "length", guardrail_intervened and content_filtered ->
   "content_filter".
+- prompt caching: a `cache_control` marker (Anthropic's, kept by messages_to_chat for this core,
+  or on an OpenAI client's content part, message or tool as LiteLLM accepts it) becomes a
+  `{"cachePoint": {"type": "default"}}` block right after the marked block: in `system`, in a
+  message's content, or after the tool in `toolConfig.tools`. A marker's "ttl" is not carried
+  (Bedrock's cache points are 5-minute). Requests without markers are unchanged.
 - usage: inputTokens excludes cache reads and writes (cacheReadInputTokens,
   cacheWriteInputTokens), as Anthropic's input_tokens does.
 - a stream's exception message (throttlingException, modelStreamErrorException, ...) ends the
@@ -32,7 +37,7 @@ from gateway.errors import BadRequest
 from gateway.protocol.eventstream import Decoder, EventStreamError
 from gateway.protocol.usage import Usage, parse_usage
 from gateway.providers.translate import _text_of
-from gateway.providers.via_chat import _d, _functions, _l, _s
+from gateway.providers.via_chat import _d, _l, _s
 
 if TYPE_CHECKING:
     from gateway.providers.upstream import Endpoint
@@ -61,6 +66,15 @@ def _image(part: dict[str, Any]) -> dict[str, Any]:
                      param="messages")
 
 
+CACHE_POINT = {"cachePoint": {"type": "default"}}
+
+
+def _cache_point(blocks: list[dict[str, Any]], marked: Any) -> None:
+    # Only after a block: a cache point opening a message or list would mark nothing.
+    if marked and blocks and "cachePoint" not in blocks[-1]:
+        blocks.append(dict(CACHE_POINT))
+
+
 def _blocks(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"text": content}] if content else []
@@ -72,6 +86,22 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
             blocks.append({"text": part["text"]})
         elif part.get("type") == "image_url":
             blocks.append(_image(part))
+        else:
+            continue
+        _cache_point(blocks, part.get("cache_control"))
+    return blocks
+
+
+def _system(content: Any) -> list[dict[str, Any]]:
+    parts = _l(content)
+    if not any(isinstance(p, dict) and p.get("cache_control") for p in parts):
+        text = _text_of(content)
+        return [{"text": text}] if text else []
+    blocks: list[dict[str, Any]] = []  # split where the markers are, so each cache point keeps its place
+    for part in parts:
+        if isinstance(part, dict) and part.get("type") == "text" and _s(part.get("text")):
+            blocks.append({"text": part["text"]})
+            _cache_point(blocks, part.get("cache_control"))
     return blocks
 
 
@@ -124,21 +154,28 @@ def chat_to_converse(chat: dict[str, Any], model: str) -> dict[str, Any]:
         if not isinstance(msg, dict):
             continue
         role = msg.get("role")
+        mark = msg.get("cache_control")  # a marker on the whole message: after its last block
         if role in ("system", "developer"):
-            text = _text_of(msg.get("content"))
-            if text:
-                system.append({"text": text})
+            blocks = _system(msg.get("content"))
+            _cache_point(blocks, mark)
+            system.extend(blocks)
         elif role == "assistant":
             blocks = _blocks(msg.get("content"))
             for call in _l(msg.get("tool_calls")):
                 call, fn = _d(call), _d(_d(call).get("function"))
                 blocks.append({"toolUse": {"toolUseId": _s(call.get("id")), "name": _s(fn.get("name")),
                                            "input": _input(fn.get("arguments"))}})
+                _cache_point(blocks, call.get("cache_control"))
+            _cache_point(blocks, mark)
             _append(messages, "assistant", blocks)
         elif role == "tool":
-            _append(messages, "user", [_tool_result(msg)])
+            blocks = [_tool_result(msg)]
+            _cache_point(blocks, mark)
+            _append(messages, "user", blocks)
         else:
-            _append(messages, "user", _blocks(msg.get("content")))
+            blocks = _blocks(msg.get("content"))
+            _cache_point(blocks, mark)
+            _append(messages, "user", blocks)
     out: dict[str, Any] = {"messages": messages}
     if system:
         out["system"] = system
@@ -155,12 +192,17 @@ def chat_to_converse(chat: dict[str, Any], model: str) -> dict[str, Any]:
         inference["stopSequences"] = [stop] if isinstance(stop, str) else [x for x in _l(stop) if isinstance(x, str)]
     if inference:
         out["inferenceConfig"] = inference
-    tools = _functions(chat)
-    if tools:
-        config: dict[str, Any] = {"tools": [{"toolSpec": {
+    specs: list[dict[str, Any]] = []
+    for tool in _l(chat.get("tools")):
+        if not (isinstance(tool, dict) and tool.get("type") == "function"):
+            continue  # other tool types have no equivalent
+        fn = _d(tool.get("function"))
+        specs.append({"toolSpec": {
             "name": _s(fn.get("name")), "description": _s(fn.get("description")) or _s(fn.get("name")),
-            "inputSchema": {"json": _d(fn.get("parameters")) or {"type": "object", "properties": {}}}}}
-            for fn in tools]}
+            "inputSchema": {"json": _d(fn.get("parameters")) or {"type": "object", "properties": {}}}}})
+        _cache_point(specs, tool.get("cache_control"))
+    if specs:
+        config: dict[str, Any] = {"tools": specs}
         choice = _tool_choice(chat.get("tool_choice"))
         if choice:
             config["toolChoice"] = choice
@@ -297,6 +339,8 @@ class ConverseChunks:
 
 class BedrockCore:
     """The Converse wire for via_chat's translators."""
+
+    cache_points = True
 
     def endpoint(self, stream: bool) -> Endpoint:
         return "converse_stream" if stream else "converse"

@@ -379,6 +379,8 @@ class GeminiChunks:
 class GeminiCore:
     """The Gemini wire for via_chat's translators."""
 
+    cache_points = False  # Gemini caches implicitly (explicit caches are separate cachedContents objects)
+
     def endpoint(self, stream: bool) -> Endpoint:
         return "gemini_stream" if stream else "gemini_generate"
 

@@ -10,7 +10,9 @@ Choices where the two wires differ (each deliberate):
 - tool_result blocks become `tool` messages placed before the rest of their user turn (OpenAI wants
   them right after the assistant's tool_calls); is_error results are prefixed "[tool error] ".
 - thinking / redacted_thinking blocks, top_k, cache_control and server tools (no input_schema) have
-  no chat equivalent and are dropped.
+  no chat equivalent and are dropped. With `cache_markers=True` (for a chat core whose provider
+  takes cache points, Bedrock's) each block's `cache_control` rides along on its chat part, tool
+  message, tool call or tool: an intermediate shape for that core only, never sent to an OpenAI server.
 - OpenAI's "stop" means either end_turn or a stop sequence; it maps to end_turn.
 - Reasoning models (o-series, gpt-5) take max_completion_tokens; others max_tokens.
 """
@@ -49,7 +51,8 @@ _REASONING_MODEL = re.compile(r"^(?:.*/)?(?:o\d|gpt-5)")
 
 
 def _image_part(block: dict[str, Any]) -> dict[str, Any]:
-    source = block.get("source") or {}
+    source = block.get("source")
+    source = source if isinstance(source, dict) else {}  # a client's odd value: an empty image, not a crash
     if source.get("type") == "base64":
         url = f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
     else:
@@ -57,7 +60,13 @@ def _image_part(block: dict[str, Any]) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def _parts(content: Any) -> list[dict[str, Any]]:
+def _marked(out: dict[str, Any], block: dict[str, Any], keep: bool) -> dict[str, Any]:
+    if keep and block.get("cache_control"):
+        out["cache_control"] = block["cache_control"]
+    return out
+
+
+def _parts(content: Any, keep: bool = False) -> list[dict[str, Any]]:
     """Anthropic text/image blocks as OpenAI content parts (other block types are handled by the caller)."""
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
@@ -66,42 +75,50 @@ def _parts(content: Any) -> list[dict[str, Any]]:
         if not isinstance(block, dict):
             continue
         if block.get("type") == "text":
-            parts.append({"type": "text", "text": block.get("text", "")})
+            parts.append(_marked({"type": "text", "text": block.get("text", "")}, block, keep))
         elif block.get("type") == "image":
-            parts.append(_image_part(block))
+            parts.append(_marked(_image_part(block), block, keep))
     return parts
 
 
 def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     # A plain string where it can be: some OpenAI-compatible servers' chat templates take no arrays.
-    if all(p["type"] == "text" for p in parts):
+    if all(p["type"] == "text" and "cache_control" not in p for p in parts):
         return "".join(p["text"] for p in parts)
     return parts
 
 
-def _tool_result(block: dict[str, Any]) -> dict[str, Any]:
+def _tool_result(block: dict[str, Any], keep: bool = False) -> dict[str, Any]:
     text = _text_of(block.get("content"))
     if block.get("is_error"):
         text = "[tool error] " + text
-    return {"role": "tool", "tool_call_id": block.get("tool_use_id", ""), "content": text}
+    msg = {"role": "tool", "tool_call_id": block.get("tool_use_id", ""), "content": text}
+    inner = block.get("content")
+    if keep and isinstance(inner, list):  # a marker on an inner block marks the whole result
+        block = next((b for b in inner if isinstance(b, dict) and b.get("cache_control")), block)
+    return _marked(msg, block, keep)
 
 
-def _user(content: Any, out: list[dict[str, Any]]) -> None:
+def _user(content: Any, out: list[dict[str, Any]], keep: bool = False) -> None:
     blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
     results = [b for b in blocks if isinstance(b, dict) and b.get("type") == "tool_result"]
-    out.extend(_tool_result(b) for b in results)
-    parts = _parts([b for b in blocks if not (isinstance(b, dict) and b.get("type") == "tool_result")])
+    out.extend(_tool_result(b, keep) for b in results)
+    parts = _parts([b for b in blocks if not (isinstance(b, dict) and b.get("type") == "tool_result")], keep)
     if parts or not results:
         out.append({"role": "user", "content": _content(parts)})
 
 
-def _assistant(content: Any, out: list[dict[str, Any]]) -> None:
+def _assistant(content: Any, out: list[dict[str, Any]], keep: bool = False) -> None:
     blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
-    text = "".join(b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text")
-    calls = [{"id": b.get("id", ""), "type": "function",
-              "function": {"name": b.get("name", ""), "arguments": json.dumps(b.get("input") or {})}}
+    texts = [b for b in blocks if isinstance(b, dict) and b.get("type") == "text"]
+    text = "".join(b.get("text", "") for b in texts)
+    calls = [_marked({"id": b.get("id", ""), "type": "function",
+                      "function": {"name": b.get("name", ""), "arguments": json.dumps(b.get("input") or {})}}, b, keep)
              for b in blocks if isinstance(b, dict) and b.get("type") == "tool_use"]
-    msg: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+    body: str | list[dict[str, Any]] | None = text if text or not calls else None
+    if keep and any(b.get("cache_control") for b in texts):
+        body = _parts(texts, keep)
+    msg: dict[str, Any] = {"role": "assistant", "content": body}
     if calls:
         msg["tool_calls"] = calls
     out.append(msg)
@@ -118,19 +135,24 @@ def _tool_choice(choice: Any) -> Any:
     return None
 
 
-def messages_to_chat(body: dict[str, Any], model: str) -> dict[str, Any]:
-    """An Anthropic /v1/messages request as an OpenAI chat.completions request for `model`."""
+def messages_to_chat(body: dict[str, Any], model: str, *, cache_markers: bool = False) -> dict[str, Any]:
+    """An Anthropic /v1/messages request as an OpenAI chat.completions request for `model`
+    (`cache_markers`: keep each block's cache_control, see the module's docstring)."""
+    keep = cache_markers
     messages: list[dict[str, Any]] = []
     system = body.get("system")
     if system:
-        messages.append({"role": "system", "content": _text_of(system) if not isinstance(system, str) else system})
+        if keep and isinstance(system, list) and any(isinstance(b, dict) and b.get("cache_control") for b in system):
+            messages.append({"role": "system", "content": _parts(system, keep)})
+        else:
+            messages.append({"role": "system", "content": _text_of(system) if not isinstance(system, str) else system})
     for msg in body.get("messages") or []:
         if not isinstance(msg, dict):
             continue
         if msg.get("role") == "assistant":
-            _assistant(msg.get("content"), messages)
+            _assistant(msg.get("content"), messages, keep)
         else:
-            _user(msg.get("content"), messages)
+            _user(msg.get("content"), messages, keep)
     out: dict[str, Any] = {"model": model, "messages": messages}
     if body.get("max_tokens") is not None:
         out["max_completion_tokens" if _REASONING_MODEL.match(model.lower()) else "max_tokens"] = body["max_tokens"]
@@ -141,9 +163,9 @@ def messages_to_chat(body: dict[str, Any], model: str) -> dict[str, Any]:
         out["stop"] = list(body["stop_sequences"])
     tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and "input_schema" in t]
     if tools:
-        out["tools"] = [{"type": "function", "function": {
-            "name": t.get("name", ""), "description": t.get("description", ""), "parameters": t["input_schema"]}}
-            for t in tools]
+        out["tools"] = [_marked({"type": "function", "function": {
+            "name": t.get("name", ""), "description": t.get("description", ""), "parameters": t["input_schema"]}},
+            t, keep) for t in tools]
         choice = body.get("tool_choice")
         mapped = _tool_choice(choice)
         if mapped is not None:
@@ -169,6 +191,13 @@ def usage_to_anthropic(usage: dict[str, Any] | None) -> dict[str, Any]:
         return {"input_tokens": 0, "output_tokens": 0}
     return {"input_tokens": parsed.input, "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": parsed.cache_read, "output_tokens": parsed.output}
+
+
+def anthropic_usage(usage: Usage) -> dict[str, Any]:
+    """The provider's own usage (parsed from its wire) in Anthropic's shape, cache writes included:
+    what an OpenAI usage object cannot carry (it has no field for writes)."""
+    return {"input_tokens": usage.input, "cache_creation_input_tokens": usage.cache_write + usage.cache_write_1h,
+            "cache_read_input_tokens": usage.cache_read, "output_tokens": usage.output}
 
 
 def _message_id(chat_id: Any) -> str:
@@ -213,6 +242,7 @@ class ChatToMessagesStream:
         self.model = model
         self.input_tokens = input_tokens
         self.usage: dict[str, Any] | None = None  # the upstream's OpenAI usage, once it came
+        self.native: Usage | None = None  # the provider's own usage when known (wins: it has cache writes)
         self._started = False
         self._finished = False
         self._open: int | None = None  # index of the open content block
@@ -294,7 +324,10 @@ class ChatToMessagesStream:
             return []
         events = self._start(None) + self._close()
         self._finished = True
-        usage = usage_to_anthropic(self.usage) if self.usage else {"output_tokens": 0}
+        if self.native is not None:
+            usage = anthropic_usage(self.native)
+        else:
+            usage = usage_to_anthropic(self.usage) if self.usage else {"output_tokens": 0}
         events.append(("message_delta", {"type": "message_delta",
                                          "delta": {"stop_reason": self._stop_reason or "end_turn",
                                                    "stop_sequence": None},

@@ -16,7 +16,13 @@ import msgspec
 from gateway.protocol.sse import DONE, encode_event
 from gateway.protocol.usage import Usage
 from gateway.protocol.views import decode_any, encode
-from gateway.providers.messages_to_chat import ChatToMessagesStream, chat_to_message, emit_events, messages_to_chat
+from gateway.providers.messages_to_chat import (
+    ChatToMessagesStream,
+    anthropic_usage,
+    chat_to_message,
+    emit_events,
+    messages_to_chat,
+)
 
 if TYPE_CHECKING:
     from gateway.pipeline.context import Events
@@ -38,6 +44,10 @@ class ChatChunks(Protocol):
 
 
 class ChatCore(Protocol):
+    # True when the provider takes explicit cache points (Bedrock): MessagesVia then keeps the
+    # client's cache_control markers on the chat request for `request` to place.
+    cache_points: bool
+
     def endpoint(self, stream: bool) -> Endpoint: ...
 
     def request(self, chat: dict[str, Any], model: str) -> dict[str, Any]: ...
@@ -109,10 +119,13 @@ class _MessagesSSE:
                                     else self._translator.feed(obj), self._keep) for obj in objs)
 
     def feed(self, chunk: bytes) -> bytes:
-        return self._emit(self._chunks.feed(chunk))
+        objs = self._chunks.feed(chunk)
+        self._translator.native = self._chunks.usage  # set by the usage chunk among `objs`
+        return self._emit(objs)
 
     def finish(self) -> bytes:
         out = self._emit(self._chunks.finish())
+        self._translator.native = self._chunks.usage
         for name, data in self._translator.finish():
             encoded = _enc.encode(data)
             out += encode_event(encoded, name)
@@ -156,12 +169,16 @@ class MessagesVia(_Via):
 
     def request(self, body: bytes, data: dict[str, Any] | None, model: str, client_model: str, *,
                 changed: bool, mark_cache: bool) -> bytes:
-        chat = messages_to_chat(data if data is not None else decode_any(body), model)
+        chat = messages_to_chat(data if data is not None else decode_any(body), model,
+                                cache_markers=self.core.cache_points)
         return encode(self.core.request(chat, model))
 
     def response(self, body: bytes, model: str) -> tuple[bytes, Usage | None]:
         chat, usage = self.core.response(_dec.decode(body), model)
-        return _enc.encode(chat_to_message(chat, model)), usage
+        message = chat_to_message(chat, model)
+        if usage is not None:
+            message["usage"] = anthropic_usage(usage)
+        return _enc.encode(message), usage
 
     def stream(self, model: str, include_usage: bool, keep: Events | None) -> _MessagesSSE:
         return _MessagesSSE(self.core.stream(model), model, keep)

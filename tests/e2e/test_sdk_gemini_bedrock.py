@@ -4,6 +4,7 @@ Bedrock modes: plain, streamed, tool calls, usage and the cost header, SigV4 che
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -308,3 +309,39 @@ def test_output_policies_apply_to_translated_answers(oai: openai.OpenAI, claude:
         else:
             oai.chat.completions.create(model=model, messages=[{"role": "user", "content": "the forbidden topic"}])
     assert "out-deny" in str(info.value)
+
+
+def test_bedrock_prompt_caching_from_both_clients(claude: anthropic.Anthropic, oai: openai.OpenAI,
+                                                  native_mock: Proc) -> None:
+    # Claude Code's markers (system and tools) become Converse cache points; the mock's Bedrock mode
+    # caches at them with Anthropic's rules and bills writes and reads, which reach the client.
+    run = time.time_ns()  # a fresh prefix: the mock's caches outlive a test
+    system: Any = [{"type": "text", "text": f"Run {run}. " + "You are a careful coding agent. " * 700,
+                    "cache_control": {"type": "ephemeral"}}]
+    tools: Any = [{**ANTHROPIC_TOOLS[0], "cache_control": {"type": "ephemeral"}}]
+    raw = claude.messages.with_raw_response.create(model="claude-bedrock", max_tokens=100, system=system,
+                                                   tools=tools, messages=[{"role": "user", "content": "first"}])
+    first = raw.parse()
+    sent = _last(native_mock, "/converse")
+    assert sent["body"]["system"][-1] == {"cachePoint": {"type": "default"}}
+    assert sent["body"]["toolConfig"]["tools"][-1] == {"cachePoint": {"type": "default"}}
+    written = sent["usage"]["cacheWriteInputTokens"]
+    assert written > 1000 and sent["usage"]["cacheReadInputTokens"] == 0
+    assert (first.usage.cache_creation_input_tokens, first.usage.cache_read_input_tokens) == (written, 0)
+    assert first.usage.input_tokens == sent["usage"]["inputTokens"]
+    assert float(raw.headers["x-gateway-cost-usd"]) == pytest.approx(_cost(CLAUDE_ON_BEDROCK, sent["usage"]),
+                                                                     abs=1e-8)
+    with claude.messages.stream(model="claude-bedrock", max_tokens=100, system=system, tools=tools,
+                                messages=[{"role": "user", "content": "second"}]) as stream:
+        final = stream.get_final_message()
+    assert (final.usage.cache_read_input_tokens, final.usage.cache_creation_input_tokens) == (written, 0)
+
+    # An OpenAI client marking a content part (LiteLLM's spelling) reads the same kind of cache.
+    long = f"Run {run} (openai). " + "Answer in one line. " * 1000
+    ask: Any = [{"role": "system", "content": [{"type": "text", "text": long, "cache_control": {"type": "ephemeral"}}]}]
+    oai.chat.completions.create(model="claude-bedrock", messages=[*ask, {"role": "user", "content": "one"}])
+    again = oai.chat.completions.create(model="claude-bedrock", messages=[*ask, {"role": "user", "content": "two"}])
+    sent = _last(native_mock, "/converse")
+    assert sent["body"]["system"] == [{"text": long}, {"cachePoint": {"type": "default"}}]
+    assert again.usage is not None and again.usage.prompt_tokens_details is not None
+    assert again.usage.prompt_tokens_details.cached_tokens == sent["usage"]["cacheReadInputTokens"] > 1000

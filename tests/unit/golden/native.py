@@ -54,6 +54,21 @@ CHAT_REQUESTS: dict[str, dict[str, Any]] = {
     "json_schema": {"model": "m", "response_format": {"type": "json_schema", "json_schema": {
         "name": "city", "schema": {"type": "object", "properties": {"name": {"type": "string"}}}}},
         "max_completion_tokens": 64, "messages": [{"role": "user", "content": "A city"}]},
+    # Prompt-cache markers as LiteLLM takes them from OpenAI clients: on a content part, a whole
+    # message, a tool. Bedrock places cache points after them; Gemini (implicit caching) drops them.
+    "cache_markers": {
+        "model": "m", "tools": [{**TOOLS[0], "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "Rules.", "cache_control": {"type": "ephemeral"}},
+                                           {"type": "text", "text": "Today is Monday."}]},
+            {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?",
+                                          "cache_control": {"type": "ephemeral", "ttl": "1h"}}]},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp_c\": 18}",
+             "cache_control": {"type": "ephemeral"}},
+            {"role": "user", "content": "And tomorrow?", "cache_control": {"type": "ephemeral"}}]},
 }
 
 # The shapes Claude Code sends: system blocks, tools with cache_control, tool_use / tool_result turns.
@@ -80,6 +95,27 @@ MESSAGES_REQUESTS: dict[str, dict[str, Any]] = {
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_2", "is_error": True,
                                           "content": "exit 1"}]}],
         "tools": [{"name": "Bash", "description": "Run", "input_schema": {"type": "object", "properties": {}}}]},
+    # A marker on each kind of block Anthropic lets carry one (4 is its limit per request; the
+    # translation does not count them): system, text, image, tool_use, tool_result, tool.
+    "cache_markers": {
+        "model": "m", "max_tokens": 64,
+        "system": [{"type": "text", "text": "Long rules.", "cache_control": {"type": "ephemeral"}},
+                   {"type": "text", "text": "Session notes."}],
+        "tools": [{"name": "Bash", "description": "Run", "cache_control": {"type": "ephemeral"},
+                   "input_schema": {"type": "object", "properties": {}}}],
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+                 "cache_control": {"type": "ephemeral"}},
+                {"type": "text", "text": "What is this?"}]},
+            {"role": "assistant", "content": [
+                {"type": "text", "text": "Let me look.", "cache_control": {"type": "ephemeral"}},
+                {"type": "tool_use", "id": "toolu_3", "name": "Bash", "input": {"command": "file x.png"},
+                 "cache_control": {"type": "ephemeral"}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_3",
+                 "content": [{"type": "text", "text": "PNG image", "cache_control": {"type": "ephemeral"}}]},
+                {"type": "text", "text": "So?", "cache_control": {"type": "ephemeral"}}]}]},
 }
 
 GEMINI_RESPONSES: dict[str, dict[str, Any]] = {
@@ -169,6 +205,13 @@ BEDROCK_STREAMS: dict[str, bytes] = {
         _ev("contentBlockStop", {"contentBlockIndex": 1}),
         _ev("messageStop", {"stopReason": "tool_use"}),
         _ev("metadata", {"usage": {"inputTokens": 40, "outputTokens": 9, "totalTokens": 49}})]),
+    "cache_write": b"".join([
+        _ev("messageStart", {"role": "assistant"}),
+        _ev("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Cached."}}),
+        _ev("contentBlockStop", {"contentBlockIndex": 0}),
+        _ev("messageStop", {"stopReason": "end_turn"}),
+        _ev("metadata", {"usage": {"inputTokens": 7, "outputTokens": 3, "totalTokens": 2060,
+                                   "cacheReadInputTokens": 1000, "cacheWriteInputTokens": 1050}})]),
     "throttled_mid_stream": b"".join([
         _ev("messageStart", {"role": "assistant"}),
         _ev("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Par"}}),
