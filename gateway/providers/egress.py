@@ -70,8 +70,14 @@ def parse_proxy(value: str, key: str) -> Proxy:
     if "://" not in url:
         url = "http://" + url
     parts = urlsplit(url)
+    if parts.scheme.startswith("socks"):
+        # SOCKS would need a new dependency (aiohttp-socks / python-socks) and a second tunnel in
+        # the lean transport; an HTTP CONNECT proxy chained to the SOCKS one does the same job.
+        raise EgressError(key, f"only http:// proxies are supported: SOCKS ({parts.scheme}://) is not; put an HTTP"
+                          " CONNECT proxy in front of it (for example privoxy or gost) or use proxy: none")
     if parts.scheme != "http":
-        raise EgressError(key, f"only http:// proxies are supported (got {parts.scheme}://)")
+        raise EgressError(key, f"only http:// proxies are supported (got {parts.scheme}://): the upstream's TLS"
+                          " runs inside the CONNECT tunnel, not to the proxy")
     try:
         port = parts.port or 80
     except ValueError:

@@ -77,6 +77,10 @@ def test_config_check_names_unusable_egress_settings(tmp_path: Path, capsys: pyt
     assert out.startswith("1|") and "providers.corp.client_cert:" in out
     assert "providers.corp.client_cert: " + missing in check(tmp_path, capsys, {"client_cert": missing})
     assert "providers.corp.proxy: only http:// proxies" in check(tmp_path, capsys, {"proxy": "socks5://p:1080"})
+    for socks in ("socks5://p:1080", "socks5h://u:pw@p:1080", "socks4://p:1080"):
+        out = check(tmp_path, capsys, {"proxy": socks})
+        assert out.startswith("1|") and "SOCKS (" in out and "HTTP CONNECT proxy in front" in out
+        assert "pw" not in out  # a proxy's credentials never reach the message
     monkeypatch.setenv("HTTPS_PROXY", "https://proxy.corp:443")
     assert "HTTPS_PROXY (environment, for providers.corp): only http:// proxies" in check(tmp_path, capsys, {})
     assert check(tmp_path, capsys, {"proxy": "none"}).startswith("0|")  # the environment does not apply
