@@ -18,7 +18,11 @@ Choices where the wires differ (each deliberate):
   or on an OpenAI client's content part, message or tool as LiteLLM accepts it) becomes a
   `{"cachePoint": {"type": "default"}}` block right after the marked block: in `system`, in a
   message's content, or after the tool in `toolConfig.tools`. A marker's "ttl" is not carried
-  (Bedrock's cache points are 5-minute). Requests without markers are unchanged.
+  (Bedrock's cache points are 5-minute). Requests without markers are unchanged. Only for models
+  that cache (`caches_prompts`: Claude from 3.5 Sonnet v2 / 3.5 Haiku on, Amazon Nova, tools on
+  Claude only): Bedrock refuses a request with a cache point for any other model ("You invoked an
+  unsupported model or your request did not allow prompt caching"), and the gateway marks long
+  conversations itself, so markers for those models are dropped as on an OpenAI deployment.
 - usage: inputTokens excludes cache reads and writes (cacheReadInputTokens,
   cacheWriteInputTokens), as Anthropic's input_tokens does.
 - a stream's exception message (throttlingException, modelStreamErrorException, ...) ends the
@@ -28,6 +32,7 @@ Choices where the wires differ (each deliberate):
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -67,12 +72,32 @@ def _image(part: dict[str, Any]) -> dict[str, Any]:
 
 
 CACHE_POINT = {"cachePoint": {"type": "default"}}
+# Bedrock's Claude models before prompt caching (AWS's "supported models" list for prompt caching).
+_CLAUDE_UNCACHED = re.compile(r"claude-(?:v2|instant|3-(?:opus|sonnet|haiku)-|3-5-sonnet-20240620)")
+_REGION_PREFIX = re.compile(r"^(?:[a-z]{2,6}(?:-[a-z]+)?)\.(?=anthropic\.|amazon\.)")  # us., eu., apac., global.
+
+
+def caches_prompts(model: str) -> tuple[bool, bool]:
+    """(takes cache points at all, takes one after the tools) for a Bedrock model id, inference
+    profile id or ARN. Unknown ids (an application inference profile ARN) get none: a cache point
+    the model does not take fails the whole request, a missing one only costs the cache."""
+    base = _REGION_PREFIX.sub("", model.rpartition("/")[2].lower())
+    if base.startswith("anthropic.claude-"):
+        ok = _CLAUDE_UNCACHED.match(base.removeprefix("anthropic.")) is None
+        return ok, ok
+    if base.startswith("amazon.nova-") and not any(k in base for k in ("sonic", "canvas", "reel")):
+        return True, False  # Nova: system and messages only
+    return False, False
 
 
 def _cache_point(blocks: list[dict[str, Any]], marked: Any) -> None:
     # Only after a block: a cache point opening a message or list would mark nothing.
     if marked and blocks and "cachePoint" not in blocks[-1]:
         blocks.append(dict(CACHE_POINT))
+
+
+def _no_cache_points(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [b for b in blocks if "cachePoint" not in b]
 
 
 def _blocks(content: Any) -> list[dict[str, Any]]:
@@ -176,6 +201,11 @@ def chat_to_converse(chat: dict[str, Any], model: str) -> dict[str, Any]:
             blocks = _blocks(msg.get("content"))
             _cache_point(blocks, mark)
             _append(messages, "user", blocks)
+    caches, caches_tools = caches_prompts(model)
+    if not caches:
+        system = _no_cache_points(system)
+        for m in messages:
+            m["content"] = _no_cache_points(m["content"])
     out: dict[str, Any] = {"messages": messages}
     if system:
         out["system"] = system
@@ -201,6 +231,8 @@ def chat_to_converse(chat: dict[str, Any], model: str) -> dict[str, Any]:
             "name": _s(fn.get("name")), "description": _s(fn.get("description")) or _s(fn.get("name")),
             "inputSchema": {"json": _d(fn.get("parameters")) or {"type": "object", "properties": {}}}}})
         _cache_point(specs, tool.get("cache_control"))
+    if not caches_tools:
+        specs = _no_cache_points(specs)
     if specs:
         config: dict[str, Any] = {"tools": specs}
         choice = _tool_choice(chat.get("tool_choice"))

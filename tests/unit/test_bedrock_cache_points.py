@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import pytest
 
 from gateway.mock import bedrock as mock_bedrock
 from gateway.mock.caching import PromptCaches, bedrock_as_anthropic, has_cache_points
 from gateway.protocol.usage import parse_usage
-from gateway.providers.bedrock import CACHE_POINT, chat_to_converse
+from gateway.providers.bedrock import CACHE_POINT, caches_prompts, chat_to_converse
 from gateway.providers.messages_to_chat import MESSAGES_TO_CHAT
 from gateway.providers.routing import NATIVE
 from tests.unit.golden.native import MESSAGES_REQUESTS
@@ -78,3 +79,32 @@ def test_the_mock_ignores_a_body_without_cache_points() -> None:
     body["system"] = [b for b in body["system"] if "cachePoint" not in b]
     assert not has_cache_points(body)
     assert PromptCaches().anthropic(bedrock_as_anthropic(body, MODEL))[:2] == (0, 0)
+
+
+@pytest.mark.parametrize(("model", "expected"), [
+    ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", (True, True)),
+    ("global.anthropic.claude-opus-4-5-20251101-v1:0", (True, True)),
+    ("us-gov.anthropic.claude-3-7-sonnet-20250219-v1:0", (True, True)),
+    ("anthropic.claude-3-5-haiku-20241022-v1:0", (True, True)),
+    ("anthropic.claude-3-5-sonnet-20241022-v2:0", (True, True)),
+    ("arn:aws:bedrock:us-east-1:1:inference-profile/us.anthropic.claude-haiku-4-5-20251001-v1:0", (True, True)),
+    ("apac.amazon.nova-pro-v1:0", (True, False)),  # Nova: no cache point after the tools
+    ("amazon.nova-2-lite-v1:0", (True, False)),
+    # Bedrock refuses a cache point for these: the markers must go.
+    ("anthropic.claude-3-haiku-20240307-v1:0", (False, False)),
+    ("anthropic.claude-3-5-sonnet-20240620-v1:0", (False, False)),
+    ("anthropic.claude-instant-v1", (False, False)),
+    ("meta.llama3-70b-instruct-v1:0", (False, False)),
+    ("us.deepseek.r1-v1:0", (False, False)),
+    ("arn:aws:bedrock:us-east-1:1:application-inference-profile/abc123", (False, False)),
+])
+def test_which_models_take_cache_points(model: str, expected: tuple[bool, bool]) -> None:
+    assert caches_prompts(model) == expected
+    body = MESSAGES_REQUESTS["cache_markers"]
+    out = NATIVE["bedrock"][1].request(msgspec.json.encode(body), None, model, "m", changed=False, mark_cache=False)
+    sent = msgspec.json.decode(out)
+    points_in_tools = sum("cachePoint" in t for t in sent["toolConfig"]["tools"])
+    points = out.count(b'"cachePoint"')
+    assert (points > 0, points_in_tools > 0) == expected
+    if expected[0]:
+        assert points - points_in_tools == 6  # system, image, text, tool_use, tool_result, text
