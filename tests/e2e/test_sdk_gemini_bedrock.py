@@ -345,3 +345,17 @@ def test_bedrock_prompt_caching_from_both_clients(claude: anthropic.Anthropic, o
     assert sent["body"]["system"] == [{"text": long}, {"cachePoint": {"type": "default"}}]
     assert again.usage is not None and again.usage.prompt_tokens_details is not None
     assert again.usage.prompt_tokens_details.cached_tokens == sent["usage"]["cacheReadInputTokens"] > 1000
+
+
+def test_the_gateway_marks_long_anthropic_conversations_for_claude_on_bedrock(
+        claude: anthropic.Anthropic, native_mock: Proc) -> None:
+    # No client markers: the gateway's own breakpoints (docs/cost.md, layer 3) become cache points.
+    system = f"Run {time.time_ns()}. " + "Follow the house style. " * 400
+    turns: Any = [{"role": "user", "content": "first question"}]
+    first = claude.messages.create(model="claude-bedrock", max_tokens=50, system=system, messages=turns)
+    sent = _last(native_mock, "/converse")["body"]
+    assert {"cachePoint": {"type": "default"}} in sent["system"]
+    assert first.usage.cache_creation_input_tokens and first.usage.cache_creation_input_tokens > 1000
+    turns += [{"role": "assistant", "content": first.content[0].text}, {"role": "user", "content": "and then?"}]  # type: ignore[union-attr]
+    second = claude.messages.create(model="claude-bedrock", max_tokens=50, system=system, messages=turns)
+    assert second.usage.cache_read_input_tokens and second.usage.cache_read_input_tokens > 1000
