@@ -244,6 +244,10 @@ class Provider:
 
     async def warm_up(self) -> None:
         """Open a few keep-alive connections now so the first requests don't pay the handshake."""
+        if self._aws is not None and self._aws.configured:
+            # Temporary credentials fetched now, not by the first request (a failure is logged there).
+            with contextlib.suppress(CredentialsUnavailable):
+                await self._aws.get()
         transport = self.transport
         if transport is None or self.cfg.warmup_connections <= 0:
             return

@@ -282,3 +282,22 @@ async def test_no_source_at_all_is_a_clear_400(monkeypatch: pytest.MonkeyPatch) 
 
 async def _never(req: MockRequest) -> MockResponse:
     raise AssertionError("nothing should be sent")
+
+
+async def test_warm_up_fetches_container_credentials_before_the_first_request(
+        agent_url: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, served = agent_url
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", url)
+    monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "pod-token")
+    bed = Provider("bed", ProviderConfig(kind="bedrock", region="us-east-1", warmup_connections=0), 0,
+                   MockTransport(_never))
+    await bed.warm_up()
+    assert served == ["ASIA1"]
+    monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "wrong")
+    refused = Provider("bed", ProviderConfig(kind="bedrock", region="us-east-1", warmup_connections=0), 0,
+                       MockTransport(_never))
+    await refused.warm_up()  # a refusal at start-up is not fatal: the request will say why
+    assert served == ["ASIA1"]
