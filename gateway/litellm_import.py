@@ -2,7 +2,8 @@
 
 What maps (LiteLLM -> gateway):
 - model_list[].model_name -> models[].name; entries sharing a name become one model's deployments.
-- litellm_params.model "openai/X" or bare "X" -> an `openai` provider; "azure/DEPLOYMENT" -> `azure`
+- litellm_params.model "openai/X" or bare "X" -> an `openai` provider (bare "claude-*" ->
+  `anthropic`, bare "gemini-*" is Vertex AI to LiteLLM, so reported like vertex_ai/); "azure/DEPLOYMENT" -> `azure`
   (api_version from litellm_params, else 2024-10-21); "anthropic/X" -> `anthropic`; ollama,
   hosted_vllm and the OpenAI-compatible hosted APIs (openrouter, groq, mistral, deepseek, ...) ->
   `openai` at their base URL. One provider per distinct (kind, api_base, key, api_version).
@@ -241,7 +242,11 @@ class _Importer:
         target = str(params["model"])
         prefix, _, rest = target.partition("/")
         if not rest:
-            prefix, rest = "openai", target  # LiteLLM infers OpenAI for bare model names
+            # A bare name: LiteLLM looks it up in its model lists; Claude names are Anthropic's, Gemini
+            # names Vertex AI's (gemini/ is the API-key route), the rest OpenAI's.
+            prefix = "anthropic" if target.startswith("claude-") else \
+                "vertex_ai" if target.startswith("gemini-") else "openai"
+            rest = target
         if target == "*":
             self.skip(f"{where} ({name})", "model '*' (every provider LiteLLM knows, by prefix) has no gateway"
                       " equivalent: route '*' to one provider")

@@ -279,3 +279,16 @@ model_list:
     for name in ("titan", "gemini-embed"):
         assert name not in r and any(f"({name})" in s and "embedding model" in s for s in skipped)
     assert "vertex-claude" not in r and any("(vertex-claude): Vertex AI" in s for s in skipped)
+
+
+def test_bare_model_names_go_where_litellm_sends_them(tmp_path: Path) -> None:
+    text = """
+model_list:
+  - {model_name: a, litellm_params: {model: claude-sonnet-4-5}}
+  - {model_name: b, litellm_params: {model: gemini-2.0-flash}}
+  - {model_name: c, litellm_params: {model: gpt-4o}}
+"""
+    cfg, skipped, _ = imported(text, tmp_path)
+    assert routes(cfg) == {"a": [("anthropic", "https://api.anthropic.com", "claude-sonnet-4-5", 1.0)],
+                           "c": [("openai", "https://api.openai.com/v1", "gpt-4o", 1.0)]}
+    assert any(s.startswith("model_list[1] (b): Vertex AI ('gemini-2.0-flash')") for s in skipped)
