@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,14 +43,35 @@ VLOG_ENTRY_BYTES = 1_700  # a log entry: the 1,536-byte vector, partition, membe
 # ------------------------------------------------------------------------------------------ plan
 
 
+def _batch(row: dict[str, Any]) -> int:
+    """Entries an `XRANGE COUNT n` row of the capacity table reads (1 for any other command)."""
+    words = row["command"].split()
+    return int(words[2]) if row["command"].startswith("XRANGE COUNT") else 1
+
+
 def cost_table(capacity: dict[str, Any]) -> dict[str, float]:
     """Server CPU microseconds per command, by name, unpipelined (the most expensive variant of a
-    name: SET with a 700 B value over SET NX, the 1.5 KB XADD over the audit one)."""
+    name: SET with a 700 B value over SET NX, the 1.5 KB XADD over the audit one). XRANGE is the
+    sync that finds nothing new; what each new entry adds to it is priced apart (`entry_cost_us`)."""
     out: dict[str, float] = {}
     for row in capacity["commands"]:
-        if row["pipeline"] == 1:
+        if row["pipeline"] == 1 and _batch(row) == 1:
             out[row["name"].upper()] = max(out.get(row["name"].upper(), 0.0), row["server_cpu_us"])
     return out
+
+
+def entry_cost_us(capacity: dict[str, Any]) -> float:
+    """Server CPU per vector-log entry a sync reads: (XRANGE of a batch - XRANGE of one) / (batch - 1)."""
+    one = batch = None
+    for row in capacity["commands"]:
+        if row["name"] == "XRANGE":
+            if _batch(row) == 1:
+                one = row["server_cpu_us"]
+            else:
+                batch = (_batch(row), row["server_cpu_us"])
+    if one is None or batch is None:
+        return 0.0
+    return max(0.0, (batch[1] - one) / (batch[0] - 1))
 
 
 def _cost(name: str, costs: dict[str, float]) -> float:
@@ -82,10 +104,11 @@ def plan(store: dict[str, Any], capacity: dict[str, Any]) -> dict[str, Any]:
     costs = cost_table(capacity)
     # One core's commands/s for the mix the gateway sends (unpipelined prices), and redis-benchmark's
     # own figure (its client on the same small machine: a floor, not the server's limit).
-    singles = [r for r in capacity["commands"] if r["pipeline"] == 1 and r["name"] != "EVALSHA"]
+    singles = [r for r in capacity["commands"] if r["pipeline"] == 1 and r["name"] != "EVALSHA" and _batch(r) == 1]
     mean_us = sum(r["server_cpu_us"] for r in singles) / len(singles)
-    floor_ops = min(r["ops_per_s"] for r in singles)
+    client_ops = statistics.median(r["ops_per_s"] for r in singles)
     sync_us = 8 * costs["XRANGE"]  # one sync: an XRANGE per log shard
+    per_entry_us = entry_cost_us(capacity)  # and every worker reads every new vector once
     refresh_us = costs["HGETALL"]  # the generation refresh, once a second per worker
 
     def fleet(label: str, rps: float, hit_share: float, pods: int, leases: bool) -> dict[str, Any]:
@@ -97,16 +120,16 @@ def plan(store: dict[str, Any], capacity: dict[str, Any]) -> dict[str, Any]:
         sent = hit_share * hit["client_commands"] + (1 - hit_share) * miss["client_commands"]
         trips = hit_share * hit["round_trips"] + (1 - hit_share) * miss["round_trips"]
         workers = pods * WORKERS_PER_POD
-        timed_us = workers * (SYNCS_PER_WORKER_S * sync_us + refresh_us)
+        writes = rps * (1 - hit_share)  # every miss writes one vector to the log
+        timed_us = workers * (SYNCS_PER_WORKER_S * sync_us + refresh_us + writes * per_entry_us)
         cores = (rps * per_req_us + timed_us) / 1e6
         masters = max(3, math.ceil(cores / TARGET_UTILISATION))
-        writes = rps * (1 - hit_share)  # every miss writes one vector to the log
         return {"scenario": label, "rps": rps, "hit_share": hit_share, "pods": pods, "workers": workers,
                 "leases": leases, "server_us_per_request": round(per_req_us, 1),
                 "commands_per_s": round(rps * commands + workers * (SYNCS_PER_WORKER_S * 8 + 1)),
                 "sent_per_s": round(rps * sent + workers * (SYNCS_PER_WORKER_S * 8 + 1)),
                 "round_trips_per_s": round(rps * trips + workers * (SYNCS_PER_WORKER_S * 3 + 1)),
-                "redis_cores": round(cores, 2), "masters": masters,
+                "redis_cores": round(cores, 2), "log_sync_cores": round(timed_us / 1e6, 2), "masters": masters,
                 "utilisation_per_master": round(cores / masters, 2),
                 "headroom": round(masters / cores, 1) if cores else None,
                 "vlog_egress_mb_s": round(writes * workers * VLOG_ENTRY_BYTES / 1e6),
@@ -125,9 +148,9 @@ def plan(store: dict[str, Any], capacity: dict[str, Any]) -> dict[str, Any]:
         "target_utilisation": TARGET_UTILISATION, "workers_per_pod": WORKERS_PER_POD,
         "syncs_per_worker_s": SYNCS_PER_WORKER_S, "mean_single_command_us": round(mean_us, 1),
         "ops_per_core_s": round(1e6 / mean_us), "planning_ops_per_master_s": round(TARGET_UTILISATION * 1e6 / mean_us),
-        "redis_benchmark_floor_ops_s": floor_ops, "admit_us": admit,
+        "redis_benchmark_median_ops_s": round(client_ops), "admit_us": admit,
         "one_team_max_rps_leases_off": round(TARGET_UTILISATION * 1e6 / admit),
-        "sync_us": round(sync_us, 1), "refresh_us": round(refresh_us, 1)},
+        "sync_us": round(sync_us, 1), "refresh_us": round(refresh_us, 1), "entry_us": round(per_entry_us, 2)},
         "fleet": rows}
 
 
@@ -230,7 +253,8 @@ def markdown(doc: dict[str, Any]) -> str:
             f"Each request's server CPU = the commands the gateway sent (MONITOR) at their unpipelined price above "
             f"(EVALSHA at {a['admit_us']} us, its inner commands included); plus, per worker, "
             f"{a['syncs_per_worker_s']} log syncs a second ({a['sync_us']} us each) and one generation refresh "
-            f"({a['refresh_us']} us). Masters "
+            f"({a['refresh_us']} us), and {a.get('entry_us', 0)} us for every new vector it reads from the log "
+            "(each miss's vector is read by every worker). Masters "
             f"= that CPU / {a['target_utilisation']} core, at least 3. Every request governed (the company "
             f"configuration); leases on = far from the limits, off = every admit a script (near a limit).",
             "",

@@ -33,6 +33,7 @@ from gateway.bench.progress import Progress
 from gateway.governance.counters import ADMIT_LUA
 from tests.conftest import RedisServer, own_redis_server
 
+SYNC_BATCH = 60  # entries a sync reads per shard at the seed's 1,900 writes/s: 1,900 / 8 shards / 4 syncs/s
 ANSWER = "a" * 700  # a cached chat answer (envelope + short completion), as written by a miss
 VECTOR = "v" * 1536  # 384 float32
 AUDIT = "e" * 600
@@ -63,6 +64,8 @@ def commands(sha: str) -> list[tuple[str, list[str]]]:
                                               "v", VECTOR]),
         ("XADD 600 B MAXLEN ~ (audit)", ["XADD", "gw:audit", "MAXLEN", "~", "100000", "*", "e", AUDIT]),
         ("XRANGE COUNT 1 (log sync, nothing new)", ["XRANGE", "gw:vlog", "-", "+", "COUNT", "1"]),
+        (f"XRANGE COUNT {SYNC_BATCH} (log sync, {SYNC_BATCH} new vectors)",
+         ["XRANGE", "gw:vlog", "-", "+", "COUNT", str(SYNC_BATCH)]),
         ("INCRBY (ledger)", ["INCRBY", f"gw:ledger:{r}", "5"]),
         ("HGETALL small (generation refresh)", ["HGETALL", "gw:cache-gen"]),
         ("EVALSHA admit (4 windows x 60 buckets, 2 budgets)", admit),
@@ -88,10 +91,16 @@ def _wait_link(client: redis.Redis, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def _prefill(client: redis.Redis) -> str:
+def _fill_windows(client: redis.Redis) -> None:
+    """The limit windows as a key in steady use holds them: a bucket for each of the last 50 seconds
+    (the script drops buckets older than its 60 s window, so this is refilled right before its run)."""
     now = int(client.time()[0])
     for key in WINDOWS:
-        client.hset(key, mapping={str(s): 1 for s in range(now - 50, now + 1)})  # ~60 buckets while it runs
+        client.delete(key)
+        client.hset(key, mapping={str(s): 1 for s in range(now - 50, now + 1)})
+
+
+def _prefill(client: redis.Redis) -> str:
     client.set(CAPS[0], 0)
     client.set(CAPS[1], 0)
     client.hset("gw:cache-gen", mapping={"*": "1", "key:app": "1"})
@@ -153,6 +162,8 @@ def measure(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
                  ("SET 700 B PX, pipelined 16", ["SET", "gw:c:e:{p}__rand_int__", ANSWER, "PX", "86400000"], 16)]
         for i, (what, argv, pipeline) in enumerate(plan):
             progress.update(i / len(plan), f"redis-benchmark: {what}", force=True)
+            if argv[0] == "EVALSHA":
+                _fill_windows(client)
             client.config_resetstat()
             cpu0, t0 = _cpu(client), time.monotonic()
             rps = _benchmark(server.port, argv, args.capacity_requests, pipeline)

@@ -78,6 +78,9 @@ def _capacity() -> dict:
     rows = [{"command": n, "name": n, "pipeline": 1, "server_cpu_us": us, "ops_per_s": 20_000}
             for n, us in names.items()]
     rows.append({"command": "GET P16", "name": "GET", "pipeline": 16, "server_cpu_us": 1.5, "ops_per_s": 190_000})
+    # A sync that reads 60 new vectors costs 59 us more than one that reads one: 1 us per vector.
+    rows.append({"command": "XRANGE COUNT 60 (sync)", "name": "XRANGE", "pipeline": 1, "server_cpu_us": 72.0,
+                 "ops_per_s": 9_000})
     return {"redis_version": "7", "connections": 32, "requests": 10, "commands": rows,
             "rate_curve": [{"target_per_s": 200, "ops_per_s": 199, "server_cpu_us": 70.0}]}
 
@@ -100,6 +103,7 @@ def _store(admits: float) -> dict:
 def test_a_path_costs_what_it_sent_at_unpipelined_prices() -> None:
     costs = cluster_main.cost_table(_capacity())
     assert costs["GET"] == 10.0  # the pipelined GET is not the price of a GET
+    assert costs["XRANGE"] == 13.0 and cluster_main.entry_cost_us(_capacity()) == 1.0
     row = _store(1.0)["paths"][0]
     assert cluster_main.path_cost_us(row, costs) == 11 + 11 + 14 + 120  # the script's inner commands are free
     miss = _store(1.0)["paths"][1]
@@ -112,7 +116,7 @@ def test_the_plan_sizes_masters_from_cpu_and_never_below_three() -> None:
     small = fleet[("seed mixed 50% hits", True)]
     assert small["masters"] == 3 and small["workers"] == 128
     per_req = 0.5 * 156 + 0.5 * (156 + 48 + 11 + 16)
-    timed = 128 * (4 * 8 * 13 + 13)
+    timed = 128 * (4 * 8 * 13 + 13 + 1900 * 1.0)  # syncs, refreshes, and every miss's vector read by each worker
     assert small["redis_cores"] == round((3800 * per_req + timed) / 1e6, 2)
     big = fleet[("seed mixed 50% hits x10", True)]
     assert big["rps"] == 38_000 and big["masters"] == max(3, math.ceil(big["redis_cores"] / 0.5))
