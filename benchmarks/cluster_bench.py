@@ -163,7 +163,8 @@ def _markdown(doc: dict[str, Any]) -> str:
     lines = [
         f"# Gateway instances on a Redis Cluster: {doc['run']}",
         "",
-        f"Run `{doc['run']}` by `make bench-cluster` ({doc['command']}) at {doc['started']} on {doc['host']}: "
+        f"Run `{doc['run']}` by `python -m benchmarks.cluster_bench` ({doc['command']}) at {doc['started']} on "
+        f"{doc['host']}: "
         f"{doc['cores']} cores, load average {doc['loadavg_before']} before the run. **The machine was shared "
         "with other sessions** and every process of the rig (the instances, nginx, wrk, the mock, six "
         "Redis nodes) competes for the same cores: absolute figures are noisy; the store commands per "
