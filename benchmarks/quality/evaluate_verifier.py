@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -263,18 +264,23 @@ def plot(panels: dict[str, dict[str, list[tuple[float, float]]]]) -> None:
 
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
     for ax, (name, curves) in zip(axes[0], panels.items(), strict=True):
-        for label, pts in curves.items():
-            ax.plot([r for r, _ in pts], [w for _, w in pts], marker="." if label != "learned" else None,
-                    label=label)
-        ax.axhline(0.01, color="grey", linestyle=":", linewidth=1)
-        ax.set_title(f"{name} (test split)", fontsize=10)
-        ax.set_xlabel("recall (true paraphrases served)")
-        ax.set_ylabel("wrong answers / served")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 0.6)
-        ax.legend(fontsize=8)
+        pr_panel(ax, curves, f"{name} (test split)", 0.6, smooth={"learned"})
     fig.tight_layout()
     fig.savefig(HERE / "verifier.png", dpi=100)
+
+
+def pr_panel(ax: Any, curves: dict[str, list[tuple[float, float]]], title: str, ymax: float,
+             smooth: set[str]) -> None:
+    """Wrong-answer share against recall, one line per decider, the 1% bound dotted."""
+    for label, pts in curves.items():
+        ax.plot([r for r, _ in pts], [w for _, w in pts], marker=None if label in smooth else ".", label=label)
+    ax.axhline(0.01, color="grey", linestyle=":", linewidth=1)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("recall (true paraphrases served)")
+    ax.set_ylabel("wrong answers / served")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, ymax)
+    ax.legend(fontsize=8)
 
 
 

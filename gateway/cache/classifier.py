@@ -60,20 +60,28 @@ class Head:
         return 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
 
     def threshold(self, max_wrong_rate: float) -> float:
-        """The lowest threshold at and above which every (well-populated) curve point kept the bound."""
-        ok = (self.wrong <= max_wrong_rate) | (self.served < MIN_SERVED)
-        # Scan from the strictest threshold down; stop at the first point that broke the bound.
-        best = np.inf
-        for i in range(len(self.thresholds) - 1, -1, -1):
-            if not ok[i]:
-                break
-            if self.served[i] >= MIN_SERVED:
-                best = float(self.thresholds[i])
-        return best
+        return pick_threshold(self.thresholds, self.wrong, self.served, max_wrong_rate)
 
     def recall_at(self, threshold: float) -> float:
-        i = int(np.searchsorted(self.thresholds, threshold))
-        return float(self.recall[i]) if i < len(self.recall) else 0.0
+        return recall_at(self.thresholds, self.recall, threshold)
+
+
+def pick_threshold(thresholds: np.ndarray, wrong: np.ndarray, served: np.ndarray, max_wrong_rate: float) -> float:
+    """The lowest threshold at and above which every (well-populated) curve point kept the bound."""
+    ok = (wrong <= max_wrong_rate) | (served < MIN_SERVED)
+    # Scan from the strictest threshold down; stop at the first point that broke the bound.
+    best = np.inf
+    for i in range(len(thresholds) - 1, -1, -1):
+        if not ok[i]:
+            break
+        if served[i] >= MIN_SERVED:
+            best = float(thresholds[i])
+    return best
+
+
+def recall_at(thresholds: np.ndarray, recall: np.ndarray, threshold: float) -> float:
+    i = int(np.searchsorted(thresholds, threshold))
+    return float(recall[i]) if i < len(recall) else 0.0
 
 
 def _head(z: np.lib.npyio.NpzFile, h: str) -> Head:
@@ -111,6 +119,8 @@ def shipped_model() -> PairModel:
 
 class LearnedVerifier:
     """A MetaCache verifier: the guard's fast veto, the cosine floor, then the classifier."""
+
+    kind = "learned"
 
     def __init__(self, model: PairModel, max_wrong_rate: float = 0.01) -> None:
         self.model = model

@@ -194,9 +194,7 @@ class MetaCache:
             if score >= s.near_miss_threshold:
                 scored.append((score, exact, query))
         scored.sort(reverse=True)
-        for score, exact, query in scored[:3]:
-            if not self._verified(2, k.text or "", query, None):
-                continue
+        for score, exact, _query in await self._served(2, k.text or "", [(sc, e, q, None) for sc, e, q in scored[:3]]):
             entry = await self._entry(exact)
             if entry is not None:
                 return self._hit(2, score, k.partition, exact, entry)
@@ -230,23 +228,42 @@ class MetaCache:
         floor = getattr(self._verifier, "cosine_floor", None) if s.verifier else None
         if floor is not None and req.semantic_threshold is None:
             threshold = floor
+        found: list[tuple[float, str, str, float | None]] = []
+        entries: dict[str, Entry] = {}
         for exact, cosine in await self.index.knn(k.partition, vec, s.knn_k, threshold):
             entry = await self._entry(exact)
             if entry is None:  # expired or evicted: forget the stale vector everywhere
                 self.index.remove_local(k.partition, exact)
                 self._spawn(self._store.vec_remove(k.partition, [exact]))
                 continue
-            if self._verified(4, k.text, entry.query, cosine):
-                return self._hit(4, cosine, k.partition, exact, entry)
+            entries[exact] = entry
+            found.append((cosine, exact, entry.query, cosine))
+        for cosine, exact, _query in await self._served(4, k.text, found):
+            return self._hit(4, cosine, k.partition, exact, entries[exact])
         return None
 
-    def _verified(self, phase: int, query: str, candidate: str, cosine: float | None) -> bool:
+    async def _served(self, phase: int, query: str, cands: list[tuple[float, str, str, float | None]]
+                      ) -> list[tuple[float, str, str]]:
+        """The candidates (score, exact, stored query, cosine) the verifier accepts, in the order given.
+
+        A verifier with `judge` (the cross-encoder) sees a phase's candidates in one batch; it may
+        judge only the best that fit its budget, or none, which makes the phase a miss (`unjudged`)."""
+        if not cands:
+            return []
         if not self.settings.verifier or self._verifier is None:
-            return True
-        verdict = self._verifier(query, candidate, cosine)
-        if not verdict.ok:
-            self.stats.phases[phase].vetoes += 1
-        return verdict.ok
+            return [c[:3] for c in cands]
+        judge = getattr(self._verifier, "judge", None)
+        if judge is not None:
+            verdicts = await judge(query, [(c[2], c[3]) for c in cands])
+            if verdicts is None:
+                self.stats.phases[phase].unjudged += 1
+                return []
+        else:
+            verdicts = [self._verifier(query, c[2], c[3]) for c in cands]
+        # A judge may answer for a prefix only (the best candidates that fit its budget).
+        out = [c[:3] for c, v in zip(cands, verdicts, strict=False) if v.ok]
+        self.stats.phases[phase].vetoes += len(verdicts) - len(out)
+        return out
 
     def _hit(self, phase: int, similarity: float, partition: str, exact: str, entry: Entry) -> CacheHit:
         # LRU bookkeeping is off the hit path.

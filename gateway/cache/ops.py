@@ -47,7 +47,7 @@ class Memory(msgspec.Struct):
 
 class Bound(msgspec.Struct):
     max_wrong_rate: float  # cache.max_wrong_rate: the bound the learned verifier's threshold keeps
-    verifier: str  # "learned", "rules" (the weights did not load) or "off"
+    verifier: str  # "cross" (the cross-encoder), "learned" (the MLP), "rules" (no weights loaded) or "off"
     thresholds: dict[str, float] = {}  # per head, at that bound
     expected_recall: dict[str, float] = {}  # validation recall each head keeps at it
 
@@ -162,7 +162,7 @@ def bound_of(cache_cfg: Any, verifier: Any) -> Bound:
     bound = Bound(max_wrong_rate=cache_cfg.max_wrong_rate, verifier="off" if not cache_cfg.verifier else "rules")
     thresholds = getattr(verifier, "thresholds", None)
     if cache_cfg.verifier and isinstance(thresholds, dict):
-        bound.verifier = "learned"
+        bound.verifier = getattr(verifier, "kind", "learned")
         bound.thresholds = {h: round(float(t), 4) for h, t in thresholds.items()}
         bound.expected_recall = {h: round(r, 4) for h, r in verifier.expected_recall().items()}
     return bound

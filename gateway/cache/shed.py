@@ -25,7 +25,8 @@ class ShedWatch:
     """Share of phase-4 lookups shed over the last window, from the MetaCache's own counters.
 
     A lookup is shed when phase 4 applied but never got to search (the embedding was refused or
-    timed out, or the loop lagged): `phases[4].lookups - semantic_searches`. `check()` returns the
+    timed out, or the loop lagged) or its candidates could not be judged within the verifier's
+    budget: `phases[4].lookups - semantic_searches + phases[4].unjudged`. `check()` returns the
     text for `/readyz` while the share is above `max_share` (over at least `min_lookups` lookups)
     and logs each transition once, so a machine too slow for the model is visible, not silent.
     """
@@ -41,7 +42,8 @@ class ShedWatch:
         self._shedding = False
 
     def _counts(self) -> tuple[int, int]:
-        return self._stats.phases[4].lookups, self._stats.semantic_searches
+        p4 = self._stats.phases[4]
+        return p4.lookups, self._stats.semantic_searches - p4.unjudged
 
     def report(self, now: float | None = None) -> ShedReport:
         """The window's figures; a window older than window_s is closed and a new one starts."""
@@ -67,7 +69,7 @@ class ShedWatch:
             self._shedding = shedding
             if shedding:
                 log.warning("semantic_cache_shed", share=round(r.share, 3), lookups=r.lookups,
-                            bound=self.max_share, why="the embedding model is too slow for this machine or load")
+                            bound=self.max_share, why="the embedding or verifier model is too slow here")
             else:
                 log.info("semantic_cache_not_shed", share=round(r.share, 3), lookups=r.lookups)
         if not shedding:

@@ -69,6 +69,7 @@ class PhaseStats:
     hits: int = 0
     skips: int = 0  # phase not applicable (structured text, no embedder, saturated, store down)
     vetoes: int = 0  # a candidate above the threshold that the verifier refused
+    unjudged: int = 0  # lookups with candidates the verifier could not judge within its budget
 
 
 @dataclass(slots=True)

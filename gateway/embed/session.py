@@ -133,6 +133,11 @@ class Embedder:
         self._lru_size = lru_size
 
     @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The worker's ML thread (low priority): the cross-encoder verifier runs here too."""
+        return self._pool
+
+    @property
     def estimate_ms(self) -> float:
         """The current wall-time estimate per text that budgets are checked against."""
         return self._ms_per_item

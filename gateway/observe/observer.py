@@ -191,8 +191,20 @@ def _cache_gauges(m: Metrics, src: Sources) -> None:
         vetoes.values[(tier,)] = float(getattr(ps, "vetoes", 0))
     skips = m.counter("gateway_cache_phase_skips_total",
                       "Phases not run: not applicable, store down, or (phase 4) the embedder or loop busy.", ("phase",))
+    unjudged = m.counter("gateway_cache_unjudged_total",
+                         "Lookups whose candidates the verifier could not judge within cache.verify_budget_ms.",
+                         ("phase",))
     for phase, ps in (getattr(stats, "phases", None) or {}).items():
         skips.values[(TIERS.get(phase, str(phase)),)] = float(getattr(ps, "skips", 0))
+        unjudged.values[(TIERS.get(phase, str(phase)),)] = float(getattr(ps, "unjudged", 0))
+    vs = getattr(getattr(cache, "verifier", None), "stats", None)
+    if vs is not None:  # the cross-encoder's own counters
+        m.counter("gateway_verifier_pairs_total", "Candidate pairs run through the cross-encoder.",
+                  ()).values[()] = float(getattr(vs, "judged", 0))
+        m.counter("gateway_verifier_probes_total", "Cross-encoder batches let in despite a slow estimate.",
+                  ()).values[()] = float(getattr(vs, "probes", 0))
+        m.counter("gateway_verifier_truncated_total", "Lookups judged on their best candidates only.",
+                  ()).values[()] = float(getattr(vs, "truncated", 0))
     m.counter("gateway_cache_lookup_requests_total", "Cacheable requests looked up in the MetaCache.",
               ()).values[()] = float(getattr(stats, "lookups", 0))
     index = getattr(cache, "index", None)

@@ -14,20 +14,22 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from gateway.cache.admin import CacheAdmin
 from gateway.cache.classifier import LearnedVerifier
+from gateway.cache.cross import CROSS_MODEL, CrossVerifier, cross_sidecar
 from gateway.cache.generations import Generations
 from gateway.cache.metacache import MetaCache
 from gateway.cache.part import CachePart, NullCache
 from gateway.cache.shared_flight import SharedFlight
 from gateway.cache.shed import ShedWatch
 from gateway.cache.singleflight import SingleFlight
+from gateway.cache.types import Verifier
 from gateway.cache.verify import verify
-from gateway.config import Config
+from gateway.config import CacheConfig, Config
 from gateway.costs.part import Costs, NullCosts
 from gateway.costs.prices import PriceTable, load_pricing
 from gateway.governance.auth import Authenticator
@@ -49,6 +51,9 @@ from gateway.store import Store, StoreUnavailable, open_configured
 from gateway.transform.part import NullTransform, Transform
 from gateway.worker.loadmon import LoopMonitor
 from gateway.worker.routes import Routes
+
+if TYPE_CHECKING:
+    from gateway.embed.session import Embedder
 
 log = structlog.get_logger("gateway.runtime")
 CAPABILITIES = ("governance", "cache", "transform", "ledger", "observe")
@@ -140,6 +145,34 @@ class Runtime:
         self._closers.append(gov.limits.close)  # corrections flushed before the store closes
         return gov.limits, gov.policies
 
+    def _verifier(self, cfg: CacheConfig, embedder: Embedder | None) -> Verifier | None:
+        """The pair classifier at the error bound: `auto` takes the one whose validation recall at
+        that bound is higher; the next one down when it won't load (cross-encoder, MLP, the rules),
+        said in /readyz."""
+        if not cfg.verifier:
+            return None
+        learned = LearnedVerifier.load_or_none(cfg.max_wrong_rate)
+        cross = None
+        if cfg.verifier_model in ("cross", "auto"):
+            own = cfg.verifier_path
+            cross = CrossVerifier.load_or_none(
+                cfg.max_wrong_rate, model_path=own or CROSS_MODEL, meta_path=cross_sidecar(own or CROSS_MODEL),
+                budget_ms=cfg.verify_budget_ms, executor=embedder.executor if embedder is not None else None)
+            if cross is None:
+                self.degraded["verifier"] = "cross-encoder unavailable: phases 2 and 4 use the MLP verifier"
+        if cross is not None and learned is not None and cfg.verifier_model == "auto":
+            r_cross, r_mlp = cross.expected_recall()["full"], learned.expected_recall()["full"]
+            log.info("verifier_chosen", bound=cfg.max_wrong_rate, cross_recall=round(r_cross, 4),
+                     mlp_recall=round(r_mlp, 4), chosen="cross" if r_cross > r_mlp else "mlp")
+            if r_cross <= r_mlp:  # at this bound the cheaper verifier serves as much on validation
+                cross.close()
+                cross = None
+        if cross is not None:
+            return cross
+        if learned is None:
+            self.degraded["verifier"] = "learned pair verifiers unavailable: phases 2 and 4 use the rules"
+        return learned
+
     async def _cache(self, store: Store) -> Cache:
         cfg = self.cfg.cache
         if not cfg.enabled or not self._on("cache"):
@@ -149,17 +182,14 @@ class Runtime:
             if cfg.semantic:
                 from gateway.embed.session import Embedder
 
-                embedder = Embedder.load_or_none(thread_nice=cfg.embed_nice)
+                embedder = Embedder.load_or_none(cfg.embed_model_path or None, thread_nice=cfg.embed_nice)
                 if embedder is None:
                     self.degraded["embedding"] = "model unavailable: semantic cache (phase 4) off"
                 else:
                     self._closers.append(embedder.close)
             self.loop_monitor.busy_ms = cfg.busy_lag_ms
             overloaded = self.loop_monitor.busy if cfg.busy_lag_ms > 0 else None
-            # The learned pair verifier at the configured error bound; the rules if its weights won't load.
-            learned = LearnedVerifier.load_or_none(cfg.max_wrong_rate) if cfg.verifier else None
-            if cfg.verifier and learned is None:
-                self.degraded["verifier"] = "learned pair verifier unavailable: phases 2 and 4 use the rules"
+            learned = self._verifier(cfg, embedder)
             generations = Generations(store)
             with contextlib.suppress(StoreUnavailable):  # until it is read, this worker serves no old entry
                 await generations.refresh()

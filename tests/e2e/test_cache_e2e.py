@@ -23,7 +23,7 @@ def _config(path: Path, mock: Proc, redis_url: str | None) -> Path:
                                            {"id": "team-b", "key_env": "E2E_API_KEY_B"}]},
         "store": {"redis_url": redis_url or "", "embedded_path": str(path.parent / "cache-store.db")},
         # Phase 4 always runs here: a loaded CI machine must not turn it into a load-shedding skip.
-        "cache": {"embed_budget_ms": 10_000, "busy_lag_ms": 0},
+        "cache": {"embed_budget_ms": 10_000, "verify_budget_ms": 10_000, "busy_lag_ms": 0},
         "providers": {"up": {"kind": "compatible", "base_url": mock.url},
                       "claude": {"kind": "anthropic", "base_url": mock.url}},
         "models": [{"name": "gpt-4o-mini", "deployments": [{"provider": "up"}]},
@@ -258,3 +258,54 @@ def test_redis_outage_every_request_answered(tmp_path: Path) -> None:
         gw.stop()
         mock.stop()
         servers.close()
+
+
+def test_models_that_fail_to_load_degrade_to_the_exact_phases(tmp_path: Path) -> None:
+    """Both ML models missing: the gateway still starts, serves phases 1-3, and /readyz says why."""
+    mock = start_mock(tmp_path, "nomodel-mock")
+    cfg = yaml.safe_load(_config(tmp_path / "nomodel.yaml", mock, None).read_text())
+    cfg["cache"].update({"verifier_path": str(tmp_path / "absent.int8.onnx"),
+                         "embed_model_path": str(tmp_path / "absent-embedder.onnx")})
+    (tmp_path / "nomodel.yaml").write_text(yaml.safe_dump(cfg))
+    gw = start_process(["serve", "--config", str(tmp_path / "nomodel.yaml"), "--workers", "1"],
+                       tmp_path / "nomodel.log", env=ENV, ready_path="/readyz")
+    try:
+        degraded = gw.get_json("/readyz")["degraded"]
+        assert "phase 4" in degraded["embedding"] and "MLP" in degraded["verifier"]
+        with _client(gw) as c:
+            first, _ = _ask(c, "What is the tallest mountain in Africa?")
+            _settle()
+            again, h = _ask(c, "What is the tallest mountain in Africa?")
+            assert again == first and h["x-cache-hit"] == "true" and h["x-cache-phase"] in {"1", "3"}
+            _, h = _ask(c, "Which mountain is the highest in Africa?")  # a paraphrase: phase 4 is off
+            assert h.get("x-cache-phase") != "4"
+    finally:
+        gw.stop()
+        mock.stop()
+
+
+def test_a_looser_bound_takes_the_cross_encoder_and_serves_a_paraphrase(tmp_path: Path) -> None:
+    """cache.max_wrong_rate 5%: `auto` takes the cross-encoder (more validation recall there), in real workers."""
+    mock = start_mock(tmp_path, "cross-mock")
+    cfg = yaml.safe_load(_config(tmp_path / "cross.yaml", mock, None).read_text())
+    cfg["cache"]["max_wrong_rate"] = 0.05
+    (tmp_path / "cross.yaml").write_text(yaml.safe_dump(cfg))
+    gw = start_process(["serve", "--config", str(tmp_path / "cross.yaml"), "--workers", "1"],
+                       tmp_path / "cross.log", env={**ENV, "GATEWAY_MASTER_KEY": "sk-master-e2e"},
+                       ready_path="/readyz")
+    try:
+        assert gw.get_json("/readyz")["degraded"] == {}
+        bound = gw.get_json("/admin/cache/stats", {"authorization": "Bearer sk-master-e2e"})["bound"]
+        assert bound["verifier"] == "cross" and bound["max_wrong_rate"] == 0.05
+        with _client(gw) as c:
+            first, _ = _ask(c, "Explain how a rainbow forms")
+            _settle()
+            para, h = _ask(c, "How does a rainbow form?")
+            assert para == first and h["x-cache-phase"] == "4"
+            _ask(c, "What is the best laptop for programming?")
+            _settle()
+            other, h = _ask(c, "What is the best laptop for gaming?")  # a neighbour the model refuses
+            assert "x-cache-hit" not in h and other.endswith("laptop for gaming?")
+    finally:
+        gw.stop()
+        mock.stop()

@@ -56,7 +56,8 @@ def trio(tmp_path_factory: pytest.TempPathFactory, cluster: RedisClusterNodes) -
                                            {"id": "limited", "key_env": "E2E_LIMITED_KEY"}]},
         "governance": {**GOVERNANCE, "keys": {"limited": {"rpm": LIMITED_RPM}}},
         # Phase 4 always runs: a loaded CI machine must not turn a semantic hit into a load-shedding skip.
-        "cache": {"embed_budget_ms": 10_000, "write_embed_budget_ms": 10_000, "busy_lag_ms": 0},
+        "cache": {"embed_budget_ms": 10_000, "write_embed_budget_ms": 10_000, "verify_budget_ms": 10_000,
+                  "busy_lag_ms": 0},
     }
     gws: list[Proc] = []
     try:

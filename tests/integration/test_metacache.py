@@ -13,6 +13,7 @@ import msgspec
 import pytest
 
 from gateway.cache.classifier import LearnedVerifier
+from gateway.cache.cross import CrossVerifier
 from gateway.cache.metacache import CacheHit, CacheRequest, CacheSettings, MetaCache
 from gateway.cache.shared_flight import SharedFlight
 from gateway.cache.singleflight import SingleFlight
@@ -215,6 +216,39 @@ async def test_learned_verifier_takes_candidates_below_the_plain_threshold(
     assert cache.stats.phases[4].vetoes >= 1
     # A route's own threshold still bounds phase 4 from below.
     assert await ask(cache, "How can I learn to play the guitar?", semantic_threshold=0.95) is None
+    await cache.drain()
+
+
+async def test_cross_encoder_serves_a_paraphrase_and_refuses_a_changed_question(
+    stores: list[Store], embedder: Embedder
+) -> None:
+    # A 5% bound (where `auto` takes the cross-encoder) and the shipped weights, in the embedder's
+    # thread as the worker runs them.
+    verifier = CrossVerifier.load_or_none(0.05, budget_ms=10_000, executor=embedder.executor)
+    assert verifier is not None and verifier.cosine_floor < 0.9
+    settings = CacheSettings(max_wrong_rate=0.05, embed_budget_ms=10_000, write_embed_budget_ms=10_000)
+    cache = MetaCache(stores[0], settings, embedder=embedder, verifier=verifier)
+    await put(cache, "Explain how a rainbow forms", "light refracts")
+    await put(cache, "What is the best laptop for programming?", "one with a good keyboard")
+    hit = await ask(cache, "How does a rainbow form?")
+    assert hit is not None and hit.phase == 4 and hit.query == "Explain how a rainbow forms"
+    assert await ask(cache, "What is the best laptop for gaming?") is None  # the model refuses, no rule
+    assert cache.stats.phases[4].vetoes >= 1 and verifier.stats.judged >= 2
+    await cache.drain()
+
+
+async def test_a_verifier_without_budget_makes_the_near_phases_a_miss(
+    stores: list[Store], embedder: Embedder
+) -> None:
+    verifier = CrossVerifier.load_or_none(0.01, budget_ms=1e-6, expected_ms=1_000.0, executor=embedder.executor)
+    assert verifier is not None
+    verifier._last_run = time.monotonic()  # no probe due: this lookup sees only the estimate
+    cache = MetaCache(stores[0], CacheSettings(embed_budget_ms=10_000, write_embed_budget_ms=10_000),
+                      embedder=embedder, verifier=verifier)
+    await put(cache, "Explain how a rainbow forms", "light refracts")
+    assert await ask(cache, "How does a rainbow form?") is None
+    p4 = cache.stats.phases[4]
+    assert p4.unjudged == 1 and p4.hits == 0 and verifier.stats.over_budget >= 1 and verifier.stats.judged == 0
     await cache.drain()
 
 

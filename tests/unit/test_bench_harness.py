@@ -193,6 +193,13 @@ def test_metrics_parse_and_cache_figures() -> None:
     assert figures["embeddings_skipped"] == 7.0
     assert metrics.deltas(None, after) == {}
     assert metrics.cache_figures({}, 1.0, 10) == {}
+    # Searches the verifier could not judge are not phase 4 run; pairs per lookup from the verifier.
+    judged = metrics.cache_figures({"gateway_cache_semantic_searches_total": 50.0,
+                                    'gateway_cache_unjudged_total{phase="semantic"}': 10.0,
+                                    'gateway_cache_unjudged_total{phase="near_miss"}': 3.0,
+                                    "gateway_verifier_pairs_total": 100.0}, seconds=1.0, requests=50)
+    assert judged["phase4_share"] == 0.8 and judged["phase4_unjudged"] == 10.0
+    assert judged["verifier_pairs_per_lookup"] == 2.5
 
 
 def test_overheads_are_taken_against_direct_at_the_same_rate() -> None:

@@ -51,3 +51,13 @@ def test_windows_roll_and_recovery_clears_it() -> None:
     with capture_logs() as logs:
         assert watch.check(now=t0 + 80) is None
     assert any(e["event"] == "semantic_cache_not_shed" for e in logs)
+
+
+def test_searches_the_verifier_could_not_judge_count_as_shed() -> None:
+    stats = CacheStats()
+    watch = ShedWatch(stats, max_share=0.05, window_s=60, min_lookups=50)
+    _run(stats, 100, 100)  # every lookup embedded and searched...
+    stats.phases[4].unjudged += 40  # ...but 40 had candidates the cross-encoder had no budget for
+    r = watch.report()
+    assert (r.lookups, r.shed) == (100, 40)
+    assert watch.check() is not None
