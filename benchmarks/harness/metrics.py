@@ -91,6 +91,9 @@ def cache_figures(delta: dict[str, float], seconds: float, requests: int) -> dic
     pairs = [v for k, v in delta.items() if k.split("{", 1)[0] == "gateway_verifier_pairs_total"]
     if pairs and phase4 and max(phase4) > 0:
         figures["verifier_pairs_per_lookup"] = round(max(pairs) / max(phase4), 2)
+    ml = sum(v for k, v in delta.items() if k.split("{", 1)[0] == "gateway_ml_seconds_total")
+    if ml and phase4 and max(phase4) > 0:  # embedding + verifier time, per phase-4 lookup that ran
+        figures["ml_ms_per_lookup"] = round(ml * 1000.0 / max(phase4), 2)
     if phase4 and requests > 0:
         figures["phase4_lookups"] = max(phase4)
         figures["phase4_share"] = round(min(1.0, max(phase4) / requests), 4)

@@ -102,6 +102,7 @@ def _cache_table(doc: dict[str, Any]) -> list[str]:
         "phase-4 lookups/s",
         "phase-4 share",
         "verifier pairs / lookup",
+        "ML ms / lookup",
     ]
     rows = []
     for name, t in doc["targets"].items():
@@ -110,7 +111,7 @@ def _cache_table(doc: dict[str, Any]) -> list[str]:
                 continue
             label = f"{name} {lv['scenario']} @ {lv['value']} RPS"
             if "skipped" in lv:
-                rows.append([label, lv["skipped"], "", "", "", "", "", "", "", ""])
+                rows.append([label, lv["skipped"], "", "", "", "", "", "", "", "", ""])
                 continue
             lat, base = lv.get("latency_ms") or {}, lv.get("baseline_latency_ms") or {}
             hit = (lv.get("hit_latency_ms") or {}).get("p50")
@@ -127,6 +128,7 @@ def _cache_table(doc: dict[str, Any]) -> list[str]:
                     _f(lv.get("phase4_lookups_per_s")),
                     "–" if share is None else f"{share:.1%}",
                     _f(lv.get("verifier_pairs_per_lookup"), 2),
+                    _f(lv.get("ml_ms_per_lookup"), 2),
                 ]
             )
     return _table(head, rows) if rows else ["(no cache levels in this run)", ""]

@@ -149,6 +149,7 @@ class CrossStats:
     truncated: int = 0  # lookups judged on their best candidates only (the rest would not fit)
     probes: int = 0  # over-budget lookups judged anyway, one a second, so the estimate can recover
     failed: int = 0
+    seconds: float = 0.0  # wall time inside the model (the ML thread's work)
 
 
 class CrossVerifier:
@@ -297,13 +298,15 @@ class CrossVerifier:
         try:
             return self._scores(query, pairs)
         finally:
-            per_pair = (time.perf_counter() - t0) * 1000.0 / len(pairs)
+            elapsed = time.perf_counter() - t0
+            per_pair = elapsed * 1000.0 / len(pairs)
             with self._lock:
                 self._busy -= len(pairs)
                 self._ms_per_pair = (per_pair if per_pair < self._ms_per_pair / 2
                                      else 0.8 * self._ms_per_pair + 0.2 * per_pair)
                 self.stats.judged += len(pairs)
                 self.stats.batches += 1
+                self.stats.seconds += elapsed
 
 
 def _check() -> int:

@@ -52,6 +52,7 @@ class EmbedStats:
     saturated: int = 0  # embed_one refused because the queue was full
     over_budget: int = 0  # embed_one refused or gave up because of its latency budget
     probes: int = 0  # embeddings let in despite the estimate, to refresh it
+    seconds: float = 0.0  # wall time inside the model (the ML thread's work)
 
 
 @dataclass(slots=True)
@@ -298,6 +299,7 @@ class Embedder:
                 self._last_run = time.monotonic()
                 self.stats.batches += 1
                 self.stats.embedded += len(batch)
+                self.stats.seconds += elapsed / 1000.0
             for i, job in enumerate(batch):
                 if error is None:
                     vec = vecs[i].copy()

@@ -205,6 +205,8 @@ def _cache_gauges(m: Metrics, src: Sources) -> None:
                   ()).values[()] = float(getattr(vs, "probes", 0))
         m.counter("gateway_verifier_truncated_total", "Lookups judged on their best candidates only.",
                   ()).values[()] = float(getattr(vs, "truncated", 0))
+        m.counter("gateway_ml_seconds_total", "Wall time inside the ML models (the worker's ML thread).",
+                  ("model",)).values[("verifier",)] = float(getattr(vs, "seconds", 0.0))
     m.counter("gateway_cache_lookup_requests_total", "Cacheable requests looked up in the MetaCache.",
               ()).values[()] = float(getattr(stats, "lookups", 0))
     index = getattr(cache, "index", None)
@@ -227,6 +229,8 @@ def _cache_gauges(m: Metrics, src: Sources) -> None:
         refused.values[("over_budget",)] = float(getattr(es, "over_budget", 0))
         m.counter("gateway_embed_probes_total", "Embeddings let in despite a slow estimate, to refresh it.",
                   ()).values[()] = float(getattr(es, "probes", 0))
+        m.counter("gateway_ml_seconds_total", "Wall time inside the ML models (the worker's ML thread).",
+                  ("model",)).values[("embedding",)] = float(getattr(es, "seconds", 0.0))
     stored = m.counter("gateway_cache_writes_total", "MetaCache entries written and evicted.", ("event",))
     stored.values[("stored",)] = float(getattr(stats, "stored", 0))
     stored.values[("evicted",)] = float(getattr(stats, "evicted", 0))

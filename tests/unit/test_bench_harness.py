@@ -197,9 +197,11 @@ def test_metrics_parse_and_cache_figures() -> None:
     judged = metrics.cache_figures({"gateway_cache_semantic_searches_total": 50.0,
                                     'gateway_cache_unjudged_total{phase="semantic"}': 10.0,
                                     'gateway_cache_unjudged_total{phase="near_miss"}': 3.0,
-                                    "gateway_verifier_pairs_total": 100.0}, seconds=1.0, requests=50)
+                                    "gateway_verifier_pairs_total": 100.0,
+                                    'gateway_ml_seconds_total{model="embedding"}': 0.5,
+                                    'gateway_ml_seconds_total{model="verifier"}': 0.3}, seconds=1.0, requests=50)
     assert judged["phase4_share"] == 0.8 and judged["phase4_unjudged"] == 10.0
-    assert judged["verifier_pairs_per_lookup"] == 2.5
+    assert judged["verifier_pairs_per_lookup"] == 2.5 and judged["ml_ms_per_lookup"] == 20.0
 
 
 def test_overheads_are_taken_against_direct_at_the_same_rate() -> None:

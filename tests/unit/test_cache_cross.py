@@ -149,3 +149,24 @@ def test_a_file_that_does_not_match_falls_back(tmp_path: Path) -> None:
     assert CrossVerifier.load_or_none(model_path=other) is None  # not the weights the curves are for
     assert CrossVerifier.load_or_none(model_path=tmp_path / "missing.onnx", check_hash=False) is None
     assert CrossVerifier.load_or_none(meta_path=tmp_path / "missing.npz") is None
+
+
+def test_metrics_show_the_verifier_and_the_ml_time() -> None:
+    from types import SimpleNamespace
+
+    from gateway.cache.cross import CrossStats
+    from gateway.cache.types import CacheStats
+    from gateway.embed.session import EmbedStats
+    from gateway.observe.metrics import Metrics
+    from gateway.observe.observer import Sources, _cache_gauges
+
+    stats = CacheStats()
+    stats.phases[4].unjudged = 3
+    cache = SimpleNamespace(stats=stats, verifier=SimpleNamespace(stats=CrossStats(judged=7, probes=1, seconds=0.25)),
+                            embedder=SimpleNamespace(stats=EmbedStats(embedded=4, seconds=0.5)), index=None)
+    m = Metrics()
+    _cache_gauges(m, Sources({}, None, cache, lambda: 0.0))  # type: ignore[arg-type]
+    c = m.extra_counters
+    assert c["gateway_ml_seconds_total"].values == {("verifier",): 0.25, ("embedding",): 0.5}
+    assert c["gateway_verifier_pairs_total"].values[()] == 7.0
+    assert c["gateway_cache_unjudged_total"].values[("semantic",)] == 3.0
