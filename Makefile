@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install native serve test test-pure lint lock bench bench-quick bench-peers clean faults
+.PHONY: install native serve test test-pure lint lock bench bench-quick bench-peers clean faults soak
 
 install: $(VENV)/.installed
 
@@ -54,3 +54,14 @@ faults: install
 	bash tests/system_deps.sh
 	GATEWAY_FAULTS=full GATEWAY_FAULTS_FIGURES=$(CURDIR)/faults-figures.txt \
 		$(PY) -m pytest -W error -q -o timeout=1800 tests/faults tests/e2e/test_cluster_e2e.py $(PYTEST_ARGS)
+
+# The soak (benchmarks/soak/run.py): SOAK_S seconds (600; SOAK_S=3600 for the hour) of a steady mix of
+# ordinary, streamed and hostile requests at SOAK_RATE req/s against a stack of its own (company
+# configuration, mock upstream); fails if RSS or open descriptors grow after the warm-up. Writes
+# benchmarks/soak/results.md and soak.png. SOAK_ARGS passes options through (--workers, --sample-s).
+SOAK_S ?= 600
+SOAK_RATE ?= 40
+SOAK_ARGS ?=
+soak: install
+	bash tests/system_deps.sh
+	nice -n 10 $(PY) -m benchmarks.soak.run --seconds $(SOAK_S) --rate $(SOAK_RATE) $(SOAK_ARGS)

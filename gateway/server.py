@@ -33,12 +33,16 @@ def default_workers() -> int:
     return max(1, cores)
 
 
-# Granian's Rust side allocates with its own jemalloc (read request bodies among others), which by
-# default keeps freed pages for 10 s and purges them only when that arena is busy again: a burst of
-# 20 MB bodies left a worker 230 MB larger for good. Purging after 1 s, and in a background thread
-# (so an idle worker shrinks too), brings it back (tests/faults/test_hostile.py). An operator's own
-# setting wins. The variable is read when the extension is loaded: set it before importing granian.
-JEMALLOC_CONF = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0"
+# Granian's Rust side allocates with its own jemalloc (read request bodies among others), which
+# keeps freed pages for 10 s and purges them only when that arena is used again. Its background
+# purging thread does not help: jemalloc turns it off in forked children, and Granian's workers are
+# forked. So a burst of 20 MB bodies left a worker 20-90 MB larger until traffic came back.
+# Allocations of 256 KB and more (body buffers) now go to jemalloc's arena for huge allocations,
+# which purges at once; small ones keep the default, so ordinary requests pay nothing (purging
+# everything at once cost ~1 madvise per request and ~15% CPU). 20 bodies of 20 MB now leave a
+# worker within 3 MB (tests/faults/test_hostile.py). An operator's own setting wins. The variable is
+# read when the extension is loaded: set it before importing granian.
+JEMALLOC_CONF = "oversize_threshold:262144"
 
 
 def jemalloc_conf(environ: dict[str, str] | None = None) -> None:

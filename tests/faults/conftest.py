@@ -3,7 +3,8 @@
 
 Two forms. The short form runs in `make test` (each scenario a few seconds). `make faults` sets
 GATEWAY_FAULTS=full: every scenario runs for its full duration, and the tests marked `faults_full`
-(the soak) run too; `make soak` adds GATEWAY_SOAK_S=3600. Each scenario records one line of
+(the soak, GATEWAY_SOAK_S seconds, 600) run too. `make soak` runs the soak on a stack of its own
+(benchmarks/soak/run.py, SOAK_S). Each scenario records one line of
 figures; they are printed at the end of the run (and appended to $GATEWAY_FAULTS_FIGURES if set).
 """
 
@@ -132,10 +133,12 @@ def gateway_config(tmp: Path, mock: Proc, hole: Proc, extra: dict[str, Any] | No
 
 
 def start_gateway(tmp: Path, mock: Proc, hole: Proc, redis_url: str, workers: int = 2,
-                  extra: dict[str, Any] | None = None, name: str = "gateway") -> Proc:
+                  extra: dict[str, Any] | None = None, name: str = "gateway",
+                  environ: dict[str, str] | None = None) -> Proc:
     cfg = gateway_config(tmp, mock, hole, extra)
     env = {"FAULTS_KEY_A": API_KEY, "FAULTS_KEY_B": LIMITED_KEY, "FAULTS_UPSTREAM_KEY": "sk-upstream",
-           "GATEWAY_MASTER_KEY": MASTER_KEY, "GATEWAY_REDIS_URL": redis_url, "GATEWAY_LOG_LEVEL": "warning"}
+           "GATEWAY_MASTER_KEY": MASTER_KEY, "GATEWAY_REDIS_URL": redis_url, "GATEWAY_LOG_LEVEL": "warning",
+           **(environ or {})}
     return start_process(["serve", "--config", str(cfg), "--workers", str(workers)], tmp / f"{name}.log", env=env,
                          ready_path="/readyz")
 

@@ -7,16 +7,17 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 
+from tests.e2e.conftest import Proc
 from tests.unit.test_hostile_input import HOSTILE
 
-from .conftest import API_KEY, AUTH, Stack, chat, form, record
-from .load import Outcome, pct, post, session, wait_until
+from .conftest import API_KEY, AUTH, Stack, chat, form, record, start_gateway
+from .load import Outcome, pct, post, session, wait_until, workers_rss_kb
 
 BIG = 20 * 1024 * 1024  # twice server.max_body_bytes
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
@@ -102,14 +103,15 @@ def _shaped(protocol: str, body: bytes) -> bool:
         else set(data) == {"error"}
 
 
-async def test_hostile_requests_never_5xx_never_hang_and_leave_no_memory_behind(stack: Stack) -> None:
-    url = stack.gw.url
+async def _burst(url: str, rss_kb: Callable[[], int], label: str) -> tuple[int, int, float | None]:
+    """The hostile burst against the gateway at `url`, its figures recorded and its answers checked;
+    RSS before and after, and the seconds until it was back within 5% (None: not within 15 s)."""
     kinds = _kinds(url)
     total = int(form(2000, 6000))
     async with session(limit=64) as s:
         warm = await asyncio.gather(*(post(s, url + "/v1/chat/completions", chat(i), AUTH) for i in range(200)))
         assert all(o.ok for o in warm)
-        before = stack.rss_kb()
+        before = rss_kb()
         sem = asyncio.Semaphore(32)
 
         async def one(i: int) -> tuple[str, str, Outcome]:
@@ -120,17 +122,21 @@ async def test_hostile_requests_never_5xx_never_hang_and_leave_no_memory_behind(
         t0 = time.monotonic()
         results = await asyncio.gather(*(one(i) for i in range(total)))
         took = time.monotonic() - t0
-        peak = stack.rss_kb()
+        peak = rss_kb()
         # Afterwards, normal traffic again: its own allocations are not the burst's.
         assert all(o.ok for o in await asyncio.gather(
             *(post(s, url + "/v1/chat/completions", chat(i), AUTH) for i in range(200))))
-    settled_s = await wait_until(lambda: _within(stack, before, 0.05), 15.0, every_s=0.25)
-    after = stack.rss_kb()
+
+    async def within() -> bool:
+        return rss_kb() <= before * 1.05
+
+    settled_s = await wait_until(within, 15.0, every_s=0.25)
+    after = rss_kb()
     statuses = Counter(o.status for _, _, o in results)
     server_errors = [(k, o.status, o.body[:200]) for k, _, o in results if o.status >= 500]
     hung = [k for k, _, o in results if o.status == 0]
     unshaped = sorted({k for k, p, o in results if o.status != 200 and not _shaped(p, o.body)})
-    record("hostile input", requests=total, kinds=len(kinds), seconds=round(took, 1),
+    record(label, requests=total, kinds=len(kinds), seconds=round(took, 1),
            statuses=" ".join(f"{k}x{v}" for k, v in sorted(statuses.items())), x5xx=len(server_errors),
            hangs=len(hung), not_json_in_shape=len(unshaped), p99_ms=round(pct([o.ms for _, _, o in results], 99)),
            rss_before_mb=round(before / 1024), rss_peak_mb=round(peak / 1024), rss_after_mb=round(after / 1024),
@@ -139,10 +145,29 @@ async def test_hostile_requests_never_5xx_never_hang_and_leave_no_memory_behind(
     assert server_errors == [], server_errors[:5]
     assert hung == [], sorted(set(hung))
     assert unshaped == [], unshaped
+    return before, after, settled_s
+
+
+async def test_hostile_requests_never_5xx_never_hang_and_leave_no_memory_behind(stack: Stack) -> None:
+    before, after, settled_s = await _burst(stack.gw.url, stack.rss_kb, "hostile input")
     if settled_s is None:  # an open finding (docs/faults.md): shown as xfailed, not hidden
-        pytest.xfail(f"worker RSS {before} kB before, {after} kB after: native memory kept after bodies of "
-                     "20,000 messages (not Python objects: tracemalloc sees nothing kept)")
+        pytest.xfail(f"worker RSS {before} kB before, {after} kB after: pymalloc keeps the 1 MB arenas that the "
+                     "small objects of 20,000-message bodies filled, pinned by a few long-lived blocks (measured: "
+                     "100 arenas for 26.6 MB live, 27 before); PYTHONMALLOC=malloc returns them (next test)")
 
 
-async def _within(stack: Stack, before: int, share: float) -> bool:
-    return stack.rss_kb() <= before * (1 + share)
+@pytest.fixture(scope="module")
+def malloc_gateway(stack: Stack) -> Iterator[Proc]:
+    """A second gateway like the suite's, its Python objects on glibc's malloc (PYTHONMALLOC=malloc)."""
+    gw = start_gateway(stack.tmp, stack.mock, stack.hole, stack.redis.url, name="gateway-malloc",
+                       environ={"PYTHONMALLOC": "malloc"})
+    yield gw
+    gw.stop()
+
+
+async def test_on_glibc_malloc_the_workers_memory_comes_back_after_the_burst(malloc_gateway: Proc) -> None:
+    # pymalloc's arenas out of the way, the trims after large requests (worker/memtrim.py) and
+    # jemalloc's eager purge of body-sized buffers (gateway/server.py) bring RSS back.
+    before, after, settled_s = await _burst(malloc_gateway.url, lambda: workers_rss_kb(malloc_gateway.proc.pid),
+                                            "hostile (malloc)")
+    assert settled_s is not None, f"worker RSS {before} kB before, {after} kB after"
