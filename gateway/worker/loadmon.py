@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 
 class LoopMonitor:
@@ -16,6 +17,8 @@ class LoopMonitor:
         self.busy_ms = busy_ms
         self.lag_ms = 0.0  # EWMA of how late the loop wakes a sleeper
         self._task: asyncio.Task[None] | None = None
+        # Called with (loop time, lag_ms) after every sample: the admission's concurrency limit.
+        self.on_sample: Callable[[float, float], None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -33,6 +36,8 @@ class LoopMonitor:
             await asyncio.sleep(self.interval_s)
             lag = max(0.0, (loop.time() - t - self.interval_s) * 1000.0)
             self.lag_ms = 0.7 * self.lag_ms + 0.3 * lag
+            if self.on_sample is not None:
+                self.on_sample(loop.time(), self.lag_ms)
 
     def busy(self) -> bool:
         return self.lag_ms > self.busy_ms

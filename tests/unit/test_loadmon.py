@@ -26,3 +26,30 @@ async def test_blocked_loop_reads_busy_then_recovers() -> None:
         assert not mon.busy()
     finally:
         await mon.stop()
+
+
+async def test_every_sample_reaches_the_admission_and_a_blocked_loop_lowers_its_limit() -> None:
+    from gateway.providers.shedding import Admission, AdmissionConfig
+
+    adm = Admission(AdmissionConfig(max_in_flight=1000, min_concurrency=8, lag_target_ms=3.0))
+    for _ in range(100):
+        assert adm.enter() is True
+    mon = LoopMonitor(interval_s=0.01)
+    samples: list[float] = []
+    seen = asyncio.Event()
+
+    def on_sample(now: float, lag_ms: float) -> None:
+        samples.append(lag_ms)
+        adm.tick(now, lag_ms)
+        if adm.limit < 100:
+            seen.set()
+
+    mon.on_sample = on_sample
+    mon.start()
+    try:
+        await asyncio.sleep(0)  # the monitor is asleep now
+        time.sleep(0.05)  # noqa: ASYNC251 -- a loop busy with work: the sample after it lags
+        await asyncio.wait_for(seen.wait(), 2.0)
+        assert max(samples) > 3.0 and adm.limit == 90  # 10% below the 100 worked on
+    finally:
+        await mon.stop()
