@@ -49,8 +49,8 @@ class AdmissionConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_per_client: int = 0
     adaptive: bool = True  # false: no concurrency limit below max_in_flight and no wait (refused past it)
     lag_target_ms: float = 10.0  # the loop lag the concurrency limit steers to
-    min_concurrency: int = 64  # the limit never goes below this (a loop lagging for other reasons)
-    max_queue_ms: int = 2000  # a request that would wait longer for a slot is refused at once (0 = no bound)
+    min_concurrency: int = 256  # the limit never goes below this (a loop lagging for other reasons)
+    max_queue_ms: int = 0  # a request that would wait longer for a slot is refused at once (0 = no bound)
 
 
 def client_host(client: str) -> str:
