@@ -37,6 +37,7 @@ from gateway.errors import Overloaded
 MAX_LIMIT = 1 << 16  # the concurrency limit's ceiling when max_in_flight is 0 (no bound)
 _DECREASE = 0.9  # per lag sample above target
 _INCREASE = 1.1  # per lag sample below target while requests wait: x2 in about 150 ms at 20 ms samples
+_CPU_BOUND = 0.3  # below this share of a core the lag is not the worker's own work
 _RATE_TAU_S = 1.0  # time constant of the completion rate's EWMA
 
 
@@ -227,9 +228,11 @@ class Admission:
 
     # ------------------------------------------------------------------ the control loop
 
-    def tick(self, now: float, lag_ms: float) -> None:
+    def tick(self, now: float, lag_ms: float, cpu: float = 1.0) -> None:
         """One loop-lag sample (gateway/worker/loadmon.py, every 20 ms): the completion rate, the
-        limit, and the waiters past their deadline."""
+        limit, and the waiters past their deadline. `cpu` is the process's CPU seconds per second:
+        a loop that lags while the process hardly runs waits for a neighbour's CPU, not for its own
+        work, and fewer requests at once would not help it."""
         self.lag_ms = lag_ms
         last = self._last_tick
         self._last_tick = now
@@ -251,7 +254,7 @@ class Admission:
         if not self.adaptive:
             return
         ceiling = self._cap or MAX_LIMIT
-        if lag_ms > self._lag_target:
+        if lag_ms > self._lag_target and cpu >= _CPU_BOUND:
             # Past the target the loop is the queue: fewer requests worked on at once, from what is
             # actually in service (a limit far above it would take many samples to matter).
             self.limit = max(self._min_limit, int(min(self.limit, self.in_service) * _DECREASE))

@@ -117,10 +117,10 @@ def adaptive(clock: Clock, **kw: int | float) -> Admission:
     return Admission(AdmissionConfig(**cfg), clock=clock)  # type: ignore[arg-type]
 
 
-def lagging(adm: Admission, clock: Clock, lag_ms: float, samples: int = 1) -> None:
+def lagging(adm: Admission, clock: Clock, lag_ms: float, samples: int = 1, cpu: float = 1.0) -> None:
     for _ in range(samples):
         clock.t += 0.02
-        adm.tick(clock.t, lag_ms)
+        adm.tick(clock.t, lag_ms, cpu)
 
 
 async def test_past_the_limit_requests_wait_and_get_slots_in_arrival_order() -> None:
@@ -159,6 +159,22 @@ async def test_lag_above_target_shrinks_the_limit_and_below_it_waiting_requests_
     assert adm.limit >= 50 and adm.queued == 0  # grown, and the waiters got the new slots
     assert all(v is True or (isinstance(v, asyncio.Future) and v.result() is True) for v in verdicts)
     assert adm.in_service == 50 and adm.refused == 0
+
+
+async def test_a_loop_that_lags_while_the_worker_hardly_runs_keeps_its_limit() -> None:
+    """A neighbour's CPU, not the worker's own work: slow upstreams keep every slot they need."""
+    clock = Clock()
+    adm = adaptive(clock, max_in_flight=2000)
+    for _ in range(1000):
+        assert adm.enter() is True
+    lagging(adm, clock, 40.0, samples=20, cpu=0.1)
+    assert adm.limit == 2000
+    lagging(adm, clock, 40.0, cpu=0.9)  # the worker's own work: now it shrinks
+    assert adm.limit == 900
+    waiting = [adm.enter() for _ in range(100)]
+    lagging(adm, clock, 40.0, samples=3, cpu=0.1)  # requests wait, the lag is not ours: grow again
+    assert adm.limit > 1000 and adm.queued == 0
+    assert all(isinstance(w, asyncio.Future) and w.result() for w in waiting)
 
 
 async def test_a_wait_longer_than_max_queue_is_refused_at_once() -> None:
