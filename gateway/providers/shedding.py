@@ -51,6 +51,7 @@ class AdmissionConfig(msgspec.Struct, forbid_unknown_fields=True):
     adaptive: bool = True  # false: no concurrency limit below max_in_flight and no wait (refused past it)
     lag_target_ms: float = 10.0  # the loop lag the concurrency limit steers to
     min_concurrency: int = 256  # the limit never goes below this (a loop lagging for other reasons)
+    max_concurrency: int = 0  # ... nor above this (0: max_in_flight); equal to min_concurrency: a fixed limit
     max_queue_ms: int = 0  # a request that would wait longer for a slot is refused at once (0 = no bound)
 
 
@@ -80,10 +81,10 @@ class Admission:
     per-client counts hold only addresses with a request in flight, so they stay as small as the load.
     """
 
-    __slots__ = ("_by_client", "_cap", "_clock", "_completed", "_lag_target", "_last_completed", "_last_tick",
-                 "_max_queue_s", "_min_limit", "_per_client", "_queue", "_retry_after", "_span_done", "_span_s",
-                 "_waited", "adaptive", "expired", "in_flight", "in_service", "lag_ms", "limit", "peak", "rate",
-                 "refused", "refused_client", "refused_queue")
+    __slots__ = ("_by_client", "_cap", "_ceiling", "_clock", "_completed", "_lag_target", "_last_completed",
+                 "_last_tick", "_max_queue_s", "_min_limit", "_per_client", "_queue", "_retry_after", "_span_done",
+                 "_span_s", "_waited", "adaptive", "expired", "in_flight", "in_service", "lag_ms", "limit", "peak",
+                 "rate", "refused", "refused_client", "refused_queue")
 
     def __init__(self, cfg: AdmissionConfig | None = None, clock: Callable[[], float] | None = None) -> None:
         cfg = cfg or AdmissionConfig()
@@ -91,12 +92,12 @@ class Admission:
             raise ValueError("max_in_flight must be >= 0")
         if cfg.max_per_client < 0:
             raise ValueError("max_per_client must be >= 0")
-        if cfg.min_concurrency < 1 or cfg.max_queue_ms < 0 or cfg.lag_target_ms <= 0:
-            raise ValueError("min_concurrency must be >= 1, max_queue_ms >= 0, lag_target_ms > 0")
+        if cfg.min_concurrency < 1 or cfg.max_concurrency < 0 or cfg.max_queue_ms < 0 or cfg.lag_target_ms <= 0:
+            raise ValueError("min_concurrency must be >= 1, max_concurrency >= 0, max_queue_ms >= 0, lag_target_ms > 0")
         self._clock = clock or time.monotonic  # the loop's clock (uvloop's is monotonic too)
         self._cap = cfg.max_in_flight
         self.adaptive = cfg.adaptive
-        ceiling = cfg.max_in_flight or MAX_LIMIT
+        ceiling = self._ceiling = min(cfg.max_concurrency or MAX_LIMIT, cfg.max_in_flight or MAX_LIMIT)
         self._min_limit = min(cfg.min_concurrency, ceiling)
         self._lag_target = cfg.lag_target_ms
         self._max_queue_s = cfg.max_queue_ms / 1000.0
@@ -253,7 +254,7 @@ class Admission:
         self._waited = bool(self._queue)
         if not self.adaptive:
             return
-        ceiling = self._cap or MAX_LIMIT
+        ceiling = self._ceiling
         if lag_ms > self._lag_target and cpu >= _CPU_BOUND:
             # Past the target the loop is the queue: fewer requests worked on at once, from what is
             # actually in service (a limit far above it would take many samples to matter).

@@ -2,8 +2,8 @@
 refused at once with 503 + retry-after, what is served waited at most `max_queue_ms`, and a closed
 population under the in-flight bound waits its turn instead of being refused.
 
-The concurrency limit is pinned to its floor (a lag target no loop meets), so the figures follow
-from the settings alone: 5 requests worked on at once, 200 ms each, so slots free at 25 per second.
+The concurrency limit is fixed (min_concurrency = max_concurrency), so the figures follow from the
+settings alone: 5 requests worked on at once, 200 ms each, so slots free at 25 per second.
 Each burst stays under Granian's backpressure (2 x max_in_flight), which counts connections: past it
 new connections wait in Granian until an idle one closes.
 """
@@ -21,7 +21,7 @@ import pytest
 from tests.e2e.conftest import Proc, start_process
 
 MOCK_MS = 200
-SLOTS = 5  # min_concurrency: the limit's floor, where it stays
+SLOTS = 5  # min_concurrency = max_concurrency: the limit
 CAP = 40  # max_in_flight: worked on + waiting
 MAX_QUEUE_MS = 800
 BURST = 50
@@ -35,7 +35,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     env = {
         "GATEWAY_RESILIENCE__ADMISSION__MAX_IN_FLIGHT": str(CAP),
         "GATEWAY_RESILIENCE__ADMISSION__MIN_CONCURRENCY": str(SLOTS),
-        "GATEWAY_RESILIENCE__ADMISSION__LAG_TARGET_MS": "0.000001",
+        "GATEWAY_RESILIENCE__ADMISSION__MAX_CONCURRENCY": str(SLOTS),
         "GATEWAY_RESILIENCE__ADMISSION__MAX_QUEUE_MS": str(MAX_QUEUE_MS),
         "GATEWAY_STORE__EMBEDDED_PATH": str(tmp / "store.db"),
         "GATEWAY_LOG_LEVEL": "warning",

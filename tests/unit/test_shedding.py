@@ -285,7 +285,18 @@ def test_without_adaptive_nothing_waits_and_the_bound_is_max_in_flight() -> None
     assert [adm.enter() for _ in range(4)] == [True, True, True, False]
 
 
-@pytest.mark.parametrize("bad", [{"min_concurrency": 0}, {"max_queue_ms": -1}, {"lag_target_ms": 0.0}])
+def test_max_concurrency_caps_the_limit_and_equal_bounds_fix_it() -> None:
+    clock = Clock()
+    adm = adaptive(clock, max_concurrency=50, min_concurrency=50)
+    assert adm.limit == 50
+    for _ in range(50):
+        assert adm.enter() is True
+    lagging(adm, clock, 100.0, samples=10)
+    assert adm.limit == 50
+
+
+@pytest.mark.parametrize("bad", [{"min_concurrency": 0}, {"max_queue_ms": -1}, {"lag_target_ms": 0.0},
+                                 {"max_concurrency": -1}])
 def test_bad_settings_are_refused(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         Admission(AdmissionConfig(**bad))  # type: ignore[arg-type]
