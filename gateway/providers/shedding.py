@@ -3,20 +3,22 @@ a slot, and an immediate 503 + `retry-after` for what would wait too long.
 
 Why not just a large in-flight bound: one worker is one event loop on one core. Past its capacity,
 every admitted request runs interleaved with all the others, each await waiting for a full pass over
-the ready queue; a request needs a dozen passes, so with 1,000 in flight each one took a dozen
-100-200 ms passes (measured: p99 1.8-2.6 s at 150% of capacity, and 1.1 s at 1,000 closed-loop
-connections, with the bound at 1024, docs/resilience.md). Requests that wait for a slot in a FIFO
-instead cost no CPU and leave in arrival order: the ones being worked on finish in about their own
-time, and the wait in front of them is bounded and measured.
+the ready queue; a request needs a dozen passes, and with 1,000 in flight a pass took 80-150 ms
+(measured: p99 1.8-3.2 s at 150% of capacity, 2.1 s at 1,000 closed-loop connections, with the bound
+at 1024 alone; docs/resilience.md). Requests that wait for a slot in a FIFO instead cost no CPU and
+leave in arrival order: the ones worked on finish in about their own time, and the wait in front of
+them is bounded.
 
 - `limit`: the requests being worked on. AIMD on the loop's lag (the CPU queue itself, whatever the
-  upstream's latency): above `lag_target_ms` it shrinks by 10% per sample (down to `min_concurrency`),
-  below it, while requests wait, it grows by 10%. An LLM upstream that takes seconds costs no CPU
-  while it streams, so the limit grows to what that needs; a latency-gradient limiter (Envoy's,
-  Netflix's) would read the upstream's variance as congestion.
-- The wait: a request past the limit waits in arrival order. It is refused at once when its expected
-  wait (requests ahead / the rate slots free up) exceeds `max_queue_ms`, and one that did wait that
-  long is refused then: served requests waited at most `max_queue_ms`.
+  upstream's latency): above `lag_target_ms`, while the process itself uses the CPU, it shrinks by
+  10% per sample (down to `min_concurrency`); otherwise, while requests wait, it grows by 10% (up to
+  `max_concurrency`). An LLM upstream that takes seconds costs no CPU while it streams, so the limit
+  grows to what that needs; a latency-gradient limiter (Envoy's, Netflix's) would read the
+  upstream's variance as congestion.
+- The wait: a request past the limit waits in arrival order. With `max_queue_ms` (off by default:
+  a closed loop that crosses it retries at once and storms) it is refused at once when its expected
+  wait (requests ahead / the rate slots free up) passes the bound, and one that did wait that long
+  is refused then.
 - `max_in_flight` bounds the whole (worked on + waiting): a closed population of clients (N
   connections, each waiting for its answer) never exceeds N, so it waits its turn instead of being
   refused; an open-loop excess finds the bound and is refused at once.
