@@ -4,8 +4,8 @@ population under the in-flight bound waits its turn instead of being refused.
 
 The concurrency limit is fixed (min_concurrency = max_concurrency), so the figures follow from the
 settings alone: 5 requests worked on at once, 200 ms each, so slots free at 25 per second.
-Each burst stays under Granian's backpressure (2 x max_in_flight), which counts connections: past it
-new connections wait in Granian until an idle one closes.
+Granian's backpressure counts connections (idle keep-alive ones too): the last test shows that idle
+connections past twice the in-flight bound do not hold up a new one (gateway/server.py).
 """
 
 from __future__ import annotations
@@ -107,3 +107,37 @@ async def test_a_closed_population_under_the_bound_waits_its_turn_and_is_never_r
     assert [status for status, _, _ in results] == [200] * (clients * rounds)
     # Waiting in arrival order: nobody's wait ran past a few slot turns.
     assert max(ms for _, ms, _ in results) < MAX_QUEUE_MS + MOCK_MS
+
+
+@pytest.fixture(scope="module")
+def fast_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    tmp: Path = tmp_path_factory.mktemp("connections")
+    mock = start_process(["mock", "--latency-ms", "5"], tmp / "mock.log")
+    env = {"GATEWAY_RESILIENCE__ADMISSION__MAX_IN_FLIGHT": "30", "GATEWAY_STORE__EMBEDDED_PATH": str(tmp / "store.db"),
+           "GATEWAY_LOG_LEVEL": "warning"}
+    gw = start_process(["serve", "--upstream", mock.url, "--workers", "1"], tmp / "gateway.log", env=env,
+                       ready_path="/readyz")
+    yield gw
+    gw.stop()
+    mock.stop()
+
+
+async def test_idle_keep_alive_connections_past_the_bound_do_not_hold_up_a_new_one(fast_gateway: Proc) -> None:
+    """Granian's backpressure counts connections: at 2 x max_in_flight (60 here) a new connection
+    waited 4.4 s for an idle one to time out. The worker's bound is on requests, not connections."""
+    url = fast_gateway.url + "/v1/chat/completions"
+    idle = [aiohttp.ClientSession() for _ in range(100)]
+    try:
+        waits = []
+        for i, session in enumerate(idle):  # one request each (5 ms), then the connection stays open, idle
+            status, ms, _ = await _call(session, url, 5000 + i)
+            assert status == 200
+            waits.append(ms)
+        async with aiohttp.ClientSession() as fresh:
+            status, ms, _ = await _call(fresh, url, 6000)
+        waits.append(ms)
+        assert status == 200
+        assert max(waits) < 1000, max(waits)  # not the header timeout's 5 s
+    finally:
+        for session in idle:
+            await session.close()
