@@ -135,8 +135,9 @@ class GatewayApp:
             proto.response_bytes(status, JSON, body)
 
     async def proxy(self, scope: Any, proto: Any, spec: EndpointSpec, pipeline: Pipeline) -> None:
-        """A proxied request: refused at once past the worker's in-flight bound (a 503 the client can
-        retry, not a queue that outgrows its deadline) or when its framing is ambiguous."""
+        """A proxied request: refused at once past the worker's admission (a 503 the client can retry,
+        not a queue that outgrows its deadline) or when its framing is ambiguous. Past the concurrency
+        limit it waits for a slot (in arrival order, at most `max_queue_ms`) before its body is read."""
         assert self.rt is not None
         admission = self.rt.admission
         host = client_host(scope.client) if self.rt.per_client else None
@@ -146,8 +147,10 @@ class GatewayApp:
         declared = headers.get("content-length")
         plain = declared is not None and declared.isdigit() and "transfer-encoding" not in headers
         refusal: GatewayError | None = None if plain else framing_error(headers)
-        if refusal is None and not admission.try_enter(host):
-            refusal = admission.refusal()
+        if refusal is None:
+            verdict = admission.enter(host)
+            if verdict is not True and (verdict is False or not await admission.wait(verdict, host)):
+                refusal = admission.refusal()
         if refusal is not None:
             status, body = render(refusal, spec.protocol)
             proto.response_bytes(status, [*JSON, *((k.lower(), v) for k, v in refusal.headers.items())], body)

@@ -334,6 +334,10 @@ def _validate_resilience(r: ResilienceConfig) -> None:
         raise ConfigError("resilience.admission.max_in_flight: must be >= 0 (0 = no bound)")
     if r.admission.max_per_client < 0:
         raise ConfigError("resilience.admission.max_per_client: must be >= 0 (0 = no bound)")
+    a = r.admission
+    if a.min_concurrency < 1 or a.max_concurrency < 0 or a.max_queue_ms < 0 or a.lag_target_ms <= 0:
+        raise ConfigError("resilience.admission: min_concurrency >= 1, max_concurrency >= 0 (0 = max_in_flight), "
+                          "max_queue_ms >= 0 (0 = no bound), lag_target_ms > 0")
 
 
 def _name_dict_key(message: str, data: dict[str, Any]) -> str:

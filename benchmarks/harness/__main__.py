@@ -52,10 +52,27 @@ def with_calibration(names: list[str]) -> list[str]:
     return [*names[:first], FORWARDER, *names[first:]]
 
 
+def narrow(plan: scenarios.Plan, target_arg: str | None, scenario_arg: str | None) -> None:
+    """`--targets` and `--scenarios` applied to a plan. A run of chosen scenarios measures those, not
+    the ratios: no calibration target is added and no wrk cross-check runs."""
+    if scenario_arg:
+        plan.only = frozenset(s.strip() for s in scenario_arg.split(",") if s.strip())
+        unknown = plan.only - set(scenarios.SCENARIOS)
+        if unknown:
+            raise ValueError(f"unknown scenarios {sorted(unknown)}; known: {', '.join(scenarios.SCENARIOS)}")
+        plan.wrk_connections = 0
+    if target_arg:
+        names = [t.strip() for t in target_arg.split(",") if t.strip()]
+        plan.targets = names if scenario_arg else with_calibration(names)
+
+
 def _run(args: argparse.Namespace) -> int:
     plan = scenarios.quick_plan() if args.quick else scenarios.full_plan()
-    if args.targets:
-        plan.targets = with_calibration([t.strip() for t in args.targets.split(",") if t.strip()])
+    try:
+        narrow(plan, args.targets, args.scenarios)
+    except ValueError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
     if args.level_seconds:
         plan.level_s = args.level_seconds
     out_dir = Path(args.out) if args.out else (RESULTS / "tmp" if args.quick else RESULTS)
@@ -109,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         help="brief levels; gateway, gateway-company (+ 2 variants), forwarder, direct and nginx only",
     )
     run.add_argument("--targets", help="comma-separated subset, e.g. direct,gateway,nginx")
+    run.add_argument(
+        "--scenarios",
+        help="only these scenarios, e.g. throughput,overload (no wrk cross-check, no forwarder added)",
+    )
     run.add_argument("--level-seconds", type=float, help="measured seconds per level")
     run.add_argument("--out", help="results directory (default benchmarks/results, or results/tmp when quick)")
     run.add_argument("--standin", action="store_true", help="measure the stand-in mock and forwarder")

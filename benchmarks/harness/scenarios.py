@@ -20,6 +20,7 @@ from benchmarks.harness.variants import ALL_ON, COMPANY, VARIANTS
 OVERHEAD, THROUGHPUT, CACHE_MISS, CACHE_MIXED, STREAM = "overhead", "throughput", "miss", "mixed", "stream"
 FEATURES = "features"  # the gateway variants (variants.py) at one rate, measured like the overhead levels
 OVERLOAD = "overload"  # open loop past the target's own measured capacity: does it shed or queue?
+SCENARIOS = (OVERHEAD, FEATURES, THROUGHPUT, OVERLOAD, CACHE_MISS, CACHE_MIXED, STREAM)
 
 # Which targets run which scenario. The cache modes need the gateway's cache; the direct call at the
 # same rates is their baseline. nginx, LiteLLM and Portkey run with their defaults (no cache).
@@ -62,8 +63,14 @@ class Plan:
     chunk_interval_ms: float = 2.0
     open_max_connections: int = 2000
     settings: dict[str, object] = field(default_factory=dict)
+    # Only these scenarios (`run --scenarios throughput,overload`); empty: all of them.
+    only: frozenset[str] = frozenset()
 
     def levels_for(self, target: str) -> list[Level]:
+        levels = self._levels_for(target)
+        return [lv for lv in levels if lv.scenario in self.only] if self.only else levels
+
+    def _levels_for(self, target: str) -> list[Level]:
         if target in VARIANTS:
             return [Level(FEATURES, "open", self.feature_rate)]
         levels = [Level(OVERHEAD, "open", r) for r in self.overhead_rates]

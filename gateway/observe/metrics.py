@@ -280,11 +280,18 @@ def observe_resilience(reg: Metrics, breakers: Breakers | None, admission: Admis
             state.set((name,), _BREAKER_STATE[b.state().state])
             ejections.values[(name,)] = float(b.total_ejections)
     if admission is not None:
-        reg.gauge("gateway_in_flight", "Requests in flight on the worker.", ()).set((), float(admission.in_flight))
-        shed = reg.counter("gateway_shed_total", "Requests refused at once: the worker or the client was at "
-                           "its in-flight bound.", ("reason",))
+        reg.gauge("gateway_in_flight", "Requests in flight on the worker (worked on + waiting for a slot).",
+                  ()).set((), float(admission.in_flight))
+        reg.gauge("gateway_admission_queued", "Requests waiting for a slot on the worker.",
+                  ()).set((), float(admission.queued))
+        reg.gauge("gateway_concurrency_limit", "Requests the worker works on at once (follows the loop's lag).",
+                  ()).set((), float(admission.limit))
+        shed = reg.counter("gateway_shed_total", "Requests refused with 503: the worker or the client was at its "
+                           "in-flight bound, or the wait for a slot would be (or was) past max_queue_ms.",
+                           ("reason",))
         shed.values[("worker",)] = float(admission.refused)
         shed.values[("client",)] = float(admission.refused_client)
+        shed.values[("queue",)] = float(admission.refused_queue)
     refused = reg.counter("gateway_retry_budget_refused_total", "Retries the retry budget refused, per provider.",
                           ("provider",))
     for provider, budget in budgets.items():

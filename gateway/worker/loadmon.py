@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
 
 
 class LoopMonitor:
@@ -15,7 +17,10 @@ class LoopMonitor:
         self.interval_s = interval_s
         self.busy_ms = busy_ms
         self.lag_ms = 0.0  # EWMA of how late the loop wakes a sleeper
+        self.cpu = 0.0  # EWMA of the process's CPU seconds per second: is the lag ours or a neighbour's?
         self._task: asyncio.Task[None] | None = None
+        # Called with (loop time, lag_ms, cpu) after every sample: the admission's concurrency limit.
+        self.on_sample: Callable[[float, float, float], None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -29,10 +34,15 @@ class LoopMonitor:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            t = loop.time()
+            t, c = loop.time(), time.process_time()
             await asyncio.sleep(self.interval_s)
-            lag = max(0.0, (loop.time() - t - self.interval_s) * 1000.0)
+            now = loop.time()
+            lag = max(0.0, (now - t - self.interval_s) * 1000.0)
             self.lag_ms = 0.7 * self.lag_ms + 0.3 * lag
+            if now > t:
+                self.cpu = 0.7 * self.cpu + 0.3 * min(1.0, (time.process_time() - c) / (now - t))
+            if self.on_sample is not None:
+                self.on_sample(now, self.lag_ms, self.cpu)
 
     def busy(self) -> bool:
         return self.lag_ms > self.busy_ms

@@ -79,7 +79,9 @@ class Runtime:
         self.loop_monitor = LoopMonitor()
         self.tracer = build_tracer()  # OTEL_* variables; a null tracer unless OTLP export is configured
         self.resilience = Resilience(cfg.resilience, cfg.providers)  # retry budgets, breakers
-        self.admission = Admission(cfg.resilience.admission)  # in-flight bound: past it, a fast 503
+        # Concurrency limit on the loop's lag, a bounded wait, past it a fast 503 (providers/shedding.py).
+        self.admission = Admission(cfg.resilience.admission)
+        self.loop_monitor.on_sample = self.admission.tick
         self.per_client = cfg.resilience.admission.max_per_client > 0
         self.degraded: dict[str, str] = {}  # optional parts that are degraded, with the reason (/readyz)
         self.routes: Routes = {}  # extra HTTP routes the parts serve (admin, metrics, dashboard)

@@ -421,3 +421,19 @@ def test_a_subset_with_the_gateway_measures_the_forwarder_right_before_it() -> N
     assert cli.with_calibration(["gateway-company"]) == ["forwarder", "gateway-company"]
     assert cli.with_calibration(["gateway", "forwarder"]) == ["gateway", "forwarder"]  # placed by the caller
     assert cli.with_calibration(["direct", "nginx"]) == ["direct", "nginx"]  # no gateway: nothing to calibrate
+
+
+def test_chosen_scenarios_run_alone_without_the_calibration_target() -> None:
+    plan = scenarios.full_plan()
+    cli.narrow(plan, "gateway-company", "throughput,overload")
+    assert plan.targets == ["gateway-company"] and plan.wrk_connections == 0
+    keys = [lv.key for lv in plan.levels_for("gateway-company")]
+    # The overload level still follows the throughput levels it takes its rate from.
+    assert keys == ["throughput@50conn", "throughput@150conn", "throughput@300conn", "throughput@1000conn",
+                    "overload@150pct"]
+    assert [lv.scenario for lv in plan.levels_for("nginx")] == ["throughput"] * 4
+    with pytest.raises(ValueError, match="unknown scenarios"):
+        cli.narrow(scenarios.full_plan(), None, "throughput,overlaod")
+    untouched = scenarios.full_plan()
+    cli.narrow(untouched, "gateway-company", None)
+    assert untouched.targets == ["forwarder", "gateway-company"] and not untouched.only

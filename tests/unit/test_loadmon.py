@@ -26,3 +26,35 @@ async def test_blocked_loop_reads_busy_then_recovers() -> None:
         assert not mon.busy()
     finally:
         await mon.stop()
+
+
+async def test_every_sample_reaches_the_admission_and_a_blocked_loop_lowers_its_limit() -> None:
+    from gateway.providers.shedding import Admission, AdmissionConfig
+
+    adm = Admission(AdmissionConfig(max_in_flight=1000, min_concurrency=8, lag_target_ms=3.0))
+    for _ in range(100):
+        assert adm.enter() is True
+    mon = LoopMonitor(interval_s=0.01)
+    samples: list[tuple[float, float]] = []
+    seen = asyncio.Event()
+
+    def on_sample(now: float, lag_ms: float, cpu: float) -> None:
+        samples.append((lag_ms, cpu))
+        adm.tick(now, lag_ms, cpu)
+        if adm.limit < 100:
+            seen.set()
+
+    mon.on_sample = on_sample
+    mon.start()
+    try:
+        for _ in range(20):  # a loop busy with its own work: the samples after each stretch lag
+            await asyncio.sleep(0.011)
+            deadline = time.process_time() + 0.03
+            while time.process_time() < deadline:
+                pass
+            if seen.is_set():
+                break
+        assert seen.is_set() and max(c for _, c in samples) >= 0.3  # its own CPU, not a neighbour's
+        assert max(lag for lag, _ in samples) > 3.0 and adm.limit == 90  # 10% below the 100 worked on
+    finally:
+        await mon.stop()

@@ -376,6 +376,9 @@ def test_config_section_defaults_and_overrides() -> None:
     cfg = load_config(environ={"GATEWAY_RESILIENCE__BREAKER__BASE_EJECTION_S": "2",
                                "GATEWAY_RESILIENCE__ADMISSION__MAX_IN_FLIGHT": "64"})
     assert cfg.resilience.breaker.base_ejection_s == 2.0 and cfg.resilience.admission.max_in_flight == 64
+    adm = load_config(environ={"GATEWAY_RESILIENCE__ADMISSION__ADAPTIVE": "false",
+                               "GATEWAY_RESILIENCE__ADMISSION__MAX_QUEUE_MS": "300"}).resilience.admission
+    assert adm.adaptive is False and adm.max_queue_ms == 300 and adm.lag_target_ms == 10.0
 
 
 @pytest.mark.parametrize(("name", "value", "fragment"), [
@@ -384,6 +387,8 @@ def test_config_section_defaults_and_overrides() -> None:
     ("BREAKER__MAX_EJECTION_S", "1", "max_ejection_s"),
     ("ADMISSION__MAX_IN_FLIGHT", "-1", "max_in_flight"),
     ("ADMISSION__MAX_PER_CLIENT", "-2", "max_per_client"),
+    ("ADMISSION__MIN_CONCURRENCY", "0", "min_concurrency"),
+    ("ADMISSION__MAX_QUEUE_MS", "-1", "max_queue_ms"),
     ("BREAKER__PROBES", "1", "probes"),
 ])
 def test_config_section_rejects_bad_values(name: str, value: str, fragment: str) -> None:
