@@ -184,15 +184,19 @@ def _start_variant(
         config = home / "gateway.yaml"  # JSON is YAML
         config.write_text(json.dumps(config_for(variant, url), indent=2))
         cmd = [*cmd, "--config", str(config)]
+    if variant.traced:  # any POST answered 200 at once: the collector a company would run
+        sink = start_compliance(rig, latency_ms=0)
+        companions.append(sink)
+        env = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.port}", "OTEL_SERVICE_NAME": "bench"}
     server = procs.start(variant.name, procs.pinned(cmd, cores), port, rig.log_dir, env=env, cwd=str(home))
     server.companions = companions
     return server
 
 
-def start_compliance(rig: Rig) -> procs.Server:
-    """The compliance service of the `http` policy, on the rig's core like the mock."""
+def start_compliance(rig: Rig, latency_ms: float = COMPLIANCE_LATENCY_MS) -> procs.Server:
+    """The compliance service of the `http` policy, on the rig's core like the mock (latency 0: an OTLP sink)."""
     port = procs.free_port()
-    env = {"COMPLIANCE_LATENCY_MS": str(COMPLIANCE_LATENCY_MS), "PYTHONPATH": str(REPO)}
+    env = {"COMPLIANCE_LATENCY_MS": str(latency_ms), "PYTHONPATH": str(REPO)}
     cmd = _granian("benchmarks.harness.compliance:app", port, 1)
     server = procs.start("compliance", procs.pinned(cmd, rig.rig_cores), port, rig.log_dir, env=env, cwd=str(REPO))
     try:

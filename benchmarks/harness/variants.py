@@ -12,6 +12,8 @@ file. The ladder, each step switching more on:
                         means in the headline tables
     gateway-governed    + a deny list and output pii redaction
     gateway-compliance  + an `http` policy beside the call, answered in 20 ms by compliance.py
+    gateway-traced      gateway-company + OpenTelemetry: every request's spans exported over OTLP/HTTP
+                        (batched, off the request path) to a local sink
 
 `gateway` and `gateway-company` are full targets (every scenario); the others run one level at the
 feature rate. The differences between neighbours' latencies at that rate are what a feature costs.
@@ -46,6 +48,7 @@ class Variant:
     disable: tuple[str, ...] = ()
     governance: Governance = ""  # "": embedded defaults; "company": auth, limits, input policies; "governed": +2
     compliance: bool = False  # plus an `http` policy beside the call, answered by compliance.py
+    traced: bool = False  # plus OTLP span export (OTEL_* variables) to a local sink that answers 200
 
     @property
     def governed(self) -> bool:
@@ -72,6 +75,8 @@ VARIANTS = {
             governance="governed",
             compliance=True,
         ),
+        Variant("gateway-traced", "gateway-company + OpenTelemetry spans exported over OTLP/HTTP to a local sink",
+                governance="company", traced=True),
     )
 }
 
@@ -81,7 +86,8 @@ CONFIGURED = {COMPANY: COMPANY_VARIANT, **VARIANTS}
 ALL_ON_LABEL = "gateway on embedded defaults (`serve --upstream`, auth off; its overhead level at the same rate)"
 
 # The order of the feature-cost table: each step switches more on.
-LADDER = ("gateway-bare", "gateway-no-observe", ALL_ON, COMPANY, "gateway-governed", "gateway-compliance")
+LADDER = ("gateway-bare", "gateway-no-observe", ALL_ON, COMPANY, "gateway-governed", "gateway-compliance",
+          "gateway-traced")
 
 # (label, slower variant, faster variant, the bound on the p50 difference in ms or None)
 DELTAS: tuple[tuple[str, str, str, float | None], ...] = (
@@ -89,6 +95,7 @@ DELTAS: tuple[tuple[str, str, str, float | None], ...] = (
     ("auth, limits + input policies (the company configuration)", COMPANY, ALL_ON, 0.3),
     ("deny list + output pii", "gateway-governed", COMPANY, None),
     (f"{COMPLIANCE_LATENCY_MS} ms compliance check beside the call", "gateway-compliance", "gateway-governed", 1.0),
+    ("OpenTelemetry spans + OTLP export", "gateway-traced", COMPANY, None),
 )
 
 

@@ -64,6 +64,7 @@ def _doc(compliance_success: float = 1.0) -> dict[str, Any]:
             "gateway-compliance": _target(
                 _level("features", 60.62, 62.40, compliance_success, feature_counts={"compliance checks": 2500}),
             ),
+            "gateway-traced": _target(_level("features", 60.59, 62.30, cpu=0.43, feature_counts={})),
         },
     }
 
@@ -121,6 +122,9 @@ def test_feature_costs_are_differences_of_the_variants_percentiles() -> None:
     beside = deltas["20 ms compliance check beside the call"]
     assert beside["p50"] == pytest.approx(0.01) and beside["p99"] == pytest.approx(-0.1)
     assert beside["ok"] is True
+    traced = deltas["OpenTelemetry spans + OTLP export"]
+    assert (traced["slower"], traced["faster"]) == ("gateway-traced", "gateway-company")
+    assert traced["p50"] == pytest.approx(0.04) and traced["cpu_ms"] == pytest.approx(0.03)
 
 
 def test_a_cost_over_its_bound_or_a_variant_that_lost_requests_is_not_met() -> None:

@@ -131,7 +131,7 @@ def test_the_overload_level_follows_the_throughput_levels_it_takes_its_rate_from
 def test_full_plan_has_every_peer() -> None:
     plan = scenarios.full_plan()
     peers = {"direct", "forwarder", "gateway", "gateway-company", "nginx", "litellm", "litellm-1.82.6", "portkey"}
-    variants = {"gateway-bare", "gateway-no-observe", "gateway-governed", "gateway-compliance"}
+    variants = {"gateway-bare", "gateway-no-observe", "gateway-governed", "gateway-compliance", "gateway-traced"}
     assert peers | variants | {"gateway-2w"} == set(plan.targets)
     assert plan.overhead_rates == [100, 300, 500, 1000] and plan.connections == [50, 150, 300, 1000]
     assert plan.targets.index("forwarder") == plan.targets.index("gateway") - 1  # measured minutes apart
