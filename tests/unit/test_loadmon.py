@@ -37,11 +37,13 @@ async def test_every_sample_reaches_the_admission_and_a_blocked_loop_lowers_its_
     mon = LoopMonitor(interval_s=0.01)
     samples: list[tuple[float, float]] = []
     seen = asyncio.Event()
+    first_cut: list[int] = []  # the limit after the first lowering (later samples may lower it more)
 
     def on_sample(now: float, lag_ms: float, cpu: float) -> None:
         samples.append((lag_ms, cpu))
         adm.tick(now, lag_ms, cpu)
-        if adm.limit < 100:
+        if adm.limit < 100 and not first_cut:
+            first_cut.append(adm.limit)
             seen.set()
 
     mon.on_sample = on_sample
@@ -55,6 +57,7 @@ async def test_every_sample_reaches_the_admission_and_a_blocked_loop_lowers_its_
             if seen.is_set():
                 break
         assert seen.is_set() and max(c for _, c in samples) >= 0.3  # its own CPU, not a neighbour's
-        assert max(lag for lag, _ in samples) > 3.0 and adm.limit == 90  # 10% below the 100 worked on
+        assert max(lag for lag, _ in samples) > 3.0 and first_cut == [90]  # 10% below the 100 worked on
+        assert 8 <= adm.limit <= 90
     finally:
         await mon.stop()
