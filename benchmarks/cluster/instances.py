@@ -12,7 +12,7 @@ deltas of every master over the run plus one second of after-work, divided by th
 (a pipeline's commands count one each; commands run inside the limit script are not counted by
 Redis here).
 
-    python -m benchmarks.cluster_bench [--seconds 20] [--connections 128] [--workers 1]
+    make bench-instances BENCH_ARGS="--seconds 20 --connections 128 --workers 1"
 
 Writes benchmarks/results/<date>-<host>-cluster.{json,md}. Absolute figures are this machine's, at
 that moment: on a small shared machine every instance competes with the others, nginx, wrk, the mock
@@ -44,7 +44,7 @@ from benchmarks.harness.targets import NGINX_CONF, gateway_command
 from benchmarks.harness.variants import COMPANY_KEY, COMPANY_KEY_ENV, MASTER_KEY, company_config
 from tests.conftest import RedisClusterNodes, own_redis_cluster
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 HIT_PROMPTS = 32
 # nginx in front of N gateways: the harness's nginx configuration with the mock's upstream replaced.
 _UPSTREAM = "    upstream mock {{\n        server 127.0.0.1:{mock};\n        keepalive 512;\n    }}\n"
@@ -163,7 +163,7 @@ def _markdown(doc: dict[str, Any]) -> str:
     lines = [
         f"# Gateway instances on a Redis Cluster: {doc['run']}",
         "",
-        f"Run `{doc['run']}` by `python -m benchmarks.cluster_bench` ({doc['command']}) at {doc['started']} on "
+        f"Run `{doc['run']}` by `make bench-instances` ({doc['command']}) at {doc['started']} on "
         f"{doc['host']}: "
         f"{doc['cores']} cores, load average {doc['loadavg_before']} before the run. **The machine was shared "
         "with other sessions** and every process of the rig (the instances, nginx, wrk, the mock, six "
@@ -186,7 +186,8 @@ def _markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {r['instances']} | {r['rps']:,.0f} | {r['rps'] / base:.2f}x | {r['latency_ms']['p50']} | "
                      f"{r['latency_ms']['p99']} | {r['errors']} | {r['store_commands_per_request']} | {top} |")
     lines += ["", "Commands inside the limit script (EVALSHA) run on the master but are not counted by "
-              "`commandstats` as separate calls; `benchmarks/store_ops.py` counts them with MONITOR.", ""]
+              "`commandstats` as separate calls; `make bench-cluster` (benchmarks/cluster/store_ops.py) "
+              "counts them with MONITOR.", ""]
     return "\n".join(lines)
 
 
