@@ -33,6 +33,7 @@ import msgspec
 import structlog
 
 from gateway.store import Store, StoreUnavailable
+from gateway.worker.lifecycle import stop_task
 
 log = structlog.get_logger("gateway.cache")
 
@@ -99,10 +100,7 @@ class Generations:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     async def _loop(self) -> None:
         while True:

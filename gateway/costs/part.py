@@ -4,7 +4,6 @@ ledger (after-work), plus GET /admin/savings. Null twin for when accounting is o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import msgspec
 
@@ -14,6 +13,7 @@ from gateway.governance.auth import Authenticator
 from gateway.pipeline.context import RequestContext
 from gateway.protocol.usage import usage_of_body
 from gateway.store import Store
+from gateway.worker.lifecycle import stop_task
 from gateway.worker.routes import Routes
 
 FLUSH_INTERVAL_S = 1.0
@@ -56,10 +56,7 @@ class Costs:
         proto.response_bytes(200, JSON, body)  # type: ignore[attr-defined]
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        await stop_task(self._flusher)
         await self.ledger.flush()  # before the store closes
 
 

@@ -20,6 +20,7 @@ from gateway.observe.batcher import Batcher
 from gateway.observe.entry import TIERS, AuditEntry, encoder, entry_from_ctx
 from gateway.observe.metrics import Metrics, ModelLabels, Snapshot, dump, load_others, merge, observe_resilience
 from gateway.observe.settings import Settings
+from gateway.worker.lifecycle import stop_task
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -145,10 +146,7 @@ class Observer:
                 observe_resilience(m, src.resilience.breakers, src.admission, src.resilience.budgets)
 
     async def close(self) -> None:
-        if self._dumper is not None:
-            self._dumper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._dumper
+        await stop_task(self._dumper)
         for b in (self.audit, self.archive):
             if b is not None:
                 await b.close()

@@ -7,9 +7,10 @@ worker spends its core on answering requests instead of queueing optional work b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
+
+from gateway.worker.lifecycle import stop_task
 
 
 class LoopMonitor:
@@ -26,10 +27,7 @@ class LoopMonitor:
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

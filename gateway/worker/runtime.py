@@ -49,6 +49,7 @@ from gateway.providers.shedding import Admission
 from gateway.providers.upstream import Provider, Transport, open_providers
 from gateway.store import Store, StoreUnavailable, open_configured
 from gateway.transform.part import NullTransform, Transform
+from gateway.worker.lifecycle import bounded, stop_task
 from gateway.worker.loadmon import LoopMonitor
 from gateway.worker.routes import Routes
 
@@ -57,6 +58,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("gateway.runtime")
 CAPABILITIES = ("governance", "cache", "transform", "ledger", "observe")
+# Each closer (flushes, the store, provider pools) gets this long at shutdown, so one that hangs can
+# neither keep the worker alive nor starve the closers after it (the store closes last).
+CLOSE_TIMEOUT_S = 5.0
 
 
 def disabled_capabilities(environ: Mapping[str, str] | None = None) -> frozenset[str]:
@@ -279,18 +283,10 @@ class Runtime:
         self.ready = False
         if self.pipeline is not None:
             await self.pipeline.after.drain(self.cfg.server.drain_timeout_s)
-        if self._warmup is not None:
-            self._warmup.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._warmup  # retrieved: a cancelled warm-up must not be reported at GC time
+        await stop_task(self._warmup)
         await self.loop_monitor.stop()
         for closer in reversed(self._closers):
-            try:
-                result = closer()
-                if asyncio.iscoroutine(result):
-                    await result
-            except Exception:
-                log.exception("close_failed", closer=repr(closer))
+            await bounded(closer, CLOSE_TIMEOUT_S)
         for p in self.providers.values():
-            await p.close()
+            await bounded(p.close, CLOSE_TIMEOUT_S)
 
