@@ -238,10 +238,9 @@ def _markdown(doc: dict[str, Any]) -> str:
         "",
         f"Run `{doc['run']}` by `make bench-instances` ({doc['command']}) at {doc['started']} on "
         f"{doc['host']}: "
-        f"{doc['cores']} cores, load average {doc['loadavg_before']} before the run. **The machine was shared "
-        "with other sessions** and every process of the rig (the instances, nginx, wrk, the mock, six "
-        "Redis nodes) competes for the same cores: absolute figures are noisy; the store commands per "
-        "request are not.",
+        f"{doc['cores']} cores, load average {doc['loadavg_before']} before the run. Every process of the rig "
+        "(the instances, nginx, wrk, the mock, six Redis nodes) shares the same cores: absolute figures are "
+        "noisy; the store commands per request are not.",
         "",
         f"Each instance: `gateway serve` with {doc['workers_each']} worker(s), the company configuration (auth with a "
         "configured key, limits for every key, input policies pii/injection/max_prompt; cache, ledger, audit "
