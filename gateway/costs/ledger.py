@@ -17,6 +17,7 @@ the deltas for the next flush; `/admin/savings` then shows this worker's own tot
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, unquote
@@ -103,6 +104,7 @@ def account(usage: Usage | None, price: tuple[str, ModelPrice] | None, *, cache_
     )
 
 
+@functools.lru_cache(maxsize=4096)  # a handful of (model, key) pairs per worker; quote() is ~3 us a call
 def _member(model: str, key: str) -> str:
     return f"{quote(model, safe='')}|{quote(key, safe='')}"
 
