@@ -93,3 +93,13 @@ async def test_parent_watch_stops_the_worker_once_its_master_is_gone(monkeypatch
     assert watch.orphaned
     assert timers == [(35.0, os._exit)]  # the hard exit past the drain timeout, armed once
     watch.stop()
+
+
+def test_gc_threshold_defaults_and_override() -> None:
+    from gateway.app import GC_THRESHOLD, gc_threshold
+
+    assert gc_threshold({}) == GC_THRESHOLD and GC_THRESHOLD[0] > 700  # fewer gen-0 passes than CPython's
+    assert gc_threshold({"GATEWAY_GC_THRESHOLD": "700,10,10"}) == (700, 10, 10)
+    assert gc_threshold({"GATEWAY_GC_THRESHOLD": "1000"}) == (1000,)
+    for bad in ("a,b", "1,2,3,4", "-5", " , "):
+        assert gc_threshold({"GATEWAY_GC_THRESHOLD": bad}) == GC_THRESHOLD
