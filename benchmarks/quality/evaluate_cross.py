@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality.embed_cache import embeddings  # noqa: E402
-from benchmarks.quality.evaluate_verifier import pr_panel  # noqa: E402
+from benchmarks.quality.evaluate_verifier import nearest, pr_panel  # noqa: E402
 from benchmarks.quality.pairs import Pair, build  # noqa: E402
 from gateway.cache import intent  # noqa: E402
 from gateway.cache.classifier import PairModel, full_features, lex_features, pick_threshold  # noqa: E402
@@ -157,11 +157,7 @@ def load_split(name: str, pairs: list[Pair], model: CrossModel, tag: str, mlp: P
     ev = vecs[[at[t] for t in entries]]
     sims = u @ ev.T
     pos = {t: j for j, t in enumerate(entries)}
-    for n, p in enumerate(pairs):  # the query's own text, if stored, would be a phase-1/3 hit
-        j = pos.get(p.a)
-        if j is not None:
-            sims[n, j] = -1
-    top = np.argsort(-sims, axis=1)[:, :K]
+    top = nearest(sims, pairs, pos, K)
     c_cos = np.take_along_axis(sims, top, axis=1)
     c_text = [[entries[j] for j in row] for row in top]
     flat = [(p.a, t) for p, row in zip(pairs, c_text, strict=True) for t in row]

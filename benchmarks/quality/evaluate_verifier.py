@@ -25,6 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.quality.pairs import Pair  # noqa: E402
 from benchmarks.quality.train_verifier import Data, load  # noqa: E402
 from gateway.cache import intent  # noqa: E402
 from gateway.cache.classifier import (  # noqa: E402
@@ -192,11 +193,7 @@ def crowded_eval(d: Data, mine: np.ndarray, model: PairModel, floor: float, rule
     queries = [d.pairs[i] for i in idx]
     qv = d.u[idx]
     sims = qv @ ev.T
-    for n, p in enumerate(queries):  # the query's own text, if stored, would be a phase-1/3 hit
-        j = pos.get(p.a)
-        if j is not None:
-            sims[n, j] = -1
-    top = np.argsort(-sims, axis=1)[:, :K]
+    top = nearest(sims, queries, pos, K)
     # per query: the K candidates, their cosine, rule verdicts and classifier scores
     cand_cos = np.take_along_axis(sims, top, axis=1)
     prob = np.zeros_like(cand_cos)
@@ -242,6 +239,16 @@ def crowded_eval(d: Data, mine: np.ndarray, model: PairModel, floor: float, rule
         "today's rules": [summary((cand_cos >= t) & rules_ok)[:2] for t in grid],
     }
     return {"entries": len(entries), "rows": rows}, curves
+
+
+def nearest(sims: np.ndarray, queries: list[Pair], pos: dict[str, int], k: int) -> np.ndarray:
+    """Per query, the columns of its k most similar stored entries; the query's own text, if stored,
+    is left out (asked again it would be a phase-1/3 hit, not a neighbour). `sims` is changed."""
+    for n, p in enumerate(queries):
+        j = pos.get(p.a)
+        if j is not None:
+            sims[n, j] = -1
+    return np.argsort(-sims, axis=1)[:, :k]
 
 
 def timing(d: Data, idx: np.ndarray, ver: LearnedVerifier) -> float:

@@ -15,7 +15,7 @@ import pytest
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamUnreachable
 from gateway.providers.upstream import Provider
-from tests.conftest import free_port
+from tests.aio_app import serve_app
 from tests.egress_servers import Pki, Tinyproxy, TlsMock, make_pki, start_tinyproxy, start_tls_mock
 
 TRANSPORTS = ("lean", "aiohttp")
@@ -179,12 +179,8 @@ async def plain_mock() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

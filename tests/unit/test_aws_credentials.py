@@ -21,6 +21,7 @@ from gateway.providers.aws_credentials import AwsCredentialSource, CredentialsUn
 from gateway.providers.mock_transport import MockRequest, MockResponse, MockTransport
 from gateway.providers.sigv4 import Credentials
 from gateway.providers.upstream import Provider
+from tests.aio_app import serve_app
 
 CFG = ProviderConfig(kind="bedrock", region="us-east-1")
 NOWHERE = {"AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/credentials"}
@@ -227,13 +228,8 @@ async def agent_url() -> AsyncIterator[tuple[str, list[str]]]:
 
     app = web.Application()
     app.router.add_get("/v1/credentials", creds)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}/v1/credentials", served
-    await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url + "/v1/credentials", served
 
 
 async def test_a_provider_signs_with_refreshed_container_credentials(

@@ -17,6 +17,7 @@ from gateway.governance.content import input_texts, output_texts
 from gateway.governance.policies import PolicySet, PolicyViolation, compile_policies
 from gateway.governance.settings import PolicySpec, SettingsError, parse_settings
 from gateway.pipeline.context import EndpointSpec, PolicyFlag, RequestContext
+from tests.aio_app import serve_app
 
 
 def ctx_for(body: dict[str, Any], endpoint: str = "chat") -> RequestContext:
@@ -109,13 +110,8 @@ async def checker() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/check", check)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}/check"
-    await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url + "/check"
 
 
 async def test_http_policy_verdicts_and_timeouts(checker: str) -> None:
