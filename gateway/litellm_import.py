@@ -39,41 +39,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from gateway import litellm_tables as lt
+
 __all__ = ["ImportResult", "LiteLLMImportError", "convert", "render"]
-
-AZURE_API_VERSION = "2024-10-21"
-
-# LiteLLM provider prefix -> (gateway kind, default base_url, LiteLLM's default key variable)
-PROVIDERS: dict[str, tuple[str, str, str | None]] = {
-    "openai": ("openai", "https://api.openai.com/v1", "OPENAI_API_KEY"),
-    "text-completion-openai": ("openai", "https://api.openai.com/v1", "OPENAI_API_KEY"),
-    "azure": ("azure", "", "AZURE_API_KEY"),
-    "anthropic": ("anthropic", "https://api.anthropic.com", "ANTHROPIC_API_KEY"),
-    "ollama": ("openai", "http://localhost:11434", None),
-    "ollama_chat": ("openai", "http://localhost:11434", None),
-    "hosted_vllm": ("openai", "", None),
-    "vllm": ("openai", "", None),
-    "openrouter": ("openai", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
-    "groq": ("openai", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
-    "mistral": ("openai", "https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
-    "deepseek": ("openai", "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
-    "together_ai": ("openai", "https://api.together.xyz/v1", "TOGETHERAI_API_KEY"),
-    "fireworks_ai": ("openai", "https://api.fireworks.ai/inference/v1", "FIREWORKS_AI_API_KEY"),
-    "xai": ("openai", "https://api.x.ai/v1", "XAI_API_KEY"),
-    "perplexity": ("openai", "https://api.perplexity.ai", "PERPLEXITYAI_API_KEY"),
-    "gemini": ("gemini", "", "GEMINI_API_KEY"),  # the gateway's default: generativelanguage.googleapis.com
-}
-# Bedrock's params (LiteLLM passes them to boto3); the AWS SDKs' own region variables.
-_AWS_KEYS = {"aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_region_name",
-             "aws_profile_name", "aws_role_name", "aws_session_name", "aws_web_identity_token",
-             "aws_sts_endpoint", "aws_bedrock_runtime_endpoint"}
-_GATEWAY_REGION_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION")
-_ARN_REGION = re.compile(r"^arn:aws[a-z-]*:bedrock:([a-z0-9-]+):")
-# litellm_params understood here; any other key of a deployment is reported.
-_DEPLOYMENT_KEYS = {"model", "api_base", "api_key", "api_version", "rpm", "tpm", "weight", "timeout",
-                    "extra_headers", "organization"}
-_ROUTER_KEYS = {"fallbacks", "num_retries", "timeout", "model_group_alias", "routing_strategy"}
-_LITELLM_KEYS = {"fallbacks", "num_retries", "request_timeout", "cache", "cache_params"}
 
 
 class LiteLLMImportError(Exception):
@@ -109,7 +77,7 @@ class _Importer:
         self.skipped.append(f"{where}: {why}")
 
     def provider(self, where: str, prefix: str, params: dict[str, Any]) -> str | None:
-        kind, default_base, default_key = PROVIDERS[prefix]
+        kind, default_base, default_key = lt.PROVIDERS[prefix]
         base = params.get("api_base") or default_base
         if _env_name(base):
             self.skip(f"{where}.api_base", f"read from ${_env_name(base)} by LiteLLM; the gateway needs the URL itself")
@@ -120,10 +88,10 @@ class _Importer:
         base = str(base).rstrip("/")
         if prefix.startswith("ollama"):
             base += "/v1"  # Ollama's OpenAI-compatible endpoint
-        version = params.get("api_version") or (AZURE_API_VERSION if kind == "azure" else None)
+        version = params.get("api_version") or (lt.AZURE_API_VERSION if kind == "azure" else None)
         if _env_name(version):
-            self.skip(f"{where}.api_version", f"read from ${_env_name(version)}; {AZURE_API_VERSION} assumed")
-            version = AZURE_API_VERSION
+            self.skip(f"{where}.api_version", f"read from ${_env_name(version)}; {lt.AZURE_API_VERSION} assumed")
+            version = lt.AZURE_API_VERSION
         raw_key = params.get("api_key")
         host = _slug(urlsplit(base).hostname or prefix).split("-") if base else [prefix]
         name = _slug(f"{prefix}-{'-'.join(host[:3])}") if params.get("api_base") else prefix
@@ -174,11 +142,11 @@ class _Importer:
     def bedrock(self, where: str, model: str, params: dict[str, Any]) -> str | None:
         region_param = params.get("aws_region_name")
         region: str | None = None
-        arn = _ARN_REGION.match(model)
+        arn = lt.ARN_REGION.match(model)
         if region_param is None and arn:
             region = arn.group(1)  # LiteLLM, too, takes an ARN's region when none is given
         elif _env_name(region_param):
-            if _env_name(region_param) not in _GATEWAY_REGION_VARS:
+            if _env_name(region_param) not in lt.GATEWAY_REGION_VARS:
                 self.skip(f"{where}.litellm_params.aws_region_name",
                           f"read from ${_env_name(region_param)} by LiteLLM; the gateway reads $AWS_REGION or"
                           " $AWS_DEFAULT_REGION: export one of them, or set the provider's region")
@@ -199,7 +167,7 @@ class _Importer:
                           " give it the role's credentials (environment, shared credentials file or container"
                           " credentials)")
         name = f"bedrock-{region}" if region else "bedrock"
-        identity = ("bedrock", base, region, *(str(params.get(k)) for k in sorted(_AWS_KEYS | {"api_key"})))
+        identity = ("bedrock", base, region, *(str(params.get(k)) for k in sorted(lt.AWS_KEYS | {"api_key"})))
         if identity in self._provider_ids:
             return self._provider_ids[identity]
         unique, n = name, 2
@@ -256,7 +224,7 @@ class _Importer:
                       " OAuth (vertex_project, vertex_location, vertex_credentials) at its own URLs; the gateway's"
                       " gemini provider speaks the Gemini API with a key (route gemini/<model> with $GEMINI_API_KEY)")
             return
-        if prefix not in PROVIDERS and prefix != "bedrock":
+        if prefix not in lt.PROVIDERS and prefix != "bedrock":
             self.skip(f"{where} ({name})", f"provider {prefix!r} of {target!r} is not supported by the gateway")
             return
         mode = (item.get("model_info") or {}).get("mode") if isinstance(item.get("model_info"), dict) else None
@@ -266,7 +234,7 @@ class _Importer:
             return
         for key in sorted(set(item) - {"model_name", "litellm_params", "rpm", "tpm"}):
             self.skip(f"{where}.{key}", "no gateway equivalent")
-        known = _DEPLOYMENT_KEYS | (_AWS_KEYS if prefix == "bedrock" else set())
+        known = lt.DEPLOYMENT_KEYS | (lt.AWS_KEYS if prefix == "bedrock" else set())
         for key in sorted(set(params) - known):
             self.skip(f"{where}.litellm_params.{key}", "no gateway equivalent")
         if prefix == "bedrock":
@@ -334,8 +302,8 @@ class _Importer:
         settings = self.data.get("litellm_settings") or {}
         general = self.data.get("general_settings") or {}
         cfg: dict[str, Any] = {}
-        for section, table, known in (("router_settings", router, _ROUTER_KEYS),
-                                      ("litellm_settings", settings, _LITELLM_KEYS)):
+        for section, table, known in (("router_settings", router, lt.ROUTER_KEYS),
+                                      ("litellm_settings", settings, lt.LITELLM_KEYS)):
             for key in sorted(set(table) - known):
                 self.skip(f"{section}.{key}", "no gateway equivalent")
         if router.get("routing_strategy") not in (None, "simple-shuffle"):

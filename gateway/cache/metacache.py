@@ -14,11 +14,9 @@ reuses the lookup's embedding, so a text is embedded at most once.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 import msgspec
 import numpy as np
@@ -44,6 +42,7 @@ from gateway.cache.types import (
     PhaseStats,
     Verifier,
 )
+from gateway.cache.upkeep import Background, evict
 from gateway.cache.verify import verify
 from gateway.store import EntryWrite, Store, StoreUnavailable
 
@@ -76,7 +75,7 @@ class MetaCache:
         self._l1: OrderedDict[str, Entry] = OrderedDict()
         self.index = VectorIndex(store, on_clear=self._l1.clear)  # another worker's clear empties ours
         self._vecs: OrderedDict[str, np.ndarray] = OrderedDict()  # exact key -> the lookup's vector
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._bg = Background()  # LRU touches, stale vector removals: never awaited by a lookup
         # The worker passes its refreshed generations; a bare MetaCache (tests, tools) assumes none
         # were ever cleared and sees only its own clears.
         if generations is None:
@@ -234,7 +233,7 @@ class MetaCache:
             entry = await self._entry(exact)
             if entry is None:  # expired or evicted: forget the stale vector everywhere
                 self.index.remove_local(k.partition, exact)
-                self._spawn(self._store.vec_remove(k.partition, [exact]))
+                self._bg.spawn(self._store.vec_remove(k.partition, [exact]))
                 continue
             entries[exact] = entry
             found.append((cosine, exact, entry.query, cosine))
@@ -267,7 +266,7 @@ class MetaCache:
 
     def _hit(self, phase: int, similarity: float, partition: str, exact: str, entry: Entry) -> CacheHit:
         # LRU bookkeeping is off the hit path.
-        self._spawn(self._store.lru_touch(K.LRU_GROUP, K.lru_member(partition, exact)))
+        self._bg.spawn(self._store.lru_touch(K.LRU_GROUP, K.lru_member(partition, exact)))
         return CacheHit(
             phase=phase,
             tier=TIERS[phase],
@@ -334,7 +333,7 @@ class MetaCache:
             # most ~1.5% (and never more than EVICT_EVERY entries) per worker.
             self._writes += 1
             if self._writes % min(EVICT_EVERY, max(1, s.max_entries // 64)) == 0:
-                await self._evict()
+                self.stats.evicted += await evict(self._store, s.max_entries, self._l1, self.index)
             self.stats.stored += 1
         except StoreUnavailable:
             self.stats.store_errors += 1
@@ -354,23 +353,6 @@ class MetaCache:
         vec = np.ascontiguousarray(vec, dtype=np.float32)
         await self._store.vec_add(partition, exact, vec.tobytes(), self.settings.ttl_s)
         self.index.add_local(partition, exact, vec)
-
-    async def _evict(self) -> None:
-        evicted = await self._store.lru_trim(K.LRU_GROUP, self.settings.max_entries)
-        if not evicted:
-            return
-        self.stats.evicted += len(evicted)
-        by_partition: dict[str, list[str]] = {}
-        for member in evicted:
-            partition, exact = K.split_member(member)
-            by_partition.setdefault(partition, []).append(exact)
-            self._l1.pop(exact, None)
-            self.index.remove_local(partition, exact)
-        # Intent pointers and recent-list items of evicted entries dangle harmlessly: they resolve
-        # to a missing entry, which is a miss.
-        await self._store.delete(*(K.entry_key(e) for ex in by_partition.values() for e in ex))
-        for partition, exacts in by_partition.items():
-            await self._store.vec_remove(partition, exacts)
 
     # ------------------------------------------------------------------------------ housekeeping
 
@@ -398,20 +380,6 @@ class MetaCache:
         while len(self._vecs) > 4096:
             self._vecs.popitem(last=False)
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.ensure_future(_quietly(coro))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def drain(self) -> None:
         """Wait for background bookkeeping (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks))
-
-
-async def _quietly(coro: Coroutine[Any, Any, Any]) -> None:
-    try:
-        await coro
-    except StoreUnavailable:
-        pass
-
+        await self._bg.drain()

@@ -16,13 +16,8 @@ import msgspec
 from gateway.protocol.sse import DONE, encode_event
 from gateway.protocol.usage import Usage
 from gateway.protocol.views import decode_any, encode
-from gateway.providers.messages_to_chat import (
-    ChatToMessagesStream,
-    anthropic_usage,
-    chat_to_message,
-    emit_events,
-    messages_to_chat,
-)
+from gateway.providers.chat_to_messages import ChatToMessagesStream, anthropic_usage, chat_to_message, emit_events
+from gateway.providers.messages_to_chat import messages_to_chat
 
 if TYPE_CHECKING:
     from gateway.pipeline.context import Events

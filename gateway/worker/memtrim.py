@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
-import gc
 import os
 from collections.abc import Callable, Mapping
 
@@ -104,10 +103,6 @@ class Trimmer:
     def _run(self) -> None:
         self._pending = False
         self._busy = False
-        # First the young generations: a refused request's exception holds its frames, and so the
-        # parsed body, in a reference cycle, and with the worker's high collection threshold
-        # (app.GC_THRESHOLD) such cycles would wait thousands of requests for the collector.
-        gc.collect(1)
         if self._trim is not None:
             self._trim()
             self.trims += 1
